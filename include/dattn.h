@@ -1,0 +1,191 @@
+/* dattn — a portable runtime for Differential-Transformer inference.
+ *
+ * The one public header. Opaque handles, a status from every function, results through
+ * out-pointers, parameters only from the *_default_params() functions so fields can be added.
+ * The library never prints, exits or aborts: on failure a function returns a status and
+ * dattn_last_error() says what went wrong, in words, on the calling thread.
+ *
+ * Threading: one backend runs one call at a time; use one backend per thread that computes.
+ */
+#ifndef DATTN_H
+#define DATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(DATTN_SHARED_BUILD)
+#define DATTN_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define DATTN_API __attribute__((visibility("default")))
+#else
+#define DATTN_API
+#endif
+
+#define DATTN_VERSION_MAJOR 0
+#define DATTN_VERSION_MINOR 1
+#define DATTN_VERSION_PATCH 0
+
+/* ---- status and errors ------------------------------------------------------------------ */
+
+typedef enum dattn_status {
+    DATTN_OK = 0,
+    DATTN_E_INVALID_ARG = -1,  /* a NULL pointer or a value out of its range */
+    DATTN_E_SHAPE = -2,        /* impossible or mismatched shapes */
+    DATTN_E_NOMEM = -3,        /* a host allocation failed */
+    DATTN_E_ARENA = -4,        /* the arena is smaller than what was asked for */
+    DATTN_E_CACHE_FULL = -5,   /* the KV cache holds n_ctx positions (full policy) */
+    DATTN_E_POSITION = -6,     /* a position that does not follow the cache's contents */
+    DATTN_E_IO = -7,           /* a file could not be opened, read or written */
+    DATTN_E_FORMAT = -8,       /* a file is malformed or does not match what it should hold */
+    DATTN_E_UNSUPPORTED = -9,  /* the backend or build cannot do what was asked */
+    DATTN_E_OPENCL = -10,      /* an OpenCL call failed */
+    DATTN_E_THREAD = -11,      /* a thread could not be started */
+} dattn_status;
+
+/* "DATTN_E_SHAPE"; "DATTN_E_UNKNOWN" for a code that is not in the list. */
+DATTN_API const char *dattn_status_name(dattn_status st);
+/* A one-line default description of a status. */
+DATTN_API const char *dattn_status_text(dattn_status st);
+/* The message of the last failure on this thread (never NULL; "" before any failure). */
+DATTN_API const char *dattn_last_error(void);
+
+typedef enum dattn_log_level {
+    DATTN_LOG_ERROR = 0,
+    DATTN_LOG_WARN = 1,
+    DATTN_LOG_INFO = 2,
+    DATTN_LOG_DEBUG = 3,
+} dattn_log_level;
+
+typedef void (*dattn_log_fn)(dattn_log_level level, const char *msg, void *user_data);
+/* Send the library's log lines to fn (NULL: drop them, the default). Process-wide. */
+DATTN_API void dattn_log_set(dattn_log_fn fn, void *user_data);
+
+/* ---- backends --------------------------------------------------------------------------- */
+
+typedef struct dattn_backend dattn_backend;
+
+typedef enum dattn_backend_type {
+    DATTN_BACKEND_AUTO = 0,    /* the first OpenCL GPU if there is one, else the CPU */
+    DATTN_BACKEND_CPU = 1,
+    DATTN_BACKEND_OPENCL = 2,
+} dattn_backend_type;
+
+typedef struct dattn_backend_params {
+    dattn_backend_type type;
+    int n_threads;             /* CPU: worker threads; 0 = number of online cores */
+    const char *cpu_isa;       /* CPU: NULL = best this CPU runs; or "generic", "avx2", "avx512", "neon" */
+    const char *device;        /* OpenCL: "PLATFORM:DEVICE" indices or a name substring; NULL = default */
+} dattn_backend_params;
+
+DATTN_API dattn_backend_params dattn_backend_default_params(void);
+DATTN_API dattn_status dattn_backend_create(const dattn_backend_params *params, dattn_backend **out);
+DATTN_API void dattn_backend_free(dattn_backend *backend);
+/* A line that says what runs, e.g. "cpu avx512, 2 threads". */
+DATTN_API const char *dattn_backend_describe(const dattn_backend *backend);
+
+/* ---- one differential-attention layer ---------------------------------------------------- */
+
+typedef struct dattn_layer dattn_layer;
+
+typedef enum dattn_dtype {
+    DATTN_DTYPE_F32 = 0,
+    DATTN_DTYPE_F16 = 1,
+    DATTN_DTYPE_BF16 = 2,
+} dattn_dtype;
+
+/* E = model_dim, H = n_heads (diff heads), Hkv = n_kv_heads, d = E / H / 2 (one softmax half).
+ * Valid when E % (2H) == 0, H % Hkv == 0 and d is even. */
+typedef struct dattn_layer_shape {
+    int model_dim;
+    int n_heads;
+    int n_kv_heads;
+    int layer_index;           /* l, 0-based: sets lambda_init = 0.8 - 0.6 exp(-0.3 l) */
+    float rope_theta;          /* 10000 for the usual models */
+} dattn_layer_shape;
+
+/* Weights in PyTorch nn.Linear layout ([out, in], y = x W^T), all of one dtype, little-endian.
+ * The layer copies them: the caller's memory may be freed after dattn_layer_create. */
+typedef struct dattn_layer_weights {
+    dattn_dtype dtype;
+    const void *q_proj;        /* [E, E] */
+    const void *k_proj;        /* [E/r, E] */
+    const void *v_proj;        /* [E/r, E] */
+    const void *out_proj;      /* [E, E] */
+    const void *lambda_q1, *lambda_k1, *lambda_q2, *lambda_k2;  /* [d] each */
+    const void *subln;         /* [2d] */
+} dattn_layer_weights;
+
+DATTN_API dattn_layer_shape dattn_layer_default_shape(void);
+DATTN_API dattn_status dattn_layer_create(dattn_backend *backend, const dattn_layer_shape *shape,
+                                          const dattn_layer_weights *weights, dattn_layer **out);
+/* One layer from a safetensors file under the names of unilm's module (q_proj.weight, ...,
+ * subln.weight) with __metadata__ embed_dim, num_heads, num_kv_heads, depth [, rope_theta]. */
+DATTN_API dattn_status dattn_layer_load(dattn_backend *backend, const char *path, dattn_layer **out);
+DATTN_API dattn_status dattn_layer_get_shape(const dattn_layer *layer, dattn_layer_shape *out);
+DATTN_API void dattn_layer_free(dattn_layer *layer);
+
+/* ---- the KV cache and its arena ---------------------------------------------------------- */
+
+typedef struct dattn_cache dattn_cache;
+
+typedef enum dattn_kv_type {
+    DATTN_KV_F32 = 0,
+    DATTN_KV_F16 = 1,
+    DATTN_KV_Q8 = 2,           /* int8 with one f32 scale per row of a head half */
+} dattn_kv_type;
+
+typedef enum dattn_kv_policy {
+    DATTN_POLICY_FULL = 0,         /* positions 0 .. n_ctx-1, then DATTN_E_CACHE_FULL */
+    DATTN_POLICY_SINK_WINDOW = 1,  /* StreamingLLM: the first n_sink tokens + the last
+                                      n_ctx - n_sink; runs without end */
+} dattn_kv_policy;
+
+typedef struct dattn_cache_params {
+    int n_layers;              /* layer slots in the cache (1 for a single layer) */
+    int n_ctx;                 /* tokens a query can see: full: the longest sequence */
+    int n_sink;                /* sink+window: attention-sink tokens kept from the start */
+    int max_batch;             /* most tokens one prefill call takes; scratch is sized for it */
+    dattn_kv_type kv_type;
+    dattn_kv_policy policy;
+} dattn_cache_params;
+
+DATTN_API dattn_cache_params dattn_cache_default_params(void);
+/* The exact arena bytes a cache for this shape and these params takes on this backend. */
+DATTN_API dattn_status dattn_cache_arena_bytes(const dattn_backend *backend,
+                                               const dattn_layer_shape *shape,
+                                               const dattn_cache_params *params, size_t *bytes);
+/* arena = NULL: the library reserves the bytes itself. Otherwise arena must hold at least
+ * dattn_cache_arena_bytes() bytes and outlive the cache; any alignment is fine. */
+DATTN_API dattn_status dattn_cache_create(dattn_backend *backend, const dattn_layer_shape *shape,
+                                          const dattn_cache_params *params, void *arena,
+                                          size_t arena_bytes, dattn_cache **out);
+DATTN_API void dattn_cache_free(dattn_cache *cache);
+/* Tokens seen so far by layer slot `slot` (the stream position of the next token). */
+DATTN_API dattn_status dattn_cache_n_past(const dattn_cache *cache, int slot, int *n_past);
+DATTN_API dattn_status dattn_cache_get_params(const dattn_cache *cache, dattn_cache_params *out);
+DATTN_API dattn_status dattn_cache_reset(dattn_cache *cache);
+/* Write the cache (contents and positions of every slot) to a file; restore it into a cache made
+ * with the same shape and params. A file that does not match changes nothing. */
+DATTN_API dattn_status dattn_cache_save(const dattn_cache *cache, const char *path);
+DATTN_API dattn_status dattn_cache_restore(dattn_cache *cache, const char *path);
+
+/* ---- running a layer --------------------------------------------------------------------- */
+
+/* Run the layer on n_tokens rows of x ([n_tokens, E] f32) at stream positions pos .. pos+n-1,
+ * appending their K/V to cache slot `slot`, and write y ([n_tokens, E]). pos must equal the
+ * slot's n_past; under the full policy a smaller pos first drops the positions from pos on.
+ * n_tokens may exceed max_batch (it runs in chunks). On error the cache is unchanged. */
+DATTN_API dattn_status dattn_layer_prefill(dattn_layer *layer, dattn_cache *cache, int slot, int pos,
+                                           const float *x, int n_tokens, float *y);
+/* One token through tiled flash decoding: x, y are [E]. */
+DATTN_API dattn_status dattn_layer_decode(dattn_layer *layer, dattn_cache *cache, int slot, int pos,
+                                          const float *x, float *y);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DATTN_H */

@@ -1,0 +1,15 @@
+/* Host allocations of the library go through here (DESIGN §3): one place to see them, and to
+ * make a failed allocation a status with a message instead of a crash. */
+#ifndef DATTN_ALLOC_H
+#define DATTN_ALLOC_H
+
+#include <stddef.h>
+
+/* NULL and a DATTN_E_NOMEM message naming `what` on failure. Memory is zeroed. */
+void *dattn_alloc(size_t bytes, const char *what);
+/* 64-byte aligned, zeroed; free with dattn_free_aligned. */
+void *dattn_alloc_aligned(size_t bytes, const char *what);
+void dattn_free(void *p);
+void dattn_free_aligned(void *p);
+
+#endif
