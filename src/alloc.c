@@ -1,4 +1,5 @@
 /* Host allocation wrappers (see alloc.h). */
+#define _POSIX_C_SOURCE 200809L
 #include "alloc.h"
 
 #include <stdlib.h>

@@ -63,7 +63,14 @@ void dattn_error_prefix(const char *fmt, ...)
     vsnprintf(head, sizeof head, fmt, ap);
     va_end(ap);
     memcpy(old, last_error, sizeof old);
-    snprintf(last_error, sizeof last_error, "%s%s", head, old);
+    /* Truncation is fine here: a long message loses its tail, never its head. */
+    size_t n = strlen(head);
+    if (n >= sizeof last_error)
+        n = sizeof last_error - 1;
+    memcpy(last_error, head, n);
+    size_t room = sizeof last_error - 1 - n, m = strlen(old);
+    memcpy(last_error + n, old, m < room ? m : room);
+    last_error[n + (m < room ? m : room)] = '\0';
 }
 
 static dattn_log_fn log_fn;

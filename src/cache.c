@@ -1,0 +1,191 @@
+/* The public cache and backend API: the arena is measured by the same code that carves it
+ * (DESIGN §3), so dattn_cache_arena_bytes is exactly what dattn_cache_create takes. */
+#include <string.h>
+
+#include "alloc.h"
+#include "backend.h"
+#include "kv.h"
+#include "layer.h"
+#include "status.h"
+
+dattn_backend_params dattn_backend_default_params(void)
+{
+    dattn_backend_params p;
+    memset(&p, 0, sizeof p);
+    p.type = DATTN_BACKEND_AUTO;
+    return p;
+}
+
+dattn_status dattn_backend_create(const dattn_backend_params *p, dattn_backend **out)
+{
+    if (!out)
+        return dattn_fail(DATTN_E_INVALID_ARG, "backend: out is NULL");
+    *out = NULL;
+    dattn_backend_params def = dattn_backend_default_params();
+    if (!p)
+        p = &def;
+    switch (p->type) {
+    case DATTN_BACKEND_AUTO:
+        dattn_log(DATTN_LOG_INFO, "backend: auto picked the CPU (this build has no OpenCL backend)");
+        return cpu_backend_create(p, out);
+    case DATTN_BACKEND_CPU:
+        return cpu_backend_create(p, out);
+    case DATTN_BACKEND_OPENCL:
+        return dattn_fail(DATTN_E_UNSUPPORTED, "backend: this build has no OpenCL backend; use the cpu backend");
+    }
+    return dattn_fail(DATTN_E_INVALID_ARG, "backend: unknown backend type %d", (int)p->type);
+}
+
+void dattn_backend_free(dattn_backend *be)
+{
+    if (be)
+        be->ops->destroy(be);
+}
+
+const char *dattn_backend_describe(const dattn_backend *be) { return be ? be->describe : "(none)"; }
+
+dattn_cache_params dattn_cache_default_params(void)
+{
+    dattn_cache_params p;
+    memset(&p, 0, sizeof p);
+    p.n_layers = 1;
+    p.n_ctx = 4096;
+    p.n_sink = 4;
+    p.max_batch = 512;
+    p.kv_type = DATTN_KV_F16;
+    p.policy = DATTN_POLICY_FULL;
+    return p;
+}
+
+/* The arena's layout: pages first (largest, page-aligned streams), then every scratch buffer. */
+static size_t carve_all(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g,
+                        arena *a, uint8_t **pages, void **scratch)
+{
+    *pages = arena_carve(a, kv_bytes(g));
+    *scratch = layer_carve_scratch(be, s, g, a);
+    return arena_fits(a) ? a->used : SIZE_MAX;
+}
+
+static dattn_status measure(const dattn_backend *be, const dattn_layer_shape *s,
+                            const dattn_cache_params *p, kv_geom *g, size_t *bytes)
+{
+    if (!be || !s || !p)
+        return dattn_fail(DATTN_E_INVALID_ARG, "cache: NULL backend, shape or params");
+    dattn_status st = layer_check_shape(s);
+    if (st == DATTN_OK)
+        st = kv_geom_init(g, s, p);
+    if (st != DATTN_OK)
+        return st;
+    arena a = arena_measure();
+    uint8_t *pages;
+    void *scratch;
+    size_t n = carve_all(be, s, g, &a, &pages, &scratch);
+    if (n == SIZE_MAX || kv_bytes(g) == SIZE_MAX)
+        return dattn_fail(DATTN_E_ARENA, "cache: n_ctx %d with %d layers does not fit in memory",
+                          p->n_ctx, p->n_layers);
+    *bytes = n + ARENA_ALIGN - 1;   /* room to align a caller's buffer */
+    return DATTN_OK;
+}
+
+dattn_status dattn_cache_arena_bytes(const dattn_backend *be, const dattn_layer_shape *s,
+                                     const dattn_cache_params *p, size_t *bytes)
+{
+    if (!bytes)
+        return dattn_fail(DATTN_E_INVALID_ARG, "cache: bytes is NULL");
+    kv_geom g;
+    return measure(be, s, p, &g, bytes);
+}
+
+dattn_status dattn_cache_create(dattn_backend *be, const dattn_layer_shape *s,
+                                const dattn_cache_params *p, void *buf, size_t buf_bytes,
+                                dattn_cache **out)
+{
+    if (!out)
+        return dattn_fail(DATTN_E_INVALID_ARG, "cache: out is NULL");
+    *out = NULL;
+    kv_geom g;
+    size_t need = 0;
+    dattn_status st = measure(be, s, p, &g, &need);
+    if (st != DATTN_OK)
+        return st;
+    if (buf && buf_bytes < need)
+        return dattn_fail(DATTN_E_ARENA, "cache: the arena holds %zu bytes, this cache needs %zu "
+                          "(n_ctx %d, %d layers, %s)", buf_bytes, need, p->n_ctx, p->n_layers,
+                          p->kv_type == DATTN_KV_F32 ? "f32" : p->kv_type == DATTN_KV_F16 ? "f16" : "q8");
+    dattn_cache *c = dattn_alloc(sizeof *c, "cache");
+    if (!c)
+        return DATTN_E_NOMEM;
+    c->n_past = dattn_alloc(sizeof(int) * (size_t)g.n_slots, "cache positions");
+    if (!buf) {
+        buf = c->own_arena = dattn_alloc_aligned(need, "KV cache arena");
+        buf_bytes = need;
+    }
+    if (!c->n_past || !buf) {
+        dattn_free(c->n_past);
+        dattn_free(c);
+        return DATTN_E_NOMEM;
+    }
+    uintptr_t start = ((uintptr_t)buf + ARENA_ALIGN - 1) & ~(uintptr_t)(ARENA_ALIGN - 1);
+    size_t usable = buf_bytes - (size_t)(start - (uintptr_t)buf);
+    arena a = {(uint8_t *)start, 0, usable < need ? usable : need};
+    memset(a.base, 0, a.cap);   /* touch every page now, not on the token path */
+    carve_all(be, s, &g, &a, &c->pages, &c->scratch);
+    c->backend = be;
+    c->shape = *s;
+    c->params = *p;
+    c->g = g;
+    c->arena_bytes = need;
+    *out = c;
+    return DATTN_OK;
+}
+
+void dattn_cache_free(dattn_cache *c)
+{
+    if (!c)
+        return;
+    dattn_free_aligned(c->own_arena);
+    dattn_free(c->n_past);
+    dattn_free(c);
+}
+
+dattn_status dattn_cache_n_past(const dattn_cache *c, int slot, int *n_past)
+{
+    if (!c || !n_past)
+        return dattn_fail(DATTN_E_INVALID_ARG, "cache: NULL argument to dattn_cache_n_past");
+    if (slot < 0 || slot >= c->g.n_slots)
+        return dattn_fail(DATTN_E_INVALID_ARG, "cache: slot %d is out of range 0..%d", slot,
+                          c->g.n_slots - 1);
+    *n_past = c->n_past[slot];
+    return DATTN_OK;
+}
+
+dattn_status dattn_cache_get_params(const dattn_cache *c, dattn_cache_params *out)
+{
+    if (!c || !out)
+        return dattn_fail(DATTN_E_INVALID_ARG, "cache: NULL argument to dattn_cache_get_params");
+    *out = c->params;
+    return DATTN_OK;
+}
+
+dattn_status dattn_cache_reset(dattn_cache *c)
+{
+    if (!c)
+        return dattn_fail(DATTN_E_INVALID_ARG, "cache: NULL cache");
+    for (int s = 0; s < c->g.n_slots; s++)
+        c->n_past[s] = 0;
+    return DATTN_OK;
+}
+
+dattn_status dattn_cache_save(const dattn_cache *c, const char *path)
+{
+    if (!c || !path)
+        return dattn_fail(DATTN_E_INVALID_ARG, "cache: NULL cache or path");
+    return kv_save(c, path);
+}
+
+dattn_status dattn_cache_restore(dattn_cache *c, const char *path)
+{
+    if (!c || !path)
+        return dattn_fail(DATTN_E_INVALID_ARG, "cache: NULL cache or path");
+    return kv_restore(c, path);
+}

@@ -1,0 +1,64 @@
+/* The CPU backend's attention: the arguments one layer call passes, the per-ISA kernel table,
+ * and the drivers that cut the work into pool tasks (DESIGN §5). */
+#ifndef DATTN_CPU_ATTN_H
+#define DATTN_CPU_ATTN_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "kv.h"
+#include "pool.h"
+
+enum { PREFILL_QT = 16,        /* query rows per prefill task */
+       DECODE_MAX_SPLIT = 64 };
+
+
+/* Per-cache scratch the decode path uses, carved from the arena. */
+typedef struct decode_scratch {
+    int max_vis, max_pieces;
+    kv_piece *pieces;          /* [max_pieces] */
+    float *scores;             /* [H][2][max_vis]: exp(s - piece max) of each visible key */
+    float *piece_max;          /* [H][2][max_pieces] */
+    float *piece_sum;          /* [H][2][max_pieces] */
+    float *partial;            /* [DECODE_MAX_SPLIT][H][2d] */
+} decode_scratch;
+
+/* Per-thread work memory, in floats, for either path. */
+size_t attn_thread_floats(const kv_geom *g, int group);
+
+/* Phase 1 of flash decoding for KV head j over pieces [p0, p1): scores of both softmaxes for the
+ * group's query heads, each piece's max and sum. */
+typedef void (*decode_scores_fn)(const attn_args *a, const decode_scratch *s, int n_pieces, int j,
+                                 int p0, int p1, float *tmp);
+/* Phase 2: one weighted V sum per query head with the differential weights
+ * exp(s1 - M1)/L1 - lambda exp(s2 - M2)/L2, into partial (overwritten). */
+typedef void (*decode_values_fn)(const attn_args *a, const decode_scratch *s, int n_pieces, int j,
+                                 int p0, int p1, float *partial, float *tmp);
+/* Prefill for KV head j and query rows [r0, r1) of the call: two online softmaxes over key
+ * chunks, then the lambda combine and sub-layer RMSNorm into a->out. */
+typedef void (*prefill_fn)(const attn_args *a, int j, int r0, int r1, float *tmp);
+
+typedef struct cpu_kernels {
+    const char *isa;
+    decode_scores_fn decode_scores;
+    decode_values_fn decode_values;
+    prefill_fn prefill;
+    void (*gemm)(const float *x, int ldx, int n, int k, const float *packed, int m, float *y,
+                 int ldy, int panel0, int panel1);
+    void (*gemv)(const float *x, int k, const float *packed, int m, float *y, int panel0,
+                 int panel1);
+} cpu_kernels;
+
+extern const cpu_kernels cpu_kernels_generic;
+#if defined(__x86_64__)
+extern const cpu_kernels cpu_kernels_avx2;
+extern const cpu_kernels cpu_kernels_avx512;
+#endif
+
+/* Runs the attention of a call on the pool (decode: n == 1 through flash decoding). */
+void attn_decode(pool *p, const cpu_kernels *k, const attn_args *a, const decode_scratch *s,
+                 float *thread_tmp, size_t thread_floats);
+void attn_prefill(pool *p, const cpu_kernels *k, const attn_args *a, float *thread_tmp,
+                  size_t thread_floats);
+
+#endif

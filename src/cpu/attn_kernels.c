@@ -1,0 +1,409 @@
+/* Differential-attention kernels of the CPU backend, compiled once per instruction set
+ * (src/cpu/isa.h): flash-decoding phases 1 and 2 and the tiled prefill (DESIGN §1, §5).
+ *
+ * Keys are read a 32-position chunk at a time from a page ([head_dim][KV_PAGE] per K half, so one
+ * broadcast-FMA per dim scores the whole chunk with no horizontal sums); f16 and q8 chunks are
+ * widened into a small f32 tile first, which stays in L1 while every query head of the group uses
+ * it. V rows are summed in register blocks of VB floats so the accumulators never touch memory
+ * inside the loop over positions. */
+#include <math.h>
+#include <string.h>
+
+#include "attn.h"
+#include "gemm.h"
+#include "half.h"
+#include "isa.h"
+
+#if defined(__AVX512F__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#if defined(__AVX512F__)
+#define VB 64           /* V floats per register block: 4 zmm x 2 interleaved rows */
+#define SU 4            /* independent partial sums in the score loop */
+#elif defined(__AVX2__)
+#define VB 32
+#define SU 2
+#else
+#define VB 16
+#define SU 2
+#endif
+
+#define CH KV_CHUNK
+#define CPU_STR_(x) #x
+#define CPU_STR(x) CPU_STR_(x)
+
+/* ---- element conversion ------------------------------------------------------------------ */
+
+static inline void f16_row(float *restrict dst, const uint16_t *restrict src, int n)
+{
+    int i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+#elif defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+#elif defined(__aarch64__)
+    for (; i < n; i++) {
+        __fp16 h;
+        memcpy(&h, src + i, 2);
+        dst[i] = (float)h;
+    }
+#endif
+    for (; i < n; i++)
+        dst[i] = f16_to_f32(src[i]);
+}
+
+static inline void q8_row(float *restrict dst, const int8_t *restrict src, int n)
+{
+    for (int i = 0; i < n; i++)
+        dst[i] = (float)src[i];
+}
+
+/* Rows [0, rows) of `len` elements at `stride` from a page half, as f32 at `ld` in tile; returns
+ * the row pointer and stride to read (f32 pages are used in place). */
+static const float *widen(const kv_geom *g, const uint8_t *base, int rows, int len, int stride,
+                          float *tile, int ld, int *ld_out)
+{
+    if (g->type == DATTN_KV_F32) {
+        *ld_out = stride;
+        return (const float *)base;
+    }
+    for (int i = 0; i < rows; i++) {
+        if (g->type == DATTN_KV_F16)
+            f16_row(tile + (size_t)i * ld, (const uint16_t *)base + (size_t)i * stride, len);
+        else
+            q8_row(tile + (size_t)i * ld, (const int8_t *)base + (size_t)i * stride, len);
+    }
+    *ld_out = ld;
+    return tile;
+}
+
+/* ---- exp for softmax: inputs <= 0 after the max is taken ---------------------------------- */
+
+/* e^x on a chunk, written so the loop vectorizes: 2^k by exponent bits, e^r by a degree-6
+ * polynomial on |r| <= ln2/2 (relative error ~2e-7). -inf and very negative inputs give 0. */
+static inline void exp_chunk(float *restrict x, int n)
+{
+    for (int i = 0; i < n; i++) {
+        float v = x[i];
+        int zero = v < -87.0f;
+        v = v < -87.0f ? -87.0f : v;
+        v = v > 88.0f ? 88.0f : v;
+        float kf = v * 1.44269504f + 12582912.0f;
+        kf -= 12582912.0f;
+        float r = v - kf * 0.693145751953125f;
+        r -= kf * 1.428606765330187e-06f;
+        float p = 1.0f / 720.0f;
+        p = p * r + 1.0f / 120.0f;
+        p = p * r + 1.0f / 24.0f;
+        p = p * r + 1.0f / 6.0f;
+        p = p * r + 0.5f;
+        p = p * r + 1.0f;
+        p = p * r + 1.0f;
+        int32_t bits = ((int32_t)kf + 127) << 23;
+        float scale;
+        memcpy(&scale, &bits, 4);
+        x[i] = zero ? 0.0f : p * scale;
+    }
+}
+
+/* s[0..CH) = sum_i q[i] * rows[i][0..CH): SU partial sums keep the FMA pipes full. */
+static inline void score_chunk(const float *restrict q, const float *restrict rows, int ld, int d,
+                               float *restrict s)
+{
+    float acc[SU][CH];
+    for (int u = 0; u < SU; u++)
+        for (int p = 0; p < CH; p++)
+            acc[u][p] = 0.0f;
+    int i = 0;
+    for (; i + SU <= d; i += SU)
+        for (int u = 0; u < SU; u++) {
+            const float *row = rows + (size_t)(i + u) * ld;
+            float qi = q[i + u];
+            for (int p = 0; p < CH; p++)
+                acc[u][p] += qi * row[p];
+        }
+    for (; i < d; i++)
+        for (int p = 0; p < CH; p++)
+            acc[0][p] += q[i] * rows[(size_t)i * ld + p];
+    for (int p = 0; p < CH; p++) {
+        float v = acc[0][p];
+        for (int u = 1; u < SU; u++)
+            v += acc[u][p];
+        s[p] = v;
+    }
+}
+
+/* acc[0..dv) += sum_p w[p] * v[p][0..dv) with two row streams in flight per register block. */
+static inline void accum_rows(float *restrict acc, const float *restrict v, int ldv,
+                              const float *restrict w, int n, int dv)
+{
+    int c = 0;
+    for (; c + VB <= dv; c += VB) {
+        float a0[VB], a1[VB];
+        for (int k = 0; k < VB; k++) {
+            a0[k] = acc[c + k];
+            a1[k] = 0.0f;
+        }
+        int p = 0;
+        for (; p + 2 <= n; p += 2) {
+            const float *r0 = v + (size_t)p * ldv + c, *r1 = r0 + ldv;
+            float w0 = w[p], w1 = w[p + 1];
+            for (int k = 0; k < VB; k++) {
+                a0[k] += w0 * r0[k];
+                a1[k] += w1 * r1[k];
+            }
+        }
+        if (p < n) {
+            const float *r0 = v + (size_t)p * ldv + c;
+            for (int k = 0; k < VB; k++)
+                a0[k] += w[p] * r0[k];
+        }
+        for (int k = 0; k < VB; k++)
+            acc[c + k] = a0[k] + a1[k];
+    }
+    for (; c < dv; c++)
+        for (int p = 0; p < n; p++)
+            acc[c] += w[p] * v[(size_t)p * ldv + c];
+}
+
+/* Page pointers of the aligned chunk holding a piece. */
+typedef struct chunk_view {
+    const uint8_t *k[2];       /* K half rows, stride KV_PAGE elements */
+    const uint8_t *v;          /* V rows, stride 2d elements */
+    const float *kscale[2], *vscale;  /* q8 only, indexed by lane */
+    int lane0;                 /* first valid lane in the chunk */
+} chunk_view;
+
+static chunk_view view_chunk(const attn_args *a, int j, const kv_piece *pc)
+{
+    const kv_geom *g = &a->cache->g;
+    int off = pc->phys % KV_PAGE, base = off - off % CH;
+    const uint8_t *page = kv_page(a->cache, a->slot, j, pc->phys / KV_PAGE);
+    size_t e = g->elem_bytes;
+    chunk_view cv;
+    cv.k[0] = page + base * e;
+    cv.k[1] = page + g->khalf_bytes + base * e;
+    cv.v = page + 2 * g->khalf_bytes + (size_t)(base + off % CH) * 2 * g->head_dim * e;
+    const float *scales = (const float *)(page + 2 * g->khalf_bytes + g->v_bytes);
+    cv.kscale[0] = scales + base;
+    cv.kscale[1] = scales + KV_PAGE + base;
+    cv.vscale = scales + 2 * KV_PAGE + off;
+    cv.lane0 = off % CH;
+    return cv;
+}
+
+/* ---- flash decoding, phase 1 ------------------------------------------------------------- */
+
+static void decode_scores(const attn_args *a, const decode_scratch *s, int n_pieces, int j, int p0,
+                          int p1, float *tmp)
+{
+    const kv_geom *g = &a->cache->g;
+    int d = a->head_dim, r = a->group;
+    float *ktile = tmp;                 /* [d][CH] */
+    float *sc = ktile + (size_t)d * CH; /* [CH] */
+    for (int pi = p0; pi < p1; pi++) {
+        const kv_piece *pc = &s->pieces[pi];
+        chunk_view cv = view_chunk(a, j, pc);
+        for (int half = 0; half < 2; half++) {
+            int ld;
+            const float *rows = widen(g, cv.k[half], d, CH, KV_PAGE, ktile, CH, &ld);
+            for (int hh = 0; hh < r; hh++) {
+                int h = j * r + hh;
+                const float *q = (pc->sink ? a->q_sink : a->q) + (size_t)(2 * h + half) * d;
+                score_chunk(q, rows, ld, d, sc);
+                float *e = sc + cv.lane0;
+                int len = pc->len;
+                if (g->type == DATTN_KV_Q8)
+                    for (int p = 0; p < len; p++)
+                        e[p] *= cv.kscale[half][cv.lane0 + p];
+                float m = -INFINITY;
+                for (int p = 0; p < len; p++)
+                    m = e[p] > m ? e[p] : m;
+                for (int p = 0; p < len; p++)
+                    e[p] -= m;
+                exp_chunk(e, len);
+                float l = 0.0f;
+                for (int p = 0; p < len; p++)
+                    l += e[p];
+                size_t row = (size_t)h * 2 + half;
+                memcpy(s->scores + row * s->max_vis + pc->vis, e, sizeof(float) * (size_t)len);
+                s->piece_max[row * s->max_pieces + pi] = m;
+                s->piece_sum[row * s->max_pieces + pi] = l;
+            }
+        }
+    }
+    (void)n_pieces;
+}
+
+/* ---- flash decoding, phase 2 ------------------------------------------------------------- */
+
+/* Global max and sum of one softmax from the per-piece stats (log-sum-exp merge). */
+static void merge_stats(const float *pmax, const float *psum, int n, float *tmp, float *M, float *L)
+{
+    float m = -INFINITY;
+    for (int i = 0; i < n; i++)
+        m = pmax[i] > m ? pmax[i] : m;
+    float l = 0.0f;
+    for (int i0 = 0; i0 < n; i0 += CH) {
+        int len = n - i0 < CH ? n - i0 : CH;
+        for (int i = 0; i < len; i++)
+            tmp[i] = pmax[i0 + i] - m;
+        exp_chunk(tmp, len);
+        for (int i = 0; i < len; i++)
+            l += psum[i0 + i] * tmp[i];
+    }
+    *M = m;
+    *L = l;
+}
+
+static void decode_values(const attn_args *a, const decode_scratch *s, int n_pieces, int j, int p0,
+                          int p1, float *partial, float *tmp)
+{
+    const kv_geom *g = &a->cache->g;
+    int d = a->head_dim, dv = 2 * d, r = a->group;
+    float *vtile = tmp;                       /* [CH][2d] */
+    float *w = vtile + (size_t)CH * dv;       /* [r][CH] */
+    float *scratch = w + (size_t)r * CH;      /* [CH] */
+    float *fac = scratch + CH;                /* [2][r]: per-piece factors */
+    float *M = fac + 2 * r, *L = M + 2 * r;   /* [2][r]: global max and sum per softmax */
+    for (int hh = 0; hh < r; hh++) {
+        size_t row = (size_t)(j * r + hh) * 2;
+        for (int half = 0; half < 2; half++)
+            merge_stats(s->piece_max + (row + half) * s->max_pieces,
+                        s->piece_sum + (row + half) * s->max_pieces, n_pieces, scratch,
+                        &M[half * r + hh], &L[half * r + hh]);
+        memset(partial + (size_t)(j * r + hh) * dv, 0, sizeof(float) * (size_t)dv);
+    }
+    for (int pi = p0; pi < p1; pi++) {
+        const kv_piece *pc = &s->pieces[pi];
+        chunk_view cv = view_chunk(a, j, pc);
+        int len = pc->len, ld;
+        const float *vrows = widen(g, cv.v, len, dv, dv, vtile, dv, &ld);
+        for (int hh = 0; hh < r; hh++) {
+            size_t row = (size_t)(j * r + hh) * 2;
+            for (int half = 0; half < 2; half++)
+                fac[half * r + hh] = s->piece_max[(row + half) * s->max_pieces + pi] -
+                                     M[half * r + hh];
+        }
+        exp_chunk(fac, 2 * r);
+        for (int hh = 0; hh < r; hh++) {
+            size_t row = (size_t)(j * r + hh) * 2;
+            float f1 = fac[hh] / L[hh], f2 = a->lambda * fac[r + hh] / L[r + hh];
+            const float *e1 = s->scores + row * s->max_vis + pc->vis;
+            const float *e2 = e1 + s->max_vis;
+            float *wh = w + (size_t)hh * CH;
+            for (int p = 0; p < len; p++)
+                wh[p] = f1 * e1[p] - f2 * e2[p];
+            if (g->type == DATTN_KV_Q8)
+                for (int p = 0; p < len; p++)
+                    wh[p] *= cv.vscale[p];
+            accum_rows(partial + (size_t)(j * r + hh) * dv, vrows, ld, wh, len, dv);
+        }
+    }
+}
+
+/* ---- prefill ----------------------------------------------------------------------------- */
+
+/* O = o1/l1 - lambda o2/l2, then RMSNorm(eps 1e-5) * subln * (1 - lambda_init) (DESIGN §1). */
+static void finish_row(const attn_args *a, const float *o1, float l1, const float *o2, float l2,
+                       float *out)
+{
+    int dv = 2 * a->head_dim;
+    float i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f, i2 = l2 > 0.0f ? a->lambda / l2 : 0.0f;
+    float ss = 0.0f;
+    for (int c = 0; c < dv; c++) {
+        out[c] = o1[c] * i1 - o2[c] * i2;
+        ss += out[c] * out[c];
+    }
+    float norm = a->out_scale / sqrtf(ss / (float)dv + 1e-5f);
+    for (int c = 0; c < dv; c++)
+        out[c] *= norm * a->subln[c];
+}
+
+static void prefill(const attn_args *a, int j, int r0, int r1, float *tmp)
+{
+    const kv_geom *g = &a->cache->g;
+    int d = a->head_dim, dv = 2 * d, r = a->group, nq = r1 - r0;
+    float *ktile = tmp;                              /* [2][d][CH] */
+    float *vtile = ktile + (size_t)2 * d * CH;       /* [CH][2d] */
+    float *sc = vtile + (size_t)CH * dv;             /* [2][CH] */
+    float *stat = sc + 2 * CH;                       /* m1, l1, m2, l2: [4][PREFILL_QT] */
+    float *o = stat + 4 * PREFILL_QT;                /* [2][PREFILL_QT][2d] */
+    kv_piece *pieces = (kv_piece *)(o + (size_t)2 * PREFILL_QT * dv);
+    int n_pieces = kv_pieces(g, a->t0 + r0, a->t0 + r1 - 1, pieces);
+
+    for (int hh = 0; hh < r; hh++) {
+        int h = j * r + hh;
+        for (int i = 0; i < nq; i++) {
+            stat[i] = stat[2 * PREFILL_QT + i] = -INFINITY;
+            stat[PREFILL_QT + i] = stat[3 * PREFILL_QT + i] = 0.0f;
+        }
+        memset(o, 0, sizeof(float) * 2 * PREFILL_QT * (size_t)dv);
+        for (int pi = 0; pi < n_pieces; pi++) {
+            const kv_piece *pc = &pieces[pi];
+            chunk_view cv = view_chunk(a, j, pc);
+            int len = pc->len, ldk[2], ldv;
+            const float *krows[2];
+            for (int half = 0; half < 2; half++)
+                krows[half] = widen(g, cv.k[half], d, CH, KV_PAGE, ktile + (size_t)half * d * CH,
+                                    CH, &ldk[half]);
+            const float *vrows = widen(g, cv.v, len, dv, dv, vtile, dv, &ldv);
+            for (int i = 0; i < nq; i++) {
+                int64_t t = a->t0 + r0 + i;
+                if (pc->stream > t)
+                    continue;              /* the whole piece is in this query's future */
+                const float *qrow = (pc->sink ? a->q_sink : a->q) + (size_t)(r0 + i) * a->ldq;
+                for (int half = 0; half < 2; half++) {
+                    float *s = sc + half * CH;
+                    score_chunk(qrow + (size_t)(2 * h + half) * d, krows[half], ldk[half], d, s);
+                    float *e = s + cv.lane0;
+                    if (g->type == DATTN_KV_Q8)
+                        for (int p = 0; p < len; p++)
+                            e[p] *= cv.kscale[half][cv.lane0 + p];
+                    for (int p = 0; p < len; p++)
+                        if (!kv_visible(g, pc->stream + p, t))
+                            e[p] = -INFINITY;
+                    float *m = &stat[2 * half * PREFILL_QT + i];
+                    float *l = &stat[(2 * half + 1) * PREFILL_QT + i];
+                    float mx = *m;
+                    for (int p = 0; p < len; p++)
+                        mx = e[p] > mx ? e[p] : mx;
+                    if (mx == -INFINITY)
+                        continue;
+                    for (int p = 0; p < len; p++)
+                        e[p] -= mx;
+                    exp_chunk(e, len);
+                    float *oi = o + ((size_t)half * PREFILL_QT + i) * dv;
+                    float corr = expf(*m - mx), sum = 0.0f;
+                    if (corr != 1.0f)
+                        for (int c = 0; c < dv; c++)
+                            oi[c] *= corr;
+                    for (int p = 0; p < len; p++)
+                        sum += e[p];
+                    if (g->type == DATTN_KV_Q8)
+                        for (int p = 0; p < len; p++)
+                            e[p] *= cv.vscale[p];
+                    accum_rows(oi, vrows, ldv, e, len, dv);
+                    *l = *l * corr + sum;
+                    *m = mx;
+                }
+            }
+        }
+        for (int i = 0; i < nq; i++)
+            finish_row(a, o + (size_t)i * dv, stat[PREFILL_QT + i],
+                       o + ((size_t)PREFILL_QT + i) * dv, stat[3 * PREFILL_QT + i],
+                       a->out + (size_t)(r0 + i) * a->ldo + (size_t)h * dv);
+    }
+}
+
+const cpu_kernels CPU_FN(cpu_kernels) = {
+    .isa = CPU_STR(CPU_ISA),
+    .decode_scores = decode_scores,
+    .decode_values = decode_values,
+    .prefill = prefill,
+    .gemm = CPU_FN(gemm_packed),
+    .gemv = CPU_FN(gemv_packed),
+};

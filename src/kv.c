@@ -1,0 +1,392 @@
+/* KV-cache geometry, position mapping, quantizing stores and save/restore (DESIGN §4).
+ * See kv.h for the page layout and how the two policies share one ring. */
+#include "kv.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "half.h"
+#include "status.h"
+
+static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+dattn_status kv_geom_init(kv_geom *g, const dattn_layer_shape *s, const dattn_cache_params *p)
+{
+    memset(g, 0, sizeof *g);
+    if (p->n_layers < 1 || p->n_layers > 4096)
+        return dattn_fail(DATTN_E_INVALID_ARG, "kv: n_layers %d is out of range 1..4096", p->n_layers);
+    if (p->n_ctx < 1)
+        return dattn_fail(DATTN_E_INVALID_ARG, "kv: n_ctx %d must be at least 1", p->n_ctx);
+    if (p->max_batch < 1)
+        return dattn_fail(DATTN_E_INVALID_ARG, "kv: max_batch %d must be at least 1", p->max_batch);
+    if (p->kv_type != DATTN_KV_F32 && p->kv_type != DATTN_KV_F16 && p->kv_type != DATTN_KV_Q8)
+        return dattn_fail(DATTN_E_INVALID_ARG, "kv: unknown KV element type %d", (int)p->kv_type);
+    g->n_slots = p->n_layers;
+    g->n_kv_heads = s->n_kv_heads;
+    g->head_dim = s->model_dim / s->n_heads / 2;
+    g->type = p->kv_type;
+    g->policy = p->policy;
+    g->n_ctx = p->n_ctx;
+    g->max_batch = p->max_batch;
+    if (p->policy == DATTN_POLICY_FULL) {
+        g->n_sink = 0;
+        g->n_window = g->n_ring = p->n_ctx;
+    } else if (p->policy == DATTN_POLICY_SINK_WINDOW) {
+        if (p->n_sink < 0 || p->n_sink >= p->n_ctx)
+            return dattn_fail(DATTN_E_INVALID_ARG,
+                              "kv: sink+window needs 0 <= n_sink < n_ctx, got n_sink %d, n_ctx %d",
+                              p->n_sink, p->n_ctx);
+        g->n_sink = p->n_sink;
+        g->n_window = p->n_ctx - p->n_sink;
+        if ((long long)g->n_window + p->max_batch - 1 > INT32_MAX / 2)
+            return dattn_fail(DATTN_E_INVALID_ARG, "kv: window %d + max_batch %d is too large",
+                              g->n_window, p->max_batch);
+        g->n_ring = g->n_window + p->max_batch - 1;
+    } else {
+        return dattn_fail(DATTN_E_INVALID_ARG, "kv: unknown cache policy %d", (int)p->policy);
+    }
+    if ((long long)g->n_sink + g->n_ring > INT32_MAX / 2)
+        return dattn_fail(DATTN_E_INVALID_ARG, "kv: n_ctx %d is too large", p->n_ctx);
+    g->n_phys = g->n_sink + g->n_ring;
+    g->n_pages = (g->n_phys + KV_PAGE - 1) / KV_PAGE;
+    g->elem_bytes = p->kv_type == DATTN_KV_F32 ? 4 : p->kv_type == DATTN_KV_F16 ? 2 : 1;
+    g->khalf_bytes = (size_t)g->head_dim * KV_PAGE * g->elem_bytes;
+    g->v_bytes = 2 * g->khalf_bytes;
+    size_t scales = p->kv_type == DATTN_KV_Q8 ? 3 * KV_PAGE * sizeof(float) : 0;
+    g->page_bytes = round_up(2 * g->khalf_bytes + g->v_bytes + scales, 64);
+    return DATTN_OK;
+}
+
+size_t kv_bytes(const kv_geom *g)
+{
+    size_t pages = (size_t)g->n_slots * g->n_kv_heads * g->n_pages;
+    if (g->page_bytes && pages > SIZE_MAX / g->page_bytes)
+        return SIZE_MAX;
+    return pages * g->page_bytes;
+}
+
+int kv_phys(const kv_geom *g, int64_t t)
+{
+    if (t < g->n_sink)
+        return (int)t;
+    return g->n_sink + (int)((t - g->n_sink) % g->n_ring);
+}
+
+int64_t kv_cache_pos(const kv_geom *g, int64_t t)
+{
+    int64_t last = (int64_t)g->n_sink + g->n_window - 1;
+    return t < last ? t : last;
+}
+
+int kv_max_pieces(const kv_geom *g, int n_query)
+{
+    int64_t span = (int64_t)g->n_sink + g->n_window + n_query;
+    if (span > g->n_phys)
+        span = g->n_phys;
+    return (int)(span / KV_CHUNK) + 6;
+}
+
+/* Cut stream run [t0, t1) into pieces that stay inside one chunk and do not cross the ring's end. */
+static int cut_run(const kv_geom *g, int64_t t0, int64_t t1, int sink, int vis, kv_piece *out)
+{
+    int n = 0;
+    while (t0 < t1) {
+        int phys = kv_phys(g, t0);
+        int64_t len = KV_CHUNK - phys % KV_CHUNK;
+        if (!sink) {
+            int64_t to_ring_end = (int64_t)g->n_sink + g->n_ring - phys;
+            if (len > to_ring_end)
+                len = to_ring_end;
+        }
+        if (len > t1 - t0)
+            len = t1 - t0;
+        out[n++] = (kv_piece){phys, (int)t0, (int)len, vis, sink};
+        vis += (int)len;
+        t0 += len;
+    }
+    return n;
+}
+
+int kv_pieces(const kv_geom *g, int64_t t_first, int64_t t_last, kv_piece *out)
+{
+    int n = 0;
+    int64_t sink_end = t_last + 1 < g->n_sink ? t_last + 1 : g->n_sink;
+    n += cut_run(g, 0, sink_end, 1, 0, out + n);
+    int64_t w0 = t_first - g->n_window + 1;
+    if (w0 < g->n_sink)
+        w0 = g->n_sink;
+    n += cut_run(g, w0, t_last + 1, 0, (int)(sink_end > 0 ? sink_end : 0), out + n);
+    return n;
+}
+
+/* One row of n values into the cache's element type at stride `stride` elements. Returns the q8
+ * scale (1 for other types). */
+static float store_row(const kv_geom *g, uint8_t *base, size_t stride, const float *x, int n)
+{
+    switch (g->type) {
+    case DATTN_KV_F32:
+        for (int i = 0; i < n; i++)
+            ((float *)base)[(size_t)i * stride] = x[i];
+        return 1.0f;
+    case DATTN_KV_F16:
+        for (int i = 0; i < n; i++)
+            ((uint16_t *)base)[(size_t)i * stride] = f32_to_f16(x[i]);
+        return 1.0f;
+    case DATTN_KV_Q8: {
+        float amax = 0.0f;
+        for (int i = 0; i < n; i++)
+            amax = fmaxf(amax, fabsf(x[i]));
+        float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+        float inv = 1.0f / scale;
+        for (int i = 0; i < n; i++)
+            ((int8_t *)base)[(size_t)i * stride] = (int8_t)lrintf(x[i] * inv);
+        return scale;
+    }
+    }
+    return 1.0f;
+}
+
+void kv_store(dattn_cache *c, int slot, int j, int64_t t, const float *k1, const float *k2,
+              const float *v)
+{
+    const kv_geom *g = &c->g;
+    int phys = kv_phys(g, t);
+    int off = phys % KV_PAGE, d = g->head_dim;
+    uint8_t *page = kv_page(c, slot, j, phys / KV_PAGE);
+    size_t e = g->elem_bytes;
+    float s1 = store_row(g, page + off * e, KV_PAGE, k1, d);
+    float s2 = store_row(g, page + g->khalf_bytes + off * e, KV_PAGE, k2, d);
+    float sv = store_row(g, page + 2 * g->khalf_bytes + (size_t)off * 2 * d * e, 1, v, 2 * d);
+    if (g->type == DATTN_KV_Q8) {
+        float *scales = (float *)(page + 2 * g->khalf_bytes + g->v_bytes);
+        scales[off] = s1;
+        scales[KV_PAGE + off] = s2;
+        scales[2 * KV_PAGE + off] = sv;
+    }
+}
+
+/* ---- save / restore ------------------------------------------------------------------------
+ * File: "DATTNKV\0", then little-endian u32 fields (version, the shape and params below), the
+ * n_past of every slot as i64, the used pages of every slot and head in order, and an FNV-1a
+ * 64-bit checksum of everything before it. Restore checks the header against the cache, the file
+ * size, and the checksum before it writes a byte into the cache. */
+
+static const char kv_magic[8] = {'D', 'A', 'T', 'T', 'N', 'K', 'V', 0};
+enum { KV_FILE_VERSION = 1, KV_HEADER_FIELDS = 12 };
+
+static int host_is_little_endian(void)
+{
+    uint16_t one = 1;
+    uint8_t b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static void header_fields(const dattn_cache *c, uint32_t f[KV_HEADER_FIELDS])
+{
+    const kv_geom *g = &c->g;
+    uint32_t v[KV_HEADER_FIELDS] = {
+        KV_FILE_VERSION,          (uint32_t)c->shape.model_dim, (uint32_t)c->shape.n_heads,
+        (uint32_t)g->n_kv_heads,  (uint32_t)g->head_dim,        (uint32_t)g->n_slots,
+        (uint32_t)g->type,        (uint32_t)g->policy,          (uint32_t)g->n_ctx,
+        (uint32_t)g->n_sink,      (uint32_t)g->max_batch,       KV_PAGE,
+    };
+    memcpy(f, v, sizeof v);
+}
+
+static const char *const field_names[KV_HEADER_FIELDS] = {
+    "version", "model_dim", "n_heads", "n_kv_heads", "head_dim", "n_layers",
+    "kv_type", "policy",    "n_ctx",   "n_sink",     "max_batch", "page_len",
+};
+
+static int used_pages(const kv_geom *g, int64_t n_past)
+{
+    int64_t phys = n_past <= g->n_sink ? n_past
+                   : g->n_sink + (n_past - g->n_sink < g->n_ring ? n_past - g->n_sink : g->n_ring);
+    return (int)((phys + KV_PAGE - 1) / KV_PAGE);
+}
+
+static size_t file_bytes(const dattn_cache *c, const int64_t *n_past)
+{
+    size_t n = 8 + 4 * KV_HEADER_FIELDS + 8 * (size_t)c->g.n_slots + 8;
+    for (int s = 0; s < c->g.n_slots; s++)
+        n += (size_t)used_pages(&c->g, n_past[s]) * c->g.n_kv_heads * c->g.page_bytes;
+    return n;
+}
+
+dattn_status kv_save(const dattn_cache *c, const char *path)
+{
+    if (!host_is_little_endian())
+        return dattn_fail(DATTN_E_UNSUPPORTED, "kv: saving a cache needs a little-endian host");
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return dattn_fail(DATTN_E_IO, "kv: cannot create '%s': %s", path, strerror(errno));
+    uint8_t head[8 + 4 * KV_HEADER_FIELDS];
+    uint32_t fields[KV_HEADER_FIELDS];
+    header_fields(c, fields);
+    memcpy(head, kv_magic, 8);
+    for (int i = 0; i < KV_HEADER_FIELDS; i++)
+        put_u32(head + 8 + 4 * i, fields[i]);
+    uint64_t h = 0xcbf29ce484222325ull;
+    int ok = fwrite(head, sizeof head, 1, f) == 1;
+    h = fnv1a(h, head, sizeof head);
+    for (int s = 0; ok && s < c->g.n_slots; s++) {
+        uint8_t b[8];
+        put_u64(b, (uint64_t)c->n_past[s]);
+        ok = fwrite(b, 8, 1, f) == 1;
+        h = fnv1a(h, b, 8);
+    }
+    for (int s = 0; ok && s < c->g.n_slots; s++) {
+        int pages = used_pages(&c->g, c->n_past[s]);
+        for (int j = 0; ok && j < c->g.n_kv_heads && pages > 0; j++) {
+            const uint8_t *run = kv_page(c, s, j, 0);
+            size_t n = (size_t)pages * c->g.page_bytes;
+            ok = fwrite(run, 1, n, f) == n;
+            h = fnv1a(h, run, n);
+        }
+    }
+    uint8_t tail[8];
+    put_u64(tail, h);
+    ok = ok && fwrite(tail, 8, 1, f) == 1;
+    if (fclose(f) != 0)
+        ok = 0;
+    if (!ok) {
+        remove(path);
+        return dattn_fail(DATTN_E_IO, "kv: writing '%s' failed: %s", path, strerror(errno));
+    }
+    return DATTN_OK;
+}
+
+/* Reads the page runs of a checked file; with `into` NULL only hashes them. */
+static int read_pages(dattn_cache *c, FILE *f, const int64_t *n_past, int into, uint64_t *h)
+{
+    uint8_t buf[1 << 14];
+    for (int s = 0; s < c->g.n_slots; s++) {
+        int pages = used_pages(&c->g, n_past[s]);
+        for (int j = 0; j < c->g.n_kv_heads && pages > 0; j++) {
+            uint8_t *run = kv_page(c, s, j, 0);
+            size_t n = (size_t)pages * c->g.page_bytes;
+            for (size_t done = 0; done < n;) {
+                size_t k = n - done < sizeof buf ? n - done : sizeof buf;
+                uint8_t *dst = into ? run + done : buf;
+                if (fread(dst, 1, k, f) != k)
+                    return 0;
+                *h = fnv1a(*h, dst, k);
+                done += k;
+            }
+        }
+    }
+    return 1;
+}
+
+dattn_status kv_restore(dattn_cache *c, const char *path)
+{
+    if (!host_is_little_endian())
+        return dattn_fail(DATTN_E_UNSUPPORTED, "kv: restoring a cache needs a little-endian host");
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return dattn_fail(DATTN_E_IO, "kv: cannot open '%s': %s", path, strerror(errno));
+    dattn_status st = DATTN_OK;
+    int64_t *n_past = NULL;
+    uint8_t head[8 + 4 * KV_HEADER_FIELDS];
+    if (fread(head, sizeof head, 1, f) != 1 || memcmp(head, kv_magic, 8) != 0) {
+        st = dattn_fail(DATTN_E_FORMAT, "kv: '%s' is not a dattn cache file", path);
+        goto fail;
+    }
+    uint32_t want[KV_HEADER_FIELDS];
+    header_fields(c, want);
+    for (int i = 0; i < KV_HEADER_FIELDS; i++) {
+        uint32_t got = get_u32(head + 8 + 4 * i);
+        if (got != want[i]) {
+            st = dattn_fail(DATTN_E_FORMAT, "kv: '%s' has %s %u, this cache has %u", path,
+                            field_names[i], got, want[i]);
+            goto fail;
+        }
+    }
+    uint64_t h = fnv1a(0xcbf29ce484222325ull, head, sizeof head);
+    n_past = dattn_alloc(sizeof *n_past * (size_t)c->g.n_slots, "restored positions");
+    if (!n_past) {
+        st = DATTN_E_NOMEM;
+        goto fail;
+    }
+    for (int s = 0; s < c->g.n_slots; s++) {
+        uint8_t b[8];
+        if (fread(b, 8, 1, f) != 1) {
+            st = dattn_fail(DATTN_E_FORMAT, "kv: '%s' is truncated in its positions", path);
+            goto fail;
+        }
+        h = fnv1a(h, b, 8);
+        n_past[s] = (int64_t)get_u64(b);
+        int64_t limit = c->g.policy == DATTN_POLICY_FULL ? c->g.n_ctx : INT32_MAX;
+        if (n_past[s] < 0 || n_past[s] > limit) {
+            st = dattn_fail(DATTN_E_FORMAT, "kv: '%s' gives layer %d an impossible n_past %lld",
+                            path, s, (long long)n_past[s]);
+            goto fail;
+        }
+    }
+    if (fseek(f, 0, SEEK_END) != 0 || (size_t)ftell(f) != file_bytes(c, n_past)) {
+        st = dattn_fail(DATTN_E_FORMAT, "kv: '%s' is %ld bytes, its header says %zu", path,
+                        ftell(f), file_bytes(c, n_past));
+        goto fail;
+    }
+    /* Pass 1 proves the checksum without touching the cache; pass 2 copies. */
+    long data_at = 8 + 4 * KV_HEADER_FIELDS + 8 * (long)c->g.n_slots;
+    uint64_t h1 = h, h2 = h;
+    uint8_t tail[8];
+    if (fseek(f, data_at, SEEK_SET) != 0 || !read_pages(c, f, n_past, 0, &h1) ||
+        fread(tail, 8, 1, f) != 1 || get_u64(tail) != h1) {
+        st = dattn_fail(DATTN_E_FORMAT, "kv: '%s' fails its checksum (corrupt file)", path);
+        goto fail;
+    }
+    if (fseek(f, data_at, SEEK_SET) != 0 || !read_pages(c, f, n_past, 1, &h2) || h2 != h1) {
+        /* The file changed under us: the pages are now mixed, so empty the cache. */
+        for (int s = 0; s < c->g.n_slots; s++)
+            c->n_past[s] = 0;
+        st = dattn_fail(DATTN_E_IO, "kv: '%s' changed while it was read; the cache was emptied", path);
+        goto fail;
+    }
+    for (int s = 0; s < c->g.n_slots; s++)
+        c->n_past[s] = (int)n_past[s];
+fail:
+    dattn_free(n_past);
+    fclose(f);
+    return st;
+}
