@@ -427,12 +427,14 @@ size_t json_escape(char *dst, size_t cap, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
     size_t n = 0;
+    /* ch is evaluated only when it fits, so it must have no side effects. */
 #define PUT(ch) do { if (n < cap) dst[n] = (char)(ch); n++; } while (0)
     PUT('"');
     for (const unsigned char *u = (const unsigned char *)s; *u;) {
         if (*u == '"' || *u == '\\') {
             PUT('\\');
-            PUT(*u++);
+            PUT(*u);
+            u++;
         } else if (*u < 0x20) {
             PUT('\\'); PUT('u'); PUT('0'); PUT('0');
             PUT(hex[*u >> 4]);
@@ -442,8 +444,8 @@ size_t json_escape(char *dst, size_t cap, const char *s)
             size_t k = utf8_seq_len(u, 4);   /* safe: it stops at the NUL, not a continuation */
             if (k == 0)
                 return (size_t)-1;
-            while (k--)
-                PUT(*u++);
+            for (; k > 0; k--, u++)
+                PUT(*u);
         }
     }
     PUT('"');
