@@ -13,9 +13,12 @@
 
 enum { SPIN_ROUNDS = 20000 };
 
+typedef struct worker_arg { struct pool *p; int thread; } worker_arg;
+
 struct pool {
     int n_threads;
     pthread_t *threads;
+    worker_arg *args;          /* [n_threads]: owned by the pool, so workers never free */
     pthread_mutex_t lock;
     pthread_cond_t wake;       /* a new pass (or shutdown) */
     pthread_cond_t done;       /* the last worker finished the pass */
@@ -28,7 +31,6 @@ struct pool {
     int shutdown;
 };
 
-typedef struct { pool *p; int thread; } worker_arg;
 
 static void run_tasks(pool *p, int thread)
 {
@@ -44,7 +46,6 @@ static void *worker_main(void *arg)
 {
     pool *p = ((worker_arg *)arg)->p;
     int thread = ((worker_arg *)arg)->thread;
-    dattn_free(arg);
     unsigned seen = 0;
     for (;;) {
         unsigned gen = 0;
@@ -84,22 +85,16 @@ dattn_status pool_create(int n_threads, pool **out)
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
     p->threads = dattn_alloc(sizeof(pthread_t) * (size_t)n_threads, "thread handles");
-    if (!p->threads) {
+    p->args = dattn_alloc(sizeof(worker_arg) * (size_t)n_threads, "thread arguments");
+    if (!p->threads || !p->args) {
+        p->n_threads = 1;
         pool_destroy(p);
         return DATTN_E_NOMEM;
     }
     for (int i = 1; i < n_threads; i++) {
-        worker_arg *a = dattn_alloc(sizeof *a, "thread argument");
-        if (!a) {
-            p->n_threads = i;
-            pool_destroy(p);
-            return DATTN_E_NOMEM;
-        }
-        a->p = p;
-        a->thread = i;
-        int err = pthread_create(&p->threads[i], NULL, worker_main, a);
+        p->args[i] = (worker_arg){p, i};
+        int err = pthread_create(&p->threads[i], NULL, worker_main, &p->args[i]);
         if (err) {
-            dattn_free(a);
             p->n_threads = i;
             pool_destroy(p);
             return dattn_fail(DATTN_E_THREAD, "cpu: could not start worker thread %d of %d: %s", i,
@@ -125,6 +120,7 @@ void pool_destroy(pool *p)
     pthread_cond_destroy(&p->wake);
     pthread_cond_destroy(&p->done);
     dattn_free(p->threads);
+    dattn_free(p->args);
     dattn_free(p);
 }
 
