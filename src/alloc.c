@@ -1,11 +1,15 @@
 /* Host allocation wrappers (see alloc.h). */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE
 #include "alloc.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "status.h"
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 void *dattn_alloc(size_t bytes, const char *what)
 {
@@ -23,6 +27,24 @@ void *dattn_alloc_aligned(size_t bytes, const char *what)
         dattn_fail(DATTN_E_NOMEM, "out of memory allocating %zu bytes for %s", bytes, what);
         return NULL;
     }
+    memset(p, 0, n);
+    return p;
+}
+
+void *dattn_alloc_arena(size_t bytes, const char *what)
+{
+    const size_t huge = (size_t)2 << 20;
+    if (bytes < huge)
+        return dattn_alloc_aligned(bytes, what);
+    void *p = NULL;
+    size_t n = (bytes + huge - 1) & ~(huge - 1);
+    if (n < bytes || posix_memalign(&p, huge, n) != 0) {
+        dattn_fail(DATTN_E_NOMEM, "out of memory allocating %zu bytes for %s", bytes, what);
+        return NULL;
+    }
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    madvise(p, n, MADV_HUGEPAGE);   /* a hint: without huge pages it still works */
+#endif
     memset(p, 0, n);
     return p;
 }

@@ -9,6 +9,10 @@
 void *dattn_alloc(size_t bytes, const char *what);
 /* 64-byte aligned, zeroed; free with dattn_free_aligned. */
 void *dattn_alloc_aligned(size_t bytes, const char *what);
+/* A large zeroed block for an arena, 2 MiB aligned and backed by transparent huge pages where
+ * the OS allows: decode streams hundreds of MB, and with 4 KiB pages the hardware prefetchers
+ * stop at every page boundary. Free with dattn_free_aligned. */
+void *dattn_alloc_arena(size_t bytes, const char *what);
 void dattn_free(void *p);
 void dattn_free_aligned(void *p);
 

@@ -117,7 +117,7 @@ dattn_status dattn_cache_create(dattn_backend *be, const dattn_layer_shape *s,
         return DATTN_E_NOMEM;
     c->n_past = dattn_alloc(sizeof(int) * (size_t)g.n_slots, "cache positions");
     if (!buf) {
-        buf = c->own_arena = dattn_alloc_aligned(need, "KV cache arena");
+        buf = c->own_arena = dattn_alloc_arena(need, "KV cache arena");
         buf_bytes = need;
     }
     if (!c->n_past || !buf) {

@@ -53,19 +53,23 @@ dattn_status kv_geom_init(kv_geom *g, const dattn_layer_shape *s, const dattn_ca
     g->n_phys = g->n_sink + g->n_ring;
     g->n_pages = (g->n_phys + KV_PAGE - 1) / KV_PAGE;
     g->elem_bytes = p->kv_type == DATTN_KV_F32 ? 4 : p->kv_type == DATTN_KV_F16 ? 2 : 1;
+    int q8 = p->kv_type == DATTN_KV_Q8;
+    size_t rows = (size_t)g->n_pages * KV_PAGE;
     g->khalf_bytes = (size_t)g->head_dim * KV_PAGE * g->elem_bytes;
-    g->v_bytes = 2 * g->khalf_bytes;
-    size_t scales = p->kv_type == DATTN_KV_Q8 ? 3 * KV_PAGE * sizeof(float) : 0;
-    g->page_bytes = round_up(2 * g->khalf_bytes + g->v_bytes + scales, 64);
+    g->kpage_bytes = round_up(2 * g->khalf_bytes + (q8 ? 2 * KV_PAGE * sizeof(float) : 0), 64);
+    g->v_row_bytes = 2 * (size_t)g->head_dim * g->elem_bytes;
+    g->v_off = (size_t)g->n_pages * g->kpage_bytes;
+    g->vscale_off = g->v_off + round_up(rows * g->v_row_bytes, 64);
+    g->head_bytes = g->vscale_off + (q8 ? round_up(rows * sizeof(float), 64) : 0);
     return DATTN_OK;
 }
 
 size_t kv_bytes(const kv_geom *g)
 {
-    size_t pages = (size_t)g->n_slots * g->n_kv_heads * g->n_pages;
-    if (g->page_bytes && pages > SIZE_MAX / g->page_bytes)
+    size_t heads = (size_t)g->n_slots * g->n_kv_heads;
+    if (g->head_bytes && heads > SIZE_MAX / g->head_bytes)
         return SIZE_MAX;
-    return pages * g->page_bytes;
+    return heads * g->head_bytes;
 }
 
 int kv_phys(const kv_geom *g, int64_t t)
@@ -155,16 +159,16 @@ void kv_store(dattn_cache *c, int slot, int j, int64_t t, const float *k1, const
     const kv_geom *g = &c->g;
     int phys = kv_phys(g, t);
     int off = phys % KV_PAGE, d = g->head_dim;
-    uint8_t *page = kv_page(c, slot, j, phys / KV_PAGE);
+    uint8_t *page = kv_kpage(c, slot, j, phys / KV_PAGE);
     size_t e = g->elem_bytes;
     float s1 = store_row(g, page + off * e, KV_PAGE, k1, d);
     float s2 = store_row(g, page + g->khalf_bytes + off * e, KV_PAGE, k2, d);
-    float sv = store_row(g, page + 2 * g->khalf_bytes + (size_t)off * 2 * d * e, 1, v, 2 * d);
+    float sv = store_row(g, kv_vrow(c, slot, j, phys), 1, v, 2 * d);
     if (g->type == DATTN_KV_Q8) {
-        float *scales = (float *)(page + 2 * g->khalf_bytes + g->v_bytes);
-        scales[off] = s1;
-        scales[KV_PAGE + off] = s2;
-        scales[2 * KV_PAGE + off] = sv;
+        float *kscale = (float *)(page + 2 * g->khalf_bytes);
+        kscale[off] = s1;
+        kscale[KV_PAGE + off] = s2;
+        kv_vscale(c, slot, j)[phys] = sv;
     }
 }
 
@@ -244,11 +248,28 @@ static int used_pages(const kv_geom *g, int64_t n_past)
     return (int)((phys + KV_PAGE - 1) / KV_PAGE);
 }
 
+/* The parts of a head block that hold `pages` used pages: K pages, V rows, V scales. */
+static int head_runs(const dattn_cache *c, int slot, int j, int pages, uint8_t *ptr[3], size_t len[3])
+{
+    const kv_geom *g = &c->g;
+    ptr[0] = kv_kpage(c, slot, j, 0);
+    len[0] = (size_t)pages * g->kpage_bytes;
+    ptr[1] = kv_vrow(c, slot, j, 0);
+    len[1] = (size_t)pages * KV_PAGE * g->v_row_bytes;
+    ptr[2] = (uint8_t *)kv_vscale(c, slot, j);
+    len[2] = g->type == DATTN_KV_Q8 ? (size_t)pages * KV_PAGE * sizeof(float) : 0;
+    return 3;
+}
+
 static size_t file_bytes(const dattn_cache *c, const int64_t *n_past)
 {
     size_t n = 8 + 4 * KV_HEADER_FIELDS + 8 * (size_t)c->g.n_slots + 8;
-    for (int s = 0; s < c->g.n_slots; s++)
-        n += (size_t)used_pages(&c->g, n_past[s]) * c->g.n_kv_heads * c->g.page_bytes;
+    for (int s = 0; s < c->g.n_slots; s++) {
+        uint8_t *ptr[3];
+        size_t len[3];
+        head_runs(c, s, 0, used_pages(&c->g, n_past[s]), ptr, len);
+        n += (len[0] + len[1] + len[2]) * c->g.n_kv_heads;
+    }
     return n;
 }
 
@@ -276,11 +297,13 @@ dattn_status kv_save(const dattn_cache *c, const char *path)
     }
     for (int s = 0; ok && s < c->g.n_slots; s++) {
         int pages = used_pages(&c->g, c->n_past[s]);
-        for (int j = 0; ok && j < c->g.n_kv_heads && pages > 0; j++) {
-            const uint8_t *run = kv_page(c, s, j, 0);
-            size_t n = (size_t)pages * c->g.page_bytes;
-            ok = fwrite(run, 1, n, f) == n;
-            h = fnv1a(h, run, n);
+        for (int j = 0; ok && j < c->g.n_kv_heads; j++) {
+            uint8_t *ptr[3];
+            size_t len[3];
+            for (int r = 0, n_runs = head_runs(c, s, j, pages, ptr, len); ok && r < n_runs; r++) {
+                ok = fwrite(ptr[r], 1, len[r], f) == len[r];
+                h = fnv1a(h, ptr[r], len[r]);
+            }
         }
     }
     uint8_t tail[8];
@@ -301,17 +324,18 @@ static int read_pages(dattn_cache *c, FILE *f, const int64_t *n_past, int into, 
     uint8_t buf[1 << 14];
     for (int s = 0; s < c->g.n_slots; s++) {
         int pages = used_pages(&c->g, n_past[s]);
-        for (int j = 0; j < c->g.n_kv_heads && pages > 0; j++) {
-            uint8_t *run = kv_page(c, s, j, 0);
-            size_t n = (size_t)pages * c->g.page_bytes;
-            for (size_t done = 0; done < n;) {
-                size_t k = n - done < sizeof buf ? n - done : sizeof buf;
-                uint8_t *dst = into ? run + done : buf;
-                if (fread(dst, 1, k, f) != k)
-                    return 0;
-                *h = fnv1a(*h, dst, k);
-                done += k;
-            }
+        for (int j = 0; j < c->g.n_kv_heads; j++) {
+            uint8_t *ptr[3];
+            size_t len[3];
+            for (int r = 0, n_runs = head_runs(c, s, j, pages, ptr, len); r < n_runs; r++)
+                for (size_t done = 0; done < len[r];) {
+                    size_t k = len[r] - done < sizeof buf ? len[r] - done : sizeof buf;
+                    uint8_t *dst = into ? ptr[r] + done : buf;
+                    if (fread(dst, 1, k, f) != k)
+                        return 0;
+                    *h = fnv1a(*h, dst, k);
+                    done += k;
+                }
         }
     }
     return 1;

@@ -1,12 +1,15 @@
 /* The paged KV cache (DESIGN §4): geometry, the stream-position → page mapping of the `full` and
  * `sink+window` policies, quantizing stores, and save/restore.
  *
- * Memory, per layer slot, per KV head j, per page of KV_PAGE positions (pages of one head are
- * contiguous, so decode streams them):
- *     k1 [head_dim][KV_PAGE]   dimension-major: one broadcast-FMA per dim scores a whole page
- *     k2 [head_dim][KV_PAGE]
- *     v  [KV_PAGE][2*head_dim] position-major: a weighted row sum accumulates along the dims
- *     q8 only: k1_scale, k2_scale, v_scale [KV_PAGE] f32 (one scale per row of a head half)
+ * Memory, per layer slot and KV head, one contiguous "head block":
+ *     K pages [n_pages] of {
+ *         k1 [head_dim][KV_PAGE]   dimension-major: one broadcast-FMA per dim scores a page
+ *         k2 [head_dim][KV_PAGE]
+ *         q8 only: k1_scale, k2_scale [KV_PAGE] f32 (one scale per position and half) }
+ *     V rows [n_pages * KV_PAGE][2*head_dim]   position-major: weighted row sums along dims
+ *     q8 only: v_scale [n_pages * KV_PAGE] f32
+ * K and V lie apart so that each phase of flash decoding streams one contiguous run; a page is
+ * one unit of attention work (KV_PAGE = 32 positions: a K row of a page is one cache line in f16).
  * Elements are f32, f16 (IEEE half bits) or int8.
  *
  * Positions. Both policies are one ring: n_sink sink slots, then a ring of n_ring slots holding
@@ -25,7 +28,8 @@
 
 #include "dattn.h"
 
-enum { KV_PAGE = 64, KV_CHUNK = 32 };   /* positions per page; per unit of attention work */
+enum { KV_PAGE = 32 };   /* positions per page: the unit of attention work */
+#define KV_CHUNK KV_PAGE
 
 typedef struct kv_geom {
     int n_slots, n_kv_heads, head_dim;
@@ -38,15 +42,17 @@ typedef struct kv_geom {
     int max_batch;
     size_t elem_bytes;         /* 4, 2, 1 */
     size_t khalf_bytes;        /* head_dim * KV_PAGE * elem_bytes */
-    size_t v_bytes;            /* 2 * head_dim * KV_PAGE * elem_bytes */
-    size_t page_bytes;         /* all of one page, 64-byte multiple */
+    size_t kpage_bytes;        /* one K page with its q8 scales, 64-byte multiple */
+    size_t v_row_bytes;        /* 2 * head_dim * elem_bytes */
+    size_t v_off, vscale_off;  /* where V rows and V scales start in a head block */
+    size_t head_bytes;         /* one head block, 64-byte multiple */
 } kv_geom;
 
-/* A run of cached keys that lies in one chunk of one page: what attention streams. */
+/* A run of cached keys that lies in one page: what attention streams. */
 typedef struct kv_piece {
     int phys;                  /* first physical position */
     int stream;                /* its stream index */
-    int len;                   /* 1 .. KV_CHUNK, inside one aligned chunk, not past the ring's end */
+    int len;                   /* 1 .. KV_PAGE, inside one page, not past the ring's end */
     int vis;                   /* offset of this piece among all visible keys of the range */
     int sink;                  /* 1: sink keys (use the query rotated at its cache position) */
 } kv_piece;
@@ -57,7 +63,7 @@ struct dattn_cache {
     dattn_cache_params params;
     kv_geom g;
     void *own_arena;           /* what we allocated when the caller gave none */
-    uint8_t *pages;            /* [n_slots][n_kv_heads][n_pages] pages */
+    uint8_t *pages;            /* [n_slots][n_kv_heads] head blocks */
     int *n_past;               /* [n_slots] tokens seen so far */
     void *scratch;             /* the backend's, carved from the same arena */
     size_t arena_bytes;
@@ -66,10 +72,22 @@ struct dattn_cache {
 dattn_status kv_geom_init(kv_geom *g, const dattn_layer_shape *shape, const dattn_cache_params *p);
 size_t kv_bytes(const kv_geom *g);
 
-static inline uint8_t *kv_page(const dattn_cache *c, int slot, int j, int page)
+static inline uint8_t *kv_head(const dattn_cache *c, int slot, int j)
 {
-    const kv_geom *g = &c->g;
-    return c->pages + (((size_t)slot * g->n_kv_heads + j) * g->n_pages + page) * g->page_bytes;
+    return c->pages + ((size_t)slot * c->g.n_kv_heads + j) * c->g.head_bytes;
+}
+/* K page `page` of a head: k1 rows, k2 rows, then (q8) k1 and k2 scales. */
+static inline uint8_t *kv_kpage(const dattn_cache *c, int slot, int j, int page)
+{
+    return kv_head(c, slot, j) + (size_t)page * c->g.kpage_bytes;
+}
+static inline uint8_t *kv_vrow(const dattn_cache *c, int slot, int j, int phys)
+{
+    return kv_head(c, slot, j) + c->g.v_off + (size_t)phys * c->g.v_row_bytes;
+}
+static inline float *kv_vscale(const dattn_cache *c, int slot, int j)
+{
+    return (float *)(kv_head(c, slot, j) + c->g.vscale_off);
 }
 
 int kv_phys(const kv_geom *g, int64_t t);

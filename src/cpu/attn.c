@@ -10,8 +10,9 @@
 size_t attn_thread_floats(const kv_geom *g, int group)
 {
     size_t d = (size_t)g->head_dim, dv = 2 * d, ch = KV_CHUNK, r = (size_t)group;
-    size_t decode1 = d * ch + ch;
-    size_t decode2 = ch * dv + r * ch + ch + 6 * r;
+    size_t ptrs = r * sizeof(void *) / sizeof(float) + 2;   /* pointer arrays, 8-aligned */
+    size_t decode1 = d * ch + r * ch + ptrs;
+    size_t decode2 = ch * dv + r * ch + ch + 6 * r + ptrs;
     size_t pieces = ((size_t)kv_max_pieces(g, PREFILL_QT) * sizeof(kv_piece) + 3) / 4;
     size_t prefill = 2 * d * ch + ch * dv + 2 * ch + 4 * PREFILL_QT + 2 * PREFILL_QT * dv + pieces;
     size_t n = decode1 > decode2 ? decode1 : decode2;
