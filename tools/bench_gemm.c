@@ -1,0 +1,263 @@
+/* Quick benchmark of the projection kernels (src/cpu/gemm.c), one thread, every ISA variant this
+ * CPU runs: prefill GEMM in GFLOP/s against an FMA-chain peak compiled for the same ISA, decode
+ * GEMV in GB/s against a one-thread read bandwidth measured in the same run (buffers rotate over
+ * several times the last-level cache). Usage: bench_gemm [n k m [gemv_k gemv_m]] */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cpu/gemm.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#ifndef DATTN_GIT_REV
+#define DATTN_GIT_REV "unknown"
+#endif
+
+typedef void (*gemm_fn)(const float *, int, int, int, const float *, int, float *, int, int, int);
+typedef void (*gemv_fn)(const float *, int, const float *, int, float *, int, int);
+typedef double (*peak_fn)(long);   /* runs the FMA chains, returns flops done */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static volatile float sink;
+
+/* Peak loops: enough independent accumulators to cover FMA latency x throughput (4 x 2 on Zen 4,
+ * Intel similar); the result goes to `sink` so nothing is optimized away. */
+#if defined(__x86_64__)
+/* The base x86-64 ISA: SSE, no FMA. Separate multiply chains and add chains, so both kinds of
+ * pipe stay busy; 7 + 7 chains fit the 16 xmm registers. */
+static double peak_generic(long iters)
+{
+    __m128 a[7], p[7], s = _mm_set1_ps(1.0f - 1e-7f);
+    for (int i = 0; i < 7; i++) {   /* distinct, so the chains cannot be merged */
+        a[i] = _mm_set1_ps(1e-3f * i);
+        p[i] = _mm_set1_ps(1.0f + 1e-3f * i);
+    }
+    for (long r = 0; r < iters; r++)
+#pragma GCC unroll 7
+        for (int i = 0; i < 7; i++) {
+            p[i] = _mm_mul_ps(p[i], s);
+            a[i] = _mm_add_ps(a[i], p[i]);
+        }
+    __m128 z = a[0];
+    for (int i = 1; i < 7; i++)
+        z = _mm_add_ps(z, _mm_add_ps(a[i], p[i]));
+    sink = _mm_cvtss_f32(z);
+    return 2.0 * 4 * 7 * iters;
+}
+#else
+static double peak_generic(long iters)
+{
+    float a[16][4], s = 1.0f + 1e-7f, t = 1e-7f;
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 4; j++)
+            a[i][j] = 1e-3f * (4 * i + j);   /* distinct, so the chains cannot be merged */
+    for (long r = 0; r < iters; r++)
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++)
+                a[i][j] = a[i][j] * s + t;
+    float z = 0;
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 4; j++)
+            z += a[i][j];
+    sink = z;
+    return 2.0 * 16 * 4 * iters;
+}
+#endif
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static double peak_avx2(long iters)
+{
+    __m256 a[12], s = _mm256_set1_ps(1.0f + 1e-7f), t = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < 12; i++)
+        a[i] = _mm256_set1_ps(1e-3f * i);
+    for (long r = 0; r < iters; r++)
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++)
+            a[i] = _mm256_fmadd_ps(a[i], s, t);
+    __m256 z = a[0];
+    for (int i = 1; i < 12; i++)
+        z = _mm256_add_ps(z, a[i]);
+    sink = _mm256_cvtss_f32(z);
+    return 2.0 * 8 * 12 * iters;
+}
+
+__attribute__((target("avx512f,fma"))) static double peak_avx512(long iters)
+{
+    __m512 a[24], s = _mm512_set1_ps(1.0f + 1e-7f), t = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < 24; i++)
+        a[i] = _mm512_set1_ps(1e-3f * i);
+    for (long r = 0; r < iters; r++)
+#pragma GCC unroll 24
+        for (int i = 0; i < 24; i++)
+            a[i] = _mm512_fmadd_ps(a[i], s, t);
+    __m512 z = a[0];
+    for (int i = 1; i < 24; i++)
+        z = _mm512_add_ps(z, a[i]);
+    sink = _mm512_reduce_add_ps(z);
+    return 2.0 * 16 * 24 * iters;
+}
+#endif
+
+static double measure_peak(peak_fn f)
+{
+    double best = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = now(), flops = f(20000000), dt = now() - t0;
+        if (flops / dt > best)
+            best = flops / dt;
+    }
+    return best / 1e9;
+}
+
+/* One-thread read bandwidth over `bytes` (several times the LLC). */
+static double measure_read(const float *buf, size_t n)
+{
+    double best = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        float acc[16] = {0};
+        double t0 = now();
+        for (size_t i = 0; i + 16 <= n; i += 16)
+            for (int j = 0; j < 16; j++)
+                acc[j] += buf[i + j];
+        double dt = now() - t0;
+        float z = 0;
+        for (int j = 0; j < 16; j++)
+            z += acc[j];
+        sink = z;
+        if (n * 4.0 / dt > best)
+            best = n * 4.0 / dt;
+    }
+    return best / 1e9;
+}
+
+static float *alloc_floats(size_t n)
+{
+    size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+    float *p = aligned_alloc(64, bytes);
+    if (!p) {
+        fprintf(stderr, "bench_gemm: out of memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    return p;
+}
+
+static void fill(float *p, size_t n, unsigned *seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        *seed = *seed * 1103515245u + 12345u;
+        p[i] = (float)((*seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    int n = 2048, k = 1024, m = 1024, vk = 3072, vm = 3072;
+    if (argc >= 4) {
+        n = atoi(argv[1]);
+        k = atoi(argv[2]);
+        m = atoi(argv[3]);
+    }
+    if (argc >= 6) {
+        vk = atoi(argv[4]);
+        vm = atoi(argv[5]);
+    }
+    if (n < 1 || k < 1 || m < 1 || vk < 1 || vm < 1) {
+        fprintf(stderr, "usage: bench_gemm [n k m [gemv_k gemv_m]] (all >= 1)\n");
+        return 2;
+    }
+    struct {
+        const char *name;
+        int ok;
+        gemm_fn gemm;
+        gemv_fn gemv;
+        peak_fn peak;
+    } isa[] = {
+        {"generic", 1, gemm_packed_generic, gemv_packed_generic, peak_generic},
+#if defined(__x86_64__)
+        {"avx2", __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), gemm_packed_avx2,
+         gemv_packed_avx2, peak_avx2},
+        {"avx512", __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"),
+         gemm_packed_avx512, gemv_packed_avx512, peak_avx512},
+#endif
+    };
+    unsigned seed = 12345;
+    printf("bench_gemm git=%s threads=1\n", DATTN_GIT_REV);
+
+    /* Prefill GEMM: x [n][k], W [m][k] packed, y [n][m]. */
+    float *x = alloc_floats((size_t)n * k), *w = alloc_floats((size_t)m * k);
+    float *wp = alloc_floats(gemm_packed_floats(m, k)), *y = alloc_floats((size_t)n * m);
+    fill(x, (size_t)n * k, &seed);
+    fill(w, (size_t)m * k, &seed);
+    gemm_pack(w, m, k, wp);
+    int panels = (m + GEMM_PANEL - 1) / GEMM_PANEL;
+
+    /* Decode GEMV: enough copies of the packed weights to cover >= 256 MiB, used in turn, so
+     * each call streams its panel from DRAM rather than from the 32 MiB L3. */
+    size_t vfl = gemm_packed_floats(vm, vk);
+    int copies = (int)(256.0 * 1024 * 1024 / (vfl * 4.0)) + 1;
+    float *vw = alloc_floats((size_t)vm * vk), *vx = alloc_floats((size_t)vk);
+    float *vy = alloc_floats((size_t)vm), *vp = alloc_floats(vfl * copies);
+    fill(vw, (size_t)vm * vk, &seed);
+    fill(vx, (size_t)vk, &seed);
+    for (int c = 0; c < copies; c++)
+        gemm_pack(vw, vm, vk, vp + vfl * c);
+    int vpanels = (vm + GEMM_PANEL - 1) / GEMM_PANEL;
+    double read_gbs = measure_read(vp, vfl * copies);
+    printf("read ceiling (1 thread, %.0f MiB): %.1f GB/s\n", vfl * copies * 4.0 / 1048576, read_gbs);
+
+    for (size_t v = 0; v < sizeof isa / sizeof isa[0]; v++) {
+        if (!isa[v].ok) {
+            printf("%s: not supported by this CPU, skipped\n", isa[v].name);
+            continue;
+        }
+        double peak = measure_peak(isa[v].peak);
+        double best = 1e30;
+        for (int rep = 0; rep < 5; rep++) {
+            double t0 = now();
+            isa[v].gemm(x, k, n, k, wp, m, y, m, 0, panels);
+            double dt = now() - t0;
+            if (dt < best)
+                best = dt;
+        }
+        double gf = 2.0 * n * k * m / best / 1e9;
+        printf("gemm %s n=%d k=%d m=%d: %.1f GFLOP/s = %.0f%% of FMA peak (%.1f GFLOP/s)\n",
+               isa[v].name, n, k, m, gf, 100 * gf / peak, peak);
+        printf("RESULT op=gemm isa=%s n=%d k=%d m=%d gflops=%.2f peak=%.2f ms=%.3f\n",
+               isa[v].name, n, k, m, gf, peak, best * 1e3);
+
+        int reps = 4 * copies;
+        isa[v].gemv(vx, vk, vp, vm, vy, 0, vpanels);   /* warm-up */
+        double t0 = now();
+        for (int r = 0; r < reps; r++)
+            isa[v].gemv(vx, vk, vp + vfl * (r % copies), vm, vy, 0, vpanels);
+        double dt = (now() - t0) / reps;
+        double gbs = (vfl + vk + vm) * 4.0 / dt / 1e9;
+        printf("gemv %s k=%d m=%d: %.1f GB/s = %.0f%% of read (%.1f GB/s), %.3f ms\n", isa[v].name,
+               vk, vm, gbs, 100 * gbs / read_gbs, read_gbs, dt * 1e3);
+        printf("RESULT op=gemv isa=%s k=%d m=%d gbs=%.2f read_gbs=%.2f ms=%.4f\n", isa[v].name, vk,
+               vm, gbs, read_gbs, dt * 1e3);
+    }
+    free(x);
+    free(w);
+    free(wp);
+    free(y);
+    free(vw);
+    free(vx);
+    free(vy);
+    free(vp);
+    return 0;
+}
