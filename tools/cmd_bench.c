@@ -16,6 +16,7 @@
 
 typedef struct bench_opts {
     int decode;
+    int warm;          /* --warm: leave the cache in the CPU caches (compute rate, not DRAM) */
     long heads, kv_heads, head_dim, ctx, threads, reps;
     dattn_kv_type kv;
     const char *isa;
@@ -119,7 +120,8 @@ static int bench_decode(const bench_opts *o, dattn_backend *be, dattn_layer *lay
     double *ms = malloc(sizeof(double) * (size_t)reps), *ms_layer = malloc(sizeof(double) * (size_t)reps);
     be->ops->attention(be, ls->backend, &a, 1);   /* warm-up: page tables, branch predictors */
     for (int r = 0; r < reps; r++) {
-        ceiling_flush_caches();
+        if (!o->warm)
+            ceiling_flush_caches();
         double t0 = ceiling_now_seconds();
         be->ops->attention(be, ls->backend, &a, 1);
         ms[r] = (ceiling_now_seconds() - t0) * 1e3;
@@ -143,14 +145,17 @@ static int bench_decode(const bench_opts *o, dattn_backend *be, dattn_layer *lay
     double ceil_gbps = ceiling_read_gbps(threads);
     double pct = 100.0 * gbps / ceil_gbps;
     printf("read ceiling: %.1f GB/s (streaming read, %d threads, buffer >> LLC)\n", ceil_gbps, threads);
-    printf("decode H=%d Hkv=%d d=%d ctx=%d kv=%s: attention %.3f ms (median of %d, caches flushed), "
+    printf("decode H=%d Hkv=%d d=%d ctx=%d kv=%s: attention %.3f ms (median of %d, %s), "
            "%.1f MB of cache, %.1f GB/s = %.1f%% of read bandwidth\n",
-           H, Hkv, d, N, tool_kv_name(o->kv), med, reps, cache_bytes / 1e6, gbps, pct);
+           H, Hkv, d, N, tool_kv_name(o->kv), med, reps,
+           o->warm ? "warm: cache left in the CPU caches" : "caches flushed", cache_bytes / 1e6,
+           gbps, pct);
     printf("  whole layer step (q/k/v/out GEMV + attention): %.3f ms, %.1f MB read, %.1f GB/s = %.1f%%\n",
            med_layer, (cache_bytes + weight_bytes) / 1e6, layer_gbps, 100.0 * layer_gbps / ceil_gbps);
-    printf("bench=decode heads=%d kv_heads=%d head_dim=%d ctx=%d kv=%s threads=%d isa=%s ms=%.3f "
+    printf("bench=decode heads=%d kv_heads=%d head_dim=%d ctx=%d kv=%s threads=%d isa=%s%s ms=%.3f "
            "layer_ms=%.3f gbps=%.1f ceiling_gbps=%.1f pct=%.1f\n",
-           H, Hkv, d, N, tool_kv_name(o->kv), threads, isa, med, med_layer, gbps, ceil_gbps, pct);
+           H, Hkv, d, N, tool_kv_name(o->kv), threads, isa, o->warm ? " warm=1" : "", med,
+           med_layer, gbps, ceil_gbps, pct);
     free(kv);
     free(q);
     free(out);
@@ -215,7 +220,7 @@ static int bench_prefill(const bench_opts *o, dattn_backend *be, dattn_layer *la
 
 int cmd_bench(int argc, char **argv)
 {
-    bench_opts o = {0, 12, 4, 128, 4096, 0, 0, DATTN_KV_F16, NULL};
+    bench_opts o = {0, 0, 12, 4, 128, 4096, 0, 0, DATTN_KV_F16, NULL};
     if (argc < 1 || (strcmp(argv[0], "decode") && strcmp(argv[0], "prefill")))
         return bad("the first argument is 'decode' or 'prefill', not", argc ? argv[0] : "nothing");
     o.decode = !strcmp(argv[0], "decode");
@@ -226,6 +231,10 @@ int cmd_bench(int argc, char **argv)
     };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--warm")) {
+            o.warm = 1;
+            continue;
+        }
         if (!v)
             return bad("missing value after", a);
         i++;

@@ -16,7 +16,7 @@ static void usage(FILE *f)
             "              [--threads N] [--isa NAME] [--tol X] [--out OUT.safetensors]\n"
             "      run one differential-attention layer on the file's x and compare with its y\n"
             "  bench decode|prefill [--heads H] [--kv-heads K] [--head-dim D] [--ctx N]\n"
-            "              [--kv f32|f16|q8] [--threads T] [--isa NAME] [--reps N]\n"
+            "              [--kv f32|f16|q8] [--threads T] [--isa NAME] [--reps N] [--warm]\n"
             "      time flash decoding or prefill against the machine's measured ceiling\n"
             "  help\n"
             "\n"
