@@ -126,6 +126,43 @@ static inline void exp_chunk(float *restrict x, int n)
     }
 }
 
+/* Max and sum of a piece's scores. A plain loop is a chain of dependent scalar ops (the compiler
+ * may not reorder float sums), 32 long per head and half per page: a pairwise tree over CH lanes
+ * vectorizes instead. Pieces shorter than a page (the cache's ends) take the plain loop. */
+static inline float chunk_max(const float *e, int n)
+{
+    if (n == CH) {
+        float t[CH / 2];
+        for (int p = 0; p < CH / 2; p++)
+            t[p] = e[p] > e[p + CH / 2] ? e[p] : e[p + CH / 2];
+        for (int w = CH / 4; w >= 1; w /= 2)
+            for (int p = 0; p < w; p++)
+                t[p] = t[p] > t[p + w] ? t[p] : t[p + w];
+        return t[0];
+    }
+    float m = -INFINITY;
+    for (int p = 0; p < n; p++)
+        m = e[p] > m ? e[p] : m;
+    return m;
+}
+
+static inline float chunk_sum(const float *e, int n)
+{
+    if (n == CH) {
+        float t[CH / 2];
+        for (int p = 0; p < CH / 2; p++)
+            t[p] = e[p] + e[p + CH / 2];
+        for (int w = CH / 4; w >= 1; w /= 2)
+            for (int p = 0; p < w; p++)
+                t[p] += t[p + w];
+        return t[0];
+    }
+    float l = 0.0f;
+    for (int p = 0; p < n; p++)
+        l += e[p];
+    return l;
+}
+
 /* s[0..CH) = sum_i q[i] * rows[i][0..CH): SU partial sums keep the FMA pipes full. */
 static inline void score_chunk(const float *restrict q, const float *restrict rows, int ld, int d,
                                float *restrict s)
@@ -450,15 +487,11 @@ static void decode_scores(const attn_args *a, const decode_scratch *s, int n_pie
                 if (g->type == DATTN_KV_Q8)
                     for (int p = 0; p < len; p++)
                         e[p] *= cv.kscale[half][cv.lane0 + p];
-                float m = -INFINITY;
-                for (int p = 0; p < len; p++)
-                    m = e[p] > m ? e[p] : m;
+                float m = chunk_max(e, len);
                 for (int p = 0; p < len; p++)
                     e[p] -= m;
                 exp_chunk(e, len);
-                float l = 0.0f;
-                for (int p = 0; p < len; p++)
-                    l += e[p];
+                float l = chunk_sum(e, len);
                 size_t row = (size_t)(j * r + hh) * 2 + half;
                 memcpy(s->scores + row * s->max_vis + pc->vis, e, sizeof(float) * (size_t)len);
                 s->piece_max[row * s->max_pieces + pi] = m;
