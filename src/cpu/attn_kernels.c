@@ -60,16 +60,20 @@ static inline void q8_row(float *restrict dst, const int8_t *restrict src, int n
         dst[i] = (float)src[i];
 }
 
-/* How far ahead of the page being read decode prefetches (into L2), in pages. Once the loop does
- * real work per byte, the hardware prefetchers alone left the core waiting on DRAM; prefetches
- * spread over the rows of the current page, 16 pages (about 256 KiB) ahead, cut S2 f16 decode
- * from 25-29 ms to 18-20 ms at 64K on the 2-core Zen 4 (4 and 64 pages ahead gained less). */
-#define PREFETCH_PAGES 16
+/* How far ahead decode prefetches (into L2), rounded up to whole pages. Once the loops do real
+ * work per byte, the hardware prefetchers alone leave the core waiting on DRAM. What works is one
+ * software prefetch per row, issued inside the FMA loops, for the row about 256 KiB further on:
+ * the prefetches then trickle out at the rate the loop consumes data. The same prefetches issued
+ * as a burst per page gained little; spread, S2 f16 decode at 64K went from 15.6-17.3 ms to
+ * 8.8-10.2 ms on the 2-core Zen 4. 128 and 512 KiB were not measurably different. */
+#define PREFETCH_BYTES (256 << 10)
 
-static inline void prefetch_span(const uint8_t *p, size_t bytes)
+/* Addresses as integers: the prefetched span may lie past the arena's end, which a prefetch
+ * tolerates but C pointer arithmetic does not. */
+static inline void prefetch_span(uintptr_t at, size_t bytes)
 {
     for (size_t o = 0; o < bytes; o += 64)
-        __builtin_prefetch((const void *)((uintptr_t)p + o), 0, 2);
+        __builtin_prefetch((const void *)(at + o), 0, 2);
 }
 
 /* Rows [0, rows) of `len` elements at `stride` from a page, as f32 at `ld` in tile; returns the
@@ -79,11 +83,9 @@ static const float *widen(const kv_geom *g, const uint8_t *base, int rows, int l
                           float *tile, int ld, int *ld_out, size_t ahead)
 {
     size_t e = g->elem_bytes, row_bytes = (size_t)len * e;
-    const uint8_t *next = (const uint8_t *)((uintptr_t)base + ahead);
+    uintptr_t next = (uintptr_t)base + ahead;
     if (g->type == DATTN_KV_F32) {
-        for (int i = 0; i < rows; i++)
-            prefetch_span(next + (size_t)i * stride * e, row_bytes);
-        *ld_out = stride;
+        *ld_out = stride;   /* used in place; the FMA loops prefetch as they go */
         return (const float *)base;
     }
     for (int i = 0; i < rows; i++) {
@@ -192,7 +194,7 @@ static inline void score_chunk(const float *restrict q, const float *restrict ro
 
 /* acc[0..dv) += sum_p w[p] * v[p][0..dv) with two row streams in flight per register block. */
 static inline void accum_rows(float *restrict acc, const float *restrict v, int ldv,
-                              const float *restrict w, int n, int dv)
+                              const float *restrict w, int n, int dv, size_t ahead)
 {
     int c = 0;
     for (; c + VB <= dv; c += VB) {
@@ -204,6 +206,10 @@ static inline void accum_rows(float *restrict acc, const float *restrict v, int 
         int p = 0;
         for (; p + 2 <= n; p += 2) {
             const float *r0 = v + (size_t)p * ldv + c, *r1 = r0 + ldv;
+            if (ahead) {
+                prefetch_span((uintptr_t)r0 + ahead, sizeof(float) * VB);
+                prefetch_span((uintptr_t)r1 + ahead, sizeof(float) * VB);
+            }
             float w0 = w[p], w1 = w[p + 1];
             for (int k = 0; k < VB; k++) {
                 a0[k] += w0 * r0[k];
@@ -229,7 +235,7 @@ static inline void accum_rows(float *restrict acc, const float *restrict v, int 
  * registers. */
 #define SCORE_GROUP(R, U)                                                                        \
     static void score_group_##R(const float *const *q, const float *restrict rows, int ld,      \
-                                int d, float *restrict s)                                        \
+                                int d, float *restrict s, size_t ahead)                          \
     {                                                                                            \
         float acc[U][R][CH];                                                                     \
         for (int u = 0; u < U; u++)                                                              \
@@ -240,6 +246,8 @@ static inline void accum_rows(float *restrict acc, const float *restrict v, int 
         for (; i + U <= d; i += U)                                                               \
             for (int u = 0; u < U; u++) {                                                        \
                 const float *row = rows + (size_t)(i + u) * ld;                                  \
+                if (ahead)                                                                       \
+                    prefetch_span((uintptr_t)row + ahead, sizeof(float) * CH);                   \
                 for (int h = 0; h < R; h++) {                                                    \
                     float qi = q[h][i + u];                                                      \
                     for (int p = 0; p < CH; p++)                                                 \
@@ -265,22 +273,23 @@ SCORE_GROUP(3, 1)
 SCORE_GROUP(4, 1)
 
 /* s [r][CH]: scores of r query heads (pointers q[0..r)) against one page of K rows. */
-static void score_heads(const float *const *q, int r, const float *rows, int ld, int d, float *s)
+static void score_heads(const float *const *q, int r, const float *rows, int ld, int d, float *s,
+                        size_t ahead)
 {
     int h = 0;
     for (; h + 4 <= r; h += 4)
-        score_group_4(q + h, rows, ld, d, s + (size_t)h * CH);
+        score_group_4(q + h, rows, ld, d, s + (size_t)h * CH, ahead);
     switch (r - h) {
-    case 3: score_group_3(q + h, rows, ld, d, s + (size_t)h * CH); break;
-    case 2: score_group_2(q + h, rows, ld, d, s + (size_t)h * CH); break;
-    case 1: score_group_1(q + h, rows, ld, d, s + (size_t)h * CH); break;
+    case 3: score_group_3(q + h, rows, ld, d, s + (size_t)h * CH, ahead); break;
+    case 2: score_group_2(q + h, rows, ld, d, s + (size_t)h * CH, ahead); break;
+    case 1: score_group_1(q + h, rows, ld, d, s + (size_t)h * CH, ahead); break;
     default: break;
     }
 }
 
 #define VALUE_GROUP(R)                                                                           \
     static void value_group_##R(float *const *acc, const float *restrict v, int ldv,            \
-                                const float *restrict w, int n, int dv)                          \
+                                const float *restrict w, int n, int dv, size_t ahead)            \
     {                                                                                            \
         int c = 0;                                                                               \
         for (; c + VB <= dv; c += VB) {                                                          \
@@ -290,6 +299,8 @@ static void score_heads(const float *const *q, int r, const float *rows, int ld,
                     a[h][k] = acc[h][c + k];                                                     \
             for (int p = 0; p < n; p++) {                                                        \
                 const float *row = v + (size_t)p * ldv + c;                                      \
+                if (ahead)                                                                       \
+                    prefetch_span((uintptr_t)row + ahead, sizeof(float) * VB);                   \
                 for (int h = 0; h < R; h++) {                                                    \
                     float wp = w[h * CH + p];                                                    \
                     for (int k = 0; k < VB; k++)                                                 \
@@ -312,15 +323,15 @@ VALUE_GROUP(4)
 
 /* acc[h][0..dv) += sum_p w[h][p] * v[p][0..dv) for r heads (w is [r][CH]). */
 static void value_heads(float *const *acc, int r, const float *v, int ldv, const float *w, int n,
-                        int dv)
+                        int dv, size_t ahead)
 {
     int h = 0;
     for (; h + 4 <= r; h += 4)
-        value_group_4(acc + h, v, ldv, w + (size_t)h * CH, n, dv);
+        value_group_4(acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead);
     switch (r - h) {
-    case 3: value_group_3(acc + h, v, ldv, w + (size_t)h * CH, n, dv); break;
-    case 2: value_group_2(acc + h, v, ldv, w + (size_t)h * CH, n, dv); break;
-    case 1: accum_rows(acc[h], v, ldv, w + (size_t)h * CH, n, dv); break;
+    case 3: value_group_3(acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead); break;
+    case 2: value_group_2(acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead); break;
+    case 1: accum_rows(acc[h], v, ldv, w + (size_t)h * CH, n, dv, ahead); break;
     default: break;
     }
 }
@@ -330,7 +341,7 @@ static void value_heads(float *const *acc, int r, const float *v, int ldv, const
  * the FMAs instead of running as a separate pass over a tile. */
 #define SCORE_GROUP_F16(R, U)                                                                    \
     static void score_group_f16_##R(const float *const *q, const uint16_t *restrict rows,       \
-                                    int ld, int d, float *restrict s)                            \
+                                    int ld, int d, float *restrict s, size_t ahead)              \
     {                                                                                            \
         float acc[U][R][CH];                                                                     \
         for (int u = 0; u < U; u++)                                                              \
@@ -341,6 +352,7 @@ static void value_heads(float *const *acc, int r, const float *v, int ldv, const
         for (; i + U <= d; i += U)                                                               \
             for (int u = 0; u < U; u++) {                                                        \
                 float row[CH];                                                                   \
+                prefetch_span((uintptr_t)(rows + (size_t)(i + u) * ld) + ahead, 2 * CH);         \
                 f16_row(row, rows + (size_t)(i + u) * ld, CH);                                   \
                 for (int h = 0; h < R; h++) {                                                    \
                     float qi = q[h][i + u];                                                      \
@@ -370,22 +382,22 @@ SCORE_GROUP_F16(3, 1)
 SCORE_GROUP_F16(4, 1)
 
 static void score_heads_f16(const float *const *q, int r, const uint16_t *rows, int ld, int d,
-                            float *s)
+                            float *s, size_t ahead)
 {
     int h = 0;
     for (; h + 4 <= r; h += 4)
-        score_group_f16_4(q + h, rows, ld, d, s + (size_t)h * CH);
+        score_group_f16_4(q + h, rows, ld, d, s + (size_t)h * CH, ahead);
     switch (r - h) {
-    case 3: score_group_f16_3(q + h, rows, ld, d, s + (size_t)h * CH); break;
-    case 2: score_group_f16_2(q + h, rows, ld, d, s + (size_t)h * CH); break;
-    case 1: score_group_f16_1(q + h, rows, ld, d, s + (size_t)h * CH); break;
+    case 3: score_group_f16_3(q + h, rows, ld, d, s + (size_t)h * CH, ahead); break;
+    case 2: score_group_f16_2(q + h, rows, ld, d, s + (size_t)h * CH, ahead); break;
+    case 1: score_group_f16_1(q + h, rows, ld, d, s + (size_t)h * CH, ahead); break;
     default: break;
     }
 }
 
 #define VALUE_GROUP_F16(R)                                                                       \
     static void value_group_f16_##R(float *const *acc, const uint16_t *restrict v, int ldv,     \
-                                    const float *restrict w, int n, int dv)                      \
+                                    const float *restrict w, int n, int dv, size_t ahead)        \
     {                                                                                            \
         int c = 0;                                                                               \
         for (; c + VB <= dv; c += VB) {                                                          \
@@ -395,6 +407,7 @@ static void score_heads_f16(const float *const *q, int r, const uint16_t *rows, 
                     a[h][k] = acc[h][c + k];                                                     \
             for (int p = 0; p < n; p++) {                                                        \
                 float row[VB];                                                                   \
+                prefetch_span((uintptr_t)(v + (size_t)p * ldv + c) + ahead, 2 * VB);             \
                 f16_row(row, v + (size_t)p * ldv + c, VB);                                       \
                 for (int h = 0; h < R; h++) {                                                    \
                     float wp = w[h * CH + p];                                                    \
@@ -418,15 +431,15 @@ VALUE_GROUP_F16(3)
 VALUE_GROUP_F16(4)
 
 static void value_heads_f16(float *const *acc, int r, const uint16_t *v, int ldv, const float *w,
-                            int n, int dv)
+                            int n, int dv, size_t ahead)
 {
     int h = 0;
     for (; h + 4 <= r; h += 4)
-        value_group_f16_4(acc + h, v, ldv, w + (size_t)h * CH, n, dv);
+        value_group_f16_4(acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead);
     switch (r - h) {
-    case 3: value_group_f16_3(acc + h, v, ldv, w + (size_t)h * CH, n, dv); break;
-    case 2: value_group_f16_2(acc + h, v, ldv, w + (size_t)h * CH, n, dv); break;
-    case 1: value_group_f16_1(acc + h, v, ldv, w + (size_t)h * CH, n, dv); break;
+    case 3: value_group_f16_3(acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead); break;
+    case 2: value_group_f16_2(acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead); break;
+    case 1: value_group_f16_1(acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead); break;
     default: break;
     }
 }
@@ -472,15 +485,13 @@ static void decode_scores(const attn_args *a, const decode_scratch *s, int n_pie
         for (int half = 0; half < 2; half++) {
             for (int hh = 0; hh < r; hh++)
                 qp[hh] = (pc->sink ? a->q_sink : a->q) + (size_t)(2 * (j * r + hh) + half) * d;
-            size_t ahead = PREFETCH_PAGES * g->kpage_bytes;
+            size_t ahead = (PREFETCH_BYTES / g->kpage_bytes + 1) * g->kpage_bytes;
             if (g->type == DATTN_KV_F16) {
-                const uint8_t *next = (const uint8_t *)((uintptr_t)cv.k[half] + ahead);
-                prefetch_span(next, g->khalf_bytes);
-                score_heads_f16(qp, r, (const uint16_t *)cv.k[half], KV_PAGE, d, sc);
+                score_heads_f16(qp, r, (const uint16_t *)cv.k[half], KV_PAGE, d, sc, ahead);
             } else {
                 int ld;
                 const float *rows = widen(g, cv.k[half], d, CH, KV_PAGE, ktile, CH, &ld, ahead);
-                score_heads(qp, r, rows, ld, d, sc);
+                score_heads(qp, r, rows, ld, d, sc, g->type == DATTN_KV_F32 ? ahead : 0);
             }
             for (int hh = 0; hh < r; hh++) {
                 float *e = sc + (size_t)hh * CH + cv.lane0;
@@ -547,11 +558,9 @@ static void decode_values(const attn_args *a, const decode_scratch *s, int n_pie
         const kv_piece *pc = &s->pieces[pi];
         chunk_view cv = view_chunk(a, j, pc);
         int len = pc->len, ld = dv;
-        size_t ahead = (size_t)PREFETCH_PAGES * KV_PAGE * g->v_row_bytes;
+        size_t vpage = KV_PAGE * g->v_row_bytes, ahead = (PREFETCH_BYTES / vpage + 1) * vpage;
         const float *vrows = NULL;
-        if (g->type == DATTN_KV_F16)
-            prefetch_span((const uint8_t *)((uintptr_t)cv.v + ahead), (size_t)len * g->v_row_bytes);
-        else
+        if (g->type != DATTN_KV_F16)
             vrows = widen(g, cv.v, len, dv, dv, vtile, dv, &ld, ahead);
         for (int hh = 0; hh < r; hh++) {
             size_t row = (size_t)(j * r + hh) * 2;
@@ -573,9 +582,9 @@ static void decode_values(const attn_args *a, const decode_scratch *s, int n_pie
                     wh[p] *= cv.vscale[p];
         }
         if (g->type == DATTN_KV_F16)
-            value_heads_f16(acc, r, (const uint16_t *)cv.v, dv, w, len, dv);
+            value_heads_f16(acc, r, (const uint16_t *)cv.v, dv, w, len, dv, ahead);
         else
-            value_heads(acc, r, vrows, ld, w, len, dv);
+            value_heads(acc, r, vrows, ld, w, len, dv, g->type == DATTN_KV_F32 ? ahead : 0);
     }
 }
 
@@ -660,7 +669,7 @@ static void prefill(const attn_args *a, int j, int r0, int r1, float *tmp)
                     if (g->type == DATTN_KV_Q8)
                         for (int p = 0; p < len; p++)
                             e[p] *= cv.vscale[p];
-                    accum_rows(oi, vrows, ldv, e, len, dv);
+                    accum_rows(oi, vrows, ldv, e, len, dv, 0);
                     *l = *l * corr + sum;
                     *m = mx;
                 }
