@@ -119,6 +119,10 @@ static int bench_decode(const bench_opts *o, dattn_backend *be, dattn_layer *lay
     int reps = o->reps > 0 ? (int)o->reps : N <= 16384 ? 50 : 20;
     double *ms = malloc(sizeof(double) * (size_t)reps), *ms_layer = malloc(sizeof(double) * (size_t)reps);
     be->ops->attention(be, ls->backend, &a, 1);   /* warm-up: page tables, branch predictors */
+    /* This machine's bandwidth drifts with its neighbours: measure the ceiling before, between
+     * and after the timed runs and take the median, so steps and ceiling see the same times. */
+    double ceil_runs[3];
+    ceil_runs[0] = ceiling_read_gbps(threads);
     for (int r = 0; r < reps; r++) {
         if (!o->warm)
             ceiling_flush_caches();
@@ -126,6 +130,7 @@ static int bench_decode(const bench_opts *o, dattn_backend *be, dattn_layer *lay
         be->ops->attention(be, ls->backend, &a, 1);
         ms[r] = (ceiling_now_seconds() - t0) * 1e3;
     }
+    ceil_runs[1] = ceiling_read_gbps(threads);
     for (int r = 0; r < reps; r++) {
         ceiling_flush_caches();
         double t0 = ceiling_now_seconds();
@@ -142,9 +147,13 @@ static int bench_decode(const bench_opts *o, dattn_backend *be, dattn_layer *lay
     double weight_bytes = 4.0 * ((double)layer->qkv_dim * E + (double)E * E);
     double gbps = cache_bytes / (med * 1e-3) / 1e9;
     double layer_gbps = (cache_bytes + weight_bytes) / (med_layer * 1e-3) / 1e9;
-    double ceil_gbps = ceiling_read_gbps(threads);
+    ceil_runs[2] = ceiling_read_gbps(threads);
+    double ceil_lo = fmin(ceil_runs[0], fmin(ceil_runs[1], ceil_runs[2]));
+    double ceil_hi = fmax(ceil_runs[0], fmax(ceil_runs[1], ceil_runs[2]));
+    double ceil_gbps = ceiling_median(ceil_runs, 3);
     double pct = 100.0 * gbps / ceil_gbps;
-    printf("read ceiling: %.1f GB/s (streaming read, %d threads, buffer >> LLC)\n", ceil_gbps, threads);
+    printf("read ceiling: %.1f GB/s (median of 3 around the timed runs: %.1f-%.1f; streaming read, "
+           "%d threads, buffer >> LLC)\n", ceil_gbps, ceil_lo, ceil_hi, threads);
     printf("decode H=%d Hkv=%d d=%d ctx=%d kv=%s: attention %.3f ms (median of %d, %s), "
            "%.1f MB of cache, %.1f GB/s = %.1f%% of read bandwidth\n",
            H, Hkv, d, N, tool_kv_name(o->kv), med, reps,
