@@ -2,9 +2,11 @@
  * (src/cpu/isa.h): flash-decoding phases 1 and 2 and the tiled prefill (DESIGN §1, §5).
  *
  * Keys are read a page at a time ([head_dim][KV_PAGE] per K half, so one broadcast-FMA per dim
- * scores the whole page with no horizontal sums); f16 and q8 pages are widened into a small f32
- * tile first, which stays in L1 while every query head of the group uses it. V rows are summed in register blocks of VB floats so the accumulators never touch memory
- * inside the loop over positions. */
+ * scores the whole page with no horizontal sums), and decode serves all r query heads of a KV
+ * head from each loaded row. f32 pages are read in place, f16 rows are widened in registers
+ * inside the FMA loops, q8 pages are widened into a small f32 tile first. V rows are summed in
+ * register blocks of VB floats so the accumulators stay in registers over the positions. Decode
+ * prefetches a fixed distance ahead from inside its loops (PREFETCH_BYTES). */
 #include <math.h>
 #include <string.h>
 
