@@ -81,12 +81,14 @@ typedef struct shape_case {
     dattn_dtype dtype;
 } shape_case;
 
-/* A random shape: r cycles 1,2,3,4 (MHA, GQA 2, 3, 4), d even in 8..64, E <= 384, T 1..100. */
+/* A random shape: r cycles 1,2,3,4,6,8 (MHA, GQA; the kernels block query heads in fours, so 6
+ * and 8 take the multi-block paths), d even in 8..64, E <= 384, T 1..100. */
 static shape_case random_shape(int i)
 {
     static const dattn_dtype dtypes[3] = {DATTN_DTYPE_F32, DATTN_DTYPE_F16, DATTN_DTYPE_BF16};
+    static const int groups[6] = {1, 2, 3, 4, 6, 8};
     shape_case s;
-    int r = 1 + i % 4;
+    int r = groups[i % 6];
     s.d = 2 * tu_int(4, 32);
     int max_hkv = 384 / (2 * r * s.d);
     if (max_hkv < 1) {
