@@ -231,13 +231,36 @@ static inline void accum_rows(float *restrict acc, const float *restrict v, int 
             acc[c] += w[p] * v[(size_t)p * ldv + c];
 }
 
-/* The same two loops for R query heads of a KV-head group at once (decode): each K row or V row
- * is loaded once for all R heads, which halves the loads per FMA at r >= 2 and gives enough
+/* The score and V loops for R query heads of a KV-head group at once (decode): each K row or V
+ * row is loaded once for all R heads, which cuts the loads per FMA at r >= 2 and gives enough
  * independent accumulators to hide the FMA latency. R is a constant so the accumulators live in
- * registers. */
-#define SCORE_GROUP(R, U)                                                                        \
-    static void score_group_##R(const float *const *q, const float *restrict rows, int ld,      \
-                                int d, float *restrict s, size_t ahead)                          \
+ * registers. ROW gives a row as f32: f32 pages are read in place; f16 rows are widened in
+ * registers right where they are used, so the conversions (vcvtph2ps: about 3 cycles per 16
+ * values on Zen 4, as slow as the FMAs they feed) overlap the FMAs instead of running as a
+ * separate pass over a tile. Each loop prefetches its row `ahead` bytes further on. */
+#define ROW_F32(buf, src, n) ((void)(buf), (src))
+#define ROW_F16(buf, src, n) (f16_row((buf), (src), (n)), (const float *)(buf))
+#define ONE_F32(x) (x)
+#define ONE_F16(x) f16_to_f32(x)
+
+/* Row ii of K into partial sum uu (the body of SCORE_GROUP's loops). */
+#define SCORE_ROW(T, ROW, R, ii, uu)                                                             \
+    do {                                                                                         \
+        const T *src = rows + (size_t)(ii) * ld;                                                 \
+        float buf[CH];                                                                           \
+        const float *row = ROW(buf, src, CH);                                                    \
+        if (ahead)                                                                               \
+            prefetch_span((uintptr_t)src + ahead, sizeof(T) * CH);                               \
+        for (int h = 0; h < R; h++) {                                                            \
+            float qi = q[h][ii];                                                                 \
+            for (int p = 0; p < CH; p++)                                                         \
+                acc[uu][h][p] += qi * row[p];                                                    \
+        }                                                                                        \
+    } while (0)
+
+#define SCORE_GROUP(NAME, T, ROW, R, U)                                                          \
+    static void NAME(const float *const *q, const T *restrict rows, int ld, int d,              \
+                     float *restrict s, size_t ahead)                                            \
     {                                                                                            \
         float acc[U][R][CH];                                                                     \
         for (int u = 0; u < U; u++)                                                              \
@@ -246,20 +269,10 @@ static inline void accum_rows(float *restrict acc, const float *restrict v, int 
                     acc[u][h][p] = 0.0f;                                                         \
         int i = 0;                                                                               \
         for (; i + U <= d; i += U)                                                               \
-            for (int u = 0; u < U; u++) {                                                        \
-                const float *row = rows + (size_t)(i + u) * ld;                                  \
-                if (ahead)                                                                       \
-                    prefetch_span((uintptr_t)row + ahead, sizeof(float) * CH);                   \
-                for (int h = 0; h < R; h++) {                                                    \
-                    float qi = q[h][i + u];                                                      \
-                    for (int p = 0; p < CH; p++)                                                 \
-                        acc[u][h][p] += qi * row[p];                                             \
-                }                                                                                \
-            }                                                                                    \
+            for (int u = 0; u < U; u++)                                                          \
+                SCORE_ROW(T, ROW, R, i + u, u);                                                  \
         for (; i < d; i++)                                                                       \
-            for (int h = 0; h < R; h++)                                                          \
-                for (int p = 0; p < CH; p++)                                                     \
-                    acc[0][h][p] += q[h][i] * rows[(size_t)i * ld + p];                          \
+            SCORE_ROW(T, ROW, R, i, 0);                                                          \
         for (int h = 0; h < R; h++)                                                              \
             for (int p = 0; p < CH; p++) {                                                       \
                 float v = acc[0][h][p];                                                          \
@@ -269,29 +282,9 @@ static inline void accum_rows(float *restrict acc, const float *restrict v, int 
             }                                                                                    \
     }
 
-SCORE_GROUP(1, SU)
-SCORE_GROUP(2, (SU / 2 > 0 ? SU / 2 : 1))
-SCORE_GROUP(3, 1)
-SCORE_GROUP(4, 1)
-
-/* s [r][CH]: scores of r query heads (pointers q[0..r)) against one page of K rows. */
-static void score_heads(const float *const *q, int r, const float *rows, int ld, int d, float *s,
-                        size_t ahead)
-{
-    int h = 0;
-    for (; h + 4 <= r; h += 4)
-        score_group_4(q + h, rows, ld, d, s + (size_t)h * CH, ahead);
-    switch (r - h) {
-    case 3: score_group_3(q + h, rows, ld, d, s + (size_t)h * CH, ahead); break;
-    case 2: score_group_2(q + h, rows, ld, d, s + (size_t)h * CH, ahead); break;
-    case 1: score_group_1(q + h, rows, ld, d, s + (size_t)h * CH, ahead); break;
-    default: break;
-    }
-}
-
-#define VALUE_GROUP(R)                                                                           \
-    static void value_group_##R(float *const *acc, const float *restrict v, int ldv,            \
-                                const float *restrict w, int n, int dv, size_t ahead)            \
+#define VALUE_GROUP(NAME, T, ROW, ONE, R)                                                        \
+    static void NAME(float *const *acc, const T *restrict v, int ldv, const float *restrict w,  \
+                     int n, int dv, size_t ahead)                                                \
     {                                                                                            \
         int c = 0;                                                                               \
         for (; c + VB <= dv; c += VB) {                                                          \
@@ -300,9 +293,11 @@ static void score_heads(const float *const *q, int r, const float *rows, int ld,
                 for (int k = 0; k < VB; k++)                                                     \
                     a[h][k] = acc[h][c + k];                                                     \
             for (int p = 0; p < n; p++) {                                                        \
-                const float *row = v + (size_t)p * ldv + c;                                      \
+                const T *src = v + (size_t)p * ldv + c;                                          \
+                float buf[VB];                                                                   \
+                const float *row = ROW(buf, src, VB);                                            \
                 if (ahead)                                                                       \
-                    prefetch_span((uintptr_t)row + ahead, sizeof(float) * VB);                   \
+                    prefetch_span((uintptr_t)src + ahead, sizeof(T) * VB);                       \
                 for (int h = 0; h < R; h++) {                                                    \
                     float wp = w[h * CH + p];                                                    \
                     for (int k = 0; k < VB; k++)                                                 \
@@ -316,134 +311,69 @@ static void score_heads(const float *const *q, int r, const float *rows, int ld,
         for (; c < dv; c++)                                                                      \
             for (int h = 0; h < R; h++)                                                          \
                 for (int p = 0; p < n; p++)                                                      \
-                    acc[h][c] += w[h * CH + p] * v[(size_t)p * ldv + c];                         \
+                    acc[h][c] += w[h * CH + p] * ONE(v[(size_t)p * ldv + c]);                    \
     }
 
-VALUE_GROUP(2)
-VALUE_GROUP(3)
-VALUE_GROUP(4)
+#define SU2 (SU / 2 > 0 ? SU / 2 : 1)
+SCORE_GROUP(score_f32_1, float, ROW_F32, 1, SU)
+SCORE_GROUP(score_f32_2, float, ROW_F32, 2, SU2)
+SCORE_GROUP(score_f32_3, float, ROW_F32, 3, 1)
+SCORE_GROUP(score_f32_4, float, ROW_F32, 4, 1)
+SCORE_GROUP(score_f16_1, uint16_t, ROW_F16, 1, SU)
+SCORE_GROUP(score_f16_2, uint16_t, ROW_F16, 2, SU2)
+SCORE_GROUP(score_f16_3, uint16_t, ROW_F16, 3, 1)
+SCORE_GROUP(score_f16_4, uint16_t, ROW_F16, 4, 1)
 
-/* acc[h][0..dv) += sum_p w[h][p] * v[p][0..dv) for r heads (w is [r][CH]). */
-static void value_heads(float *const *acc, int r, const float *v, int ldv, const float *w, int n,
-                        int dv, size_t ahead)
+/* One head alone has too few accumulators per row for the FMA latency: two rows in flight. */
+static void value_f32_1(float *const *acc, const float *v, int ldv, const float *w, int n, int dv,
+                        size_t ahead)
 {
-    int h = 0;
-    for (; h + 4 <= r; h += 4)
-        value_group_4(acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead);
-    switch (r - h) {
-    case 3: value_group_3(acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead); break;
-    case 2: value_group_2(acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead); break;
-    case 1: accum_rows(acc[h], v, ldv, w + (size_t)h * CH, n, dv, ahead); break;
-    default: break;
-    }
+    accum_rows(acc[0], v, ldv, w, n, dv, ahead);
 }
+VALUE_GROUP(value_f32_2, float, ROW_F32, ONE_F32, 2)
+VALUE_GROUP(value_f32_3, float, ROW_F32, ONE_F32, 3)
+VALUE_GROUP(value_f32_4, float, ROW_F32, ONE_F32, 4)
+VALUE_GROUP(value_f16_1, uint16_t, ROW_F16, ONE_F16, 1)
+VALUE_GROUP(value_f16_2, uint16_t, ROW_F16, ONE_F16, 2)
+VALUE_GROUP(value_f16_3, uint16_t, ROW_F16, ONE_F16, 3)
+VALUE_GROUP(value_f16_4, uint16_t, ROW_F16, ONE_F16, 4)
 
-/* f16 pages, fused: each row is widened in registers right where it is used, so the conversions
- * (vcvtph2ps: about 3 cycles per 16 values on Zen 4, as slow as the FMAs they feed) overlap with
- * the FMAs instead of running as a separate pass over a tile. */
-#define SCORE_GROUP_F16(R, U)                                                                    \
-    static void score_group_f16_##R(const float *const *q, const uint16_t *restrict rows,       \
-                                    int ld, int d, float *restrict s, size_t ahead)              \
-    {                                                                                            \
-        float acc[U][R][CH];                                                                     \
-        for (int u = 0; u < U; u++)                                                              \
-            for (int h = 0; h < R; h++)                                                          \
-                for (int p = 0; p < CH; p++)                                                     \
-                    acc[u][h][p] = 0.0f;                                                         \
-        int i = 0;                                                                               \
-        for (; i + U <= d; i += U)                                                               \
-            for (int u = 0; u < U; u++) {                                                        \
-                float row[CH];                                                                   \
-                prefetch_span((uintptr_t)(rows + (size_t)(i + u) * ld) + ahead, 2 * CH);         \
-                f16_row(row, rows + (size_t)(i + u) * ld, CH);                                   \
-                for (int h = 0; h < R; h++) {                                                    \
-                    float qi = q[h][i + u];                                                      \
-                    for (int p = 0; p < CH; p++)                                                 \
-                        acc[u][h][p] += qi * row[p];                                             \
-                }                                                                                \
-            }                                                                                    \
-        for (; i < d; i++) {                                                                     \
-            float row[CH];                                                                       \
-            f16_row(row, rows + (size_t)i * ld, CH);                                             \
-            for (int h = 0; h < R; h++)                                                          \
-                for (int p = 0; p < CH; p++)                                                     \
-                    acc[0][h][p] += q[h][i] * row[p];                                            \
+/* Any r: blocks of four query heads, then the rest. s is [r][CH]; w is [r][CH]. */
+#define GROUP_DISPATCH(G, ...)                                                                   \
+    do {                                                                                         \
+        int h = 0;                                                                               \
+        for (; h + 4 <= r; h += 4)                                                               \
+            G##4(__VA_ARGS__);                                                                   \
+        switch (r - h) {                                                                         \
+        case 3: G##3(__VA_ARGS__); break;                                                        \
+        case 2: G##2(__VA_ARGS__); break;                                                        \
+        case 1: G##1(__VA_ARGS__); break;                                                        \
+        default: break;                                                                          \
         }                                                                                        \
-        for (int h = 0; h < R; h++)                                                              \
-            for (int p = 0; p < CH; p++) {                                                       \
-                float v = acc[0][h][p];                                                          \
-                for (int u = 1; u < U; u++)                                                      \
-                    v += acc[u][h][p];                                                           \
-                s[h * CH + p] = v;                                                               \
-            }                                                                                    \
-    }
+    } while (0)
 
-SCORE_GROUP_F16(1, SU)
-SCORE_GROUP_F16(2, (SU / 2 > 0 ? SU / 2 : 1))
-SCORE_GROUP_F16(3, 1)
-SCORE_GROUP_F16(4, 1)
+static void score_heads_f32(const float *const *q, int r, const float *rows, int ld, int d,
+                            float *s, size_t ahead)
+{
+    GROUP_DISPATCH(score_f32_, q + h, rows, ld, d, s + (size_t)h * CH, ahead);
+}
 
 static void score_heads_f16(const float *const *q, int r, const uint16_t *rows, int ld, int d,
                             float *s, size_t ahead)
 {
-    int h = 0;
-    for (; h + 4 <= r; h += 4)
-        score_group_f16_4(q + h, rows, ld, d, s + (size_t)h * CH, ahead);
-    switch (r - h) {
-    case 3: score_group_f16_3(q + h, rows, ld, d, s + (size_t)h * CH, ahead); break;
-    case 2: score_group_f16_2(q + h, rows, ld, d, s + (size_t)h * CH, ahead); break;
-    case 1: score_group_f16_1(q + h, rows, ld, d, s + (size_t)h * CH, ahead); break;
-    default: break;
-    }
+    GROUP_DISPATCH(score_f16_, q + h, rows, ld, d, s + (size_t)h * CH, ahead);
 }
 
-#define VALUE_GROUP_F16(R)                                                                       \
-    static void value_group_f16_##R(float *const *acc, const uint16_t *restrict v, int ldv,     \
-                                    const float *restrict w, int n, int dv, size_t ahead)        \
-    {                                                                                            \
-        int c = 0;                                                                               \
-        for (; c + VB <= dv; c += VB) {                                                          \
-            float a[R][VB];                                                                      \
-            for (int h = 0; h < R; h++)                                                          \
-                for (int k = 0; k < VB; k++)                                                     \
-                    a[h][k] = acc[h][c + k];                                                     \
-            for (int p = 0; p < n; p++) {                                                        \
-                float row[VB];                                                                   \
-                prefetch_span((uintptr_t)(v + (size_t)p * ldv + c) + ahead, 2 * VB);             \
-                f16_row(row, v + (size_t)p * ldv + c, VB);                                       \
-                for (int h = 0; h < R; h++) {                                                    \
-                    float wp = w[h * CH + p];                                                    \
-                    for (int k = 0; k < VB; k++)                                                 \
-                        a[h][k] += wp * row[k];                                                  \
-                }                                                                                \
-            }                                                                                    \
-            for (int h = 0; h < R; h++)                                                          \
-                for (int k = 0; k < VB; k++)                                                     \
-                    acc[h][c + k] = a[h][k];                                                     \
-        }                                                                                        \
-        for (; c < dv; c++)                                                                      \
-            for (int h = 0; h < R; h++)                                                          \
-                for (int p = 0; p < n; p++)                                                      \
-                    acc[h][c] += w[h * CH + p] * f16_to_f32(v[(size_t)p * ldv + c]);             \
-    }
-
-VALUE_GROUP_F16(1)
-VALUE_GROUP_F16(2)
-VALUE_GROUP_F16(3)
-VALUE_GROUP_F16(4)
+static void value_heads_f32(float *const *acc, int r, const float *v, int ldv, const float *w,
+                            int n, int dv, size_t ahead)
+{
+    GROUP_DISPATCH(value_f32_, acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead);
+}
 
 static void value_heads_f16(float *const *acc, int r, const uint16_t *v, int ldv, const float *w,
                             int n, int dv, size_t ahead)
 {
-    int h = 0;
-    for (; h + 4 <= r; h += 4)
-        value_group_f16_4(acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead);
-    switch (r - h) {
-    case 3: value_group_f16_3(acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead); break;
-    case 2: value_group_f16_2(acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead); break;
-    case 1: value_group_f16_1(acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead); break;
-    default: break;
-    }
+    GROUP_DISPATCH(value_f16_, acc + h, v, ldv, w + (size_t)h * CH, n, dv, ahead);
 }
 
 /* Cache pointers of the page holding a piece. */
@@ -493,7 +423,7 @@ static void decode_scores(const attn_args *a, const decode_scratch *s, int n_pie
             } else {
                 int ld;
                 const float *rows = widen(g, cv.k[half], d, CH, KV_PAGE, ktile, CH, &ld, ahead);
-                score_heads(qp, r, rows, ld, d, sc, g->type == DATTN_KV_F32 ? ahead : 0);
+                score_heads_f32(qp, r, rows, ld, d, sc, g->type == DATTN_KV_F32 ? ahead : 0);
             }
             for (int hh = 0; hh < r; hh++) {
                 float *e = sc + (size_t)hh * CH + cv.lane0;
@@ -586,7 +516,7 @@ static void decode_values(const attn_args *a, const decode_scratch *s, int n_pie
         if (g->type == DATTN_KV_F16)
             value_heads_f16(acc, r, (const uint16_t *)cv.v, dv, w, len, dv, ahead);
         else
-            value_heads(acc, r, vrows, ld, w, len, dv, g->type == DATTN_KV_F32 ? ahead : 0);
+            value_heads_f32(acc, r, vrows, ld, w, len, dv, g->type == DATTN_KV_F32 ? ahead : 0);
     }
 }
 
