@@ -1,0 +1,202 @@
+/* Per-device tuning (issue 4 item 6; DESIGN §2): picks the row of the embedded platforms/ table
+ * for a device (device name -> family -> vendor -> default), decides the KV split count of tiled
+ * flash decoding with flash-attention's heuristic, and writes the -D build options. Plain C: no
+ * OpenCL header, no allocation, no I/O. */
+#include <stdio.h>
+#include <string.h>
+
+#include "tuning.h"
+
+static int lower(int c) { return (c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c; }
+
+/* Case-insensitive (ASCII) comparison of n bytes. */
+static int same_ci(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+            return 0;
+    return 1;
+}
+
+/* One alternative p[0..n) of a pattern against text: "^x" = prefix, "x$" = suffix, "^x$" = the
+ * whole text, else a substring. */
+static int match_one(const char *p, size_t n, const char *text)
+{
+    int head = n > 0 && p[0] == '^';
+    if (head) {
+        p++;
+        n--;
+    }
+    int tail = n > 0 && p[n - 1] == '$';
+    if (tail)
+        n--;
+    size_t len = strlen(text);
+    if (n > len)
+        return 0;
+    if (head && tail)
+        return n == len && same_ci(p, text, n);
+    if (head)
+        return same_ci(p, text, n);
+    if (tail)
+        return same_ci(p, text + len - n, n);
+    for (size_t i = 0; i + n <= len; i++)
+        if (same_ci(p, text + i, n))
+            return 1;
+    return 0;
+}
+
+int tuning_match(const char *pattern, const char *text)
+{
+    if (!pattern)
+        return 0;
+    if (strcmp(pattern, "*") == 0)
+        return 1;
+    if (!text)
+        text = "";
+    for (const char *p = pattern;;) {
+        const char *bar = strchr(p, '|');
+        size_t n = bar ? (size_t)(bar - p) : strlen(p);
+        if (n > 0 && match_one(p, n, text))
+            return 1;
+        if (!bar)
+            return 0;
+        p = bar + 1;
+    }
+}
+
+/* 1 if every alternative of the pattern is anchored at both ends ("^name$|^other$"). */
+static int exact_names(const char *pattern)
+{
+    for (const char *p = pattern;;) {
+        const char *bar = strchr(p, '|');
+        size_t n = bar ? (size_t)(bar - p) : strlen(p);
+        if (n < 2 || p[0] != '^' || p[n - 1] != '$')
+            return 0;
+        if (!bar)
+            return 1;
+        p = bar + 1;
+    }
+}
+
+tuning_level tuning_row_level(const tuning_row *row)
+{
+    int any_device = strcmp(row->device, "*") == 0;
+    if (any_device)
+        return strcmp(row->vendor, "*") == 0 ? TUNING_LEVEL_DEFAULT : TUNING_LEVEL_VENDOR;
+    return exact_names(row->device) ? TUNING_LEVEL_DEVICE : TUNING_LEVEL_FAMILY;
+}
+
+const tuning_row *tuning_lookup_in(const tuning_row *rows, int n_rows, const char *vendor,
+                                   const char *device_name)
+{
+    const tuning_row *best = NULL;
+    tuning_level best_level = TUNING_LEVEL_DEFAULT;
+    if (!vendor)
+        vendor = "";
+    if (!device_name)
+        device_name = "";
+    for (int i = 0; i < n_rows; i++) {
+        const tuning_row *r = &rows[i];
+        if (!tuning_match(r->vendor, vendor) || !tuning_match(r->device, device_name))
+            continue;
+        tuning_level level = tuning_row_level(r);
+        if (!best || level < best_level) {   /* strict: the first row of a level stays */
+            best = r;
+            best_level = level;
+        }
+    }
+    return best;
+}
+
+const tuning_row *tuning_lookup(const char *vendor, const char *device_name)
+{
+    const tuning_row *r = tuning_lookup_in(tuning_rows, tuning_n_rows, vendor, device_name);
+    /* gen_tuning.py refuses a table without a "*" "*" row, so r is never NULL; the fallback
+     * keeps the promise even for a hand-built table. */
+    static const tuning_row fallback = {"*", "*", "builtin-default", 64, 32, 16, 32, 64, 4, 0, 16};
+    return r ? r : &fallback;
+}
+
+/* ---- KV splits ------------------------------------------------------------------------------
+ *
+ * flash-attention's num_splits_heuristic (csrc/flash_attn/flash_api.cpp), for b work-groups per
+ * split (batch x heads), C work-groups resident at once, T KV tiles and a cap M:
+ *
+ *   if b >= 0.8 C: 1 split (the device is nearly full without splitting)
+ *   M' = min(M, C, T)
+ *   s in 1..M' is eligible iff s = 1 or ceil(T/s) != ceil(T/(s-1))  (else the last split is empty
+ *       and s tiles the KV exactly as s-1 does)
+ *   eff(s) = w(s) / ceil(w(s)), w(s) = b s / C                     ("wave efficiency")
+ *   answer = the smallest eligible s with eff(s) >= 0.85 max_{eligible s'} eff(s')
+ *
+ * e.g. b = 48, C = 108: eff(1) = 0.44, eff(2) = 0.89, eff(3) = 0.67 -> 2 splits. flash-attention
+ * passes C = 2 x the SM count (two CTAs per SM); here the caller says what is resident.
+ * The comparisons are done exactly in integers: eff(s) = b s / (C ceil(b s / C)), so with k(s) =
+ * ceil(b s / C), eff(s1) > eff(s2) iff s1 k(s2) > s2 k(s1), b >= 0.8 C iff 5 b >= 4 C, and
+ * eff(s) >= 0.85 eff(s*) iff 100 s k(s*) >= 85 s* k(s). So the answer is the same on every
+ * machine; it differs from a floating-point evaluation only at exact ties, eff(s) = 0.85 max (e.g.
+ * b = 19, C = 47, T = 40: eff(2) = 38/47 = 0.85 x 760/799 = 0.85 eff(40)), where rounding may go
+ * either way and the exact rule takes s.
+ * -------------------------------------------------------------------------------------------- */
+
+static long long ceil_div(long long a, long long b) { return (a + b - 1) / b; }
+
+/* The smallest split count that tiles T exactly as s does (every split non-empty). */
+static int nonempty_splits(int s, int n_kv_tiles)
+{
+    long long per = ceil_div(n_kv_tiles, s);
+    return (int)ceil_div(n_kv_tiles, per);
+}
+
+int tuning_splits(const tuning_row *row, int n_work_items, int n_kv_tiles, int n_compute_units)
+{
+    if (!row || n_kv_tiles <= 1 || n_work_items <= 0 || n_compute_units <= 0)
+        return 1;
+    int cap = row->max_split > 0 ? row->max_split : 1;
+    if (cap > n_kv_tiles)
+        cap = n_kv_tiles;
+    if (row->n_split > 0) {
+        int s = row->n_split < cap ? row->n_split : cap;
+        return nonempty_splits(s, n_kv_tiles);
+    }
+    long long b = n_work_items, c = n_compute_units, t = n_kv_tiles;
+    if (5 * b >= 4 * c)
+        return 1;
+    if (cap > n_compute_units)
+        cap = n_compute_units;
+    int best_s = 1;
+    long long best_k = 1;   /* eff(1) = b / (C k(1)), k(1) = 1 since b < C */
+    for (int s = 2; s <= cap; s++) {
+        if (ceil_div(t, s) == ceil_div(t, s - 1))
+            continue;
+        long long k = ceil_div(b * s, c);
+        if ((long long)s * best_k > (long long)best_s * k) {
+            best_s = s;
+            best_k = k;
+        }
+    }
+    for (int s = 1; s <= cap; s++) {
+        if (s > 1 && ceil_div(t, s) == ceil_div(t, s - 1))
+            continue;
+        long long k = ceil_div(b * s, c);
+        if (100LL * s * best_k >= 85LL * best_s * k)
+            return s;
+    }
+    return 1;   /* not reached: s = best_s always qualifies */
+}
+
+int tuning_build_options(const tuning_row *row, char *buf, size_t n)
+{
+    if (!row || !buf || n == 0)
+        return -1;
+    int w = snprintf(buf, n,
+                     "-D WG_DECODE=%d -D DECODE_TILE=%d -D PREFILL_QT=%d -D PREFILL_KT=%d "
+                     "-D GEMV_WG=%d -D GEMV_ROWS=%d -D MAX_SPLIT=%d",
+                     row->wg_decode, row->decode_tile, row->prefill_qt, row->prefill_kt,
+                     row->gemv_wg, row->gemv_rows, row->max_split);
+    if (w < 0 || (size_t)w >= n) {
+        buf[0] = '\0';
+        return -1;
+    }
+    return w;
+}

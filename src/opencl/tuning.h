@@ -1,0 +1,69 @@
+/* Per-device tuning of the OpenCL kernels (issue 4 item 6; DESIGN §2): the row of
+ * platforms/tuning.tsv that applies to a device, the number of KV splits for tiled flash decoding,
+ * and the -D options the program is built with. Plain C, no OpenCL types: the table is data,
+ * embedded at build time by tools/gen_tuning.py, and no vendor `if` lives in src/. */
+#ifndef DATTN_TUNING_H
+#define DATTN_TUNING_H
+
+#include <stddef.h>
+
+/* One row of platforms/tuning.tsv (the README there says what each field means). */
+typedef struct tuning_row {
+    const char *vendor;   /* CL_DEVICE_VENDOR pattern: "*", or '|'-separated case-insensitive
+                           * substrings, each optionally anchored: "^x" prefix, "x$" suffix */
+    const char *device;   /* CL_DEVICE_NAME pattern, same syntax */
+    const char *name;     /* row label, e.g. "nvidia-hopper" (shown by `dattn devices`) */
+    int wg_decode;        /* WG_DECODE: decode work-group size, a power of two */
+    int decode_tile;      /* DECODE_TILE: KV positions per decode work-group iteration */
+    int prefill_qt;       /* PREFILL_QT: query rows per prefill work-group */
+    int prefill_kt;       /* PREFILL_KT: key positions per prefill local-memory tile */
+    int gemv_wg;          /* GEMV_WG: GEMV work-group size */
+    int gemv_rows;        /* GEMV_ROWS: output rows per GEMV work-group (divides GEMV_WG) */
+    int n_split;          /* KV splits for decode: 0 = auto (tuning_splits), else fixed */
+    int max_split;        /* MAX_SPLIT: upper bound on splits (the combine kernel's array size) */
+} tuning_row;
+
+/* The generated table (tools/gen_tuning.py from platforms/tuning.tsv), in file order; exactly one
+ * row has vendor "*" and device "*" (the default). */
+extern const tuning_row tuning_rows[];
+extern const int tuning_n_rows;
+
+/* How specific a row's patterns are; a lower level wins, and within a level the first row in
+ * file order. */
+typedef enum tuning_level {
+    TUNING_LEVEL_DEVICE = 0,   /* the device pattern is one exact name: "^name$" */
+    TUNING_LEVEL_FAMILY = 1,   /* any other device pattern: "H100|H200", "gfx1100", "^pthread-" */
+    TUNING_LEVEL_VENDOR = 2,   /* device "*", vendor not "*" */
+    TUNING_LEVEL_DEFAULT = 3,  /* vendor "*" and device "*" */
+} tuning_level;
+
+tuning_level tuning_row_level(const tuning_row *row);
+
+/* 1 if `text` matches `pattern` (syntax above; NULL text matches only "*"), else 0. */
+int tuning_match(const char *pattern, const char *text);
+
+/* The row for a device, from the vendor and device name strings as OpenCL reports them
+ * (CL_DEVICE_VENDOR, CL_DEVICE_NAME; NULL is taken as ""): the most specific matching row
+ * (device, then family, then vendor level; first in file order within a level), else the default
+ * row. Never NULL. */
+const tuning_row *tuning_lookup(const char *vendor, const char *device_name);
+
+/* The same search over a caller's table (for tests): NULL only if no row matches at all. */
+const tuning_row *tuning_lookup_in(const tuning_row *rows, int n_rows, const char *vendor,
+                                   const char *device_name);
+
+/* The number of splits of the KV length for tiled flash decoding: the row's n_split if > 0, else
+ * flash-attention's heuristic (see tuning.c) for n_work_items work-groups per split (e.g.
+ * n_kv_heads x batch) on n_compute_units (the number of work-groups the device runs at once: its
+ * compute units, times the work-groups each holds if more than one). Bounded by max_split, by
+ * n_compute_units (auto only) and by n_kv_tiles, and always a count whose splits are all
+ * non-empty: with t = ceil(n_kv_tiles / s) tiles per split, (s - 1) * t < n_kv_tiles. Returns >= 1
+ * (1 for n_kv_tiles <= 1 or any argument <= 0). */
+int tuning_splits(const tuning_row *row, int n_work_items, int n_kv_tiles, int n_compute_units);
+
+/* "-D WG_DECODE=128 -D DECODE_TILE=32 -D PREFILL_QT=.. -D PREFILL_KT=.. -D GEMV_WG=..
+ * -D GEMV_ROWS=.. -D MAX_SPLIT=.." for clBuildProgram, NUL-terminated into buf. Returns the
+ * characters written (without the NUL), or -1 if they do not fit in n (buf is then "" if n > 0). */
+int tuning_build_options(const tuning_row *row, char *buf, size_t n);
+
+#endif
