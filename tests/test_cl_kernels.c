@@ -1,0 +1,819 @@
+/* Each OpenCL kernel of cl/ on its own (DESIGN §8, issue 4 item 8): built from its .cl text
+ * (directory DATTN_CL_DIR, default "cl") with -D values, run on the first OpenCL device through the
+ * ICD loader, and compared with float64 references written here from DESIGN §1/§4/§5 alone; the
+ * KV cache is laid out on the host from the byte layout of src/kv.h (written independently here).
+ * Exit 77 (skip) when no OpenCL platform or device exists. Seeds: DATTN_TEST_SEED replays. */
+#define CL_TARGET_OPENCL_VERSION 120
+#include <CL/cl.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- seeds, random numbers, error norms --------------------------------------------------- */
+
+static uint64_t g_seed, g_case_seed, g_rng;
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void init_seed(void)
+{
+    const char *env = getenv("DATTN_TEST_SEED");
+    if (env && *env) {
+        g_seed = strtoull(env, NULL, 0);
+    } else {
+        struct timespec ts;
+        timespec_get(&ts, TIME_UTC);
+        uint64_t s = (uint64_t)ts.tv_sec * 1000000007ull ^ (uint64_t)ts.tv_nsec;
+        g_seed = splitmix(&s) & 0xffffffffull;
+    }
+    printf("test_cl_kernels: seed %llu (DATTN_TEST_SEED=%llu replays it)\n",
+           (unsigned long long)g_seed, (unsigned long long)g_seed);
+    fflush(stdout);
+}
+
+/* Each case draws from (suite seed, case name), so it replays alone. */
+static void seed_case(const char *name)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+    g_case_seed = g_seed ^ h;
+    g_rng = g_case_seed;
+}
+
+static double urand(double lo, double hi)
+{
+    return lo + (hi - lo) * (double)(splitmix(&g_rng) >> 11) * 0x1.0p-53;
+}
+
+static void fill(float *x, size_t n, double lo, double hi)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)urand(lo, hi);
+}
+
+static double rel_err(const double *ref, const float *got, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)got[i] - ref[i];
+        num += e * e;
+        den += ref[i] * ref[i];
+    }
+    if (!(num == num))
+        return INFINITY;                                   /* NaN in the output */
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+#define CHECK_ERR(what, err, tol)                                                              \
+    do {                                                                                       \
+        double e_ = (err);                                                                     \
+        printf("  %-58s rel err %.3g (tol %.0e)\n", what, e_, (double)(tol));                  \
+        if (!(e_ <= (tol)))                                                                    \
+            fail_msg("%s: relative error %.3g > %.0e (seed %llu, case seed %llu)", what, e_,   \
+                     (double)(tol), (unsigned long long)g_seed,                                \
+                     (unsigned long long)g_case_seed);                                         \
+    } while (0)
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    assert_non_null(p);
+    return p;
+}
+
+/* ---- OpenCL plumbing ---------------------------------------------------------------------- */
+
+static const char *cl_err_name(cl_int e)
+{
+    switch (e) {
+#define E(x) case x: return #x;
+    E(CL_SUCCESS) E(CL_DEVICE_NOT_FOUND) E(CL_DEVICE_NOT_AVAILABLE) E(CL_COMPILER_NOT_AVAILABLE)
+    E(CL_MEM_OBJECT_ALLOCATION_FAILURE) E(CL_OUT_OF_RESOURCES) E(CL_OUT_OF_HOST_MEMORY)
+    E(CL_PROFILING_INFO_NOT_AVAILABLE) E(CL_MEM_COPY_OVERLAP) E(CL_IMAGE_FORMAT_MISMATCH)
+    E(CL_IMAGE_FORMAT_NOT_SUPPORTED) E(CL_BUILD_PROGRAM_FAILURE) E(CL_MAP_FAILURE)
+    E(CL_MISALIGNED_SUB_BUFFER_OFFSET) E(CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST)
+    E(CL_COMPILE_PROGRAM_FAILURE) E(CL_LINKER_NOT_AVAILABLE) E(CL_LINK_PROGRAM_FAILURE)
+    E(CL_DEVICE_PARTITION_FAILED) E(CL_KERNEL_ARG_INFO_NOT_AVAILABLE) E(CL_INVALID_VALUE)
+    E(CL_INVALID_DEVICE_TYPE) E(CL_INVALID_PLATFORM) E(CL_INVALID_DEVICE) E(CL_INVALID_CONTEXT)
+    E(CL_INVALID_QUEUE_PROPERTIES) E(CL_INVALID_COMMAND_QUEUE) E(CL_INVALID_HOST_PTR)
+    E(CL_INVALID_MEM_OBJECT) E(CL_INVALID_IMAGE_FORMAT_DESCRIPTOR) E(CL_INVALID_IMAGE_SIZE)
+    E(CL_INVALID_SAMPLER) E(CL_INVALID_BINARY) E(CL_INVALID_BUILD_OPTIONS) E(CL_INVALID_PROGRAM)
+    E(CL_INVALID_PROGRAM_EXECUTABLE) E(CL_INVALID_KERNEL_NAME) E(CL_INVALID_KERNEL_DEFINITION)
+    E(CL_INVALID_KERNEL) E(CL_INVALID_ARG_INDEX) E(CL_INVALID_ARG_VALUE) E(CL_INVALID_ARG_SIZE)
+    E(CL_INVALID_KERNEL_ARGS) E(CL_INVALID_WORK_DIMENSION) E(CL_INVALID_WORK_GROUP_SIZE)
+    E(CL_INVALID_WORK_ITEM_SIZE) E(CL_INVALID_GLOBAL_OFFSET) E(CL_INVALID_EVENT_WAIT_LIST)
+    E(CL_INVALID_EVENT) E(CL_INVALID_OPERATION) E(CL_INVALID_GL_OBJECT) E(CL_INVALID_BUFFER_SIZE)
+    E(CL_INVALID_MIP_LEVEL) E(CL_INVALID_GLOBAL_WORK_SIZE) E(CL_INVALID_PROPERTY)
+    E(CL_INVALID_IMAGE_DESCRIPTOR) E(CL_INVALID_COMPILER_OPTIONS) E(CL_INVALID_LINKER_OPTIONS)
+    E(CL_INVALID_DEVICE_PARTITION_COUNT)
+#undef E
+    case -1001: return "CL_PLATFORM_NOT_FOUND_KHR";
+    default: return "unknown OpenCL error";
+    }
+}
+
+#define CL_OK(call)                                                                            \
+    do {                                                                                       \
+        cl_int err_ = (call);                                                                  \
+        if (err_ != CL_SUCCESS)                                                                \
+            fail_msg("%s:%d: %s: %s (%d)", __FILE__, __LINE__, #call, cl_err_name(err_),       \
+                     (int)err_);                                                               \
+    } while (0)
+/* for the calls that return an object and report through their last argument */
+#define CL_OBJ_OK(err, what)                                                                   \
+    do {                                                                                       \
+        if ((err) != CL_SUCCESS)                                                               \
+            fail_msg("%s:%d: %s: %s (%d)", __FILE__, __LINE__, what, cl_err_name(err),         \
+                     (int)(err));                                                              \
+    } while (0)
+
+static cl_device_id g_dev;
+static cl_context g_ctx;
+static cl_command_queue g_queue;
+static const char *g_cl_dir = "cl";
+
+static char *read_text(const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", g_cl_dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("cannot open %s (set DATTN_CL_DIR to the cl/ directory)", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = xcalloc((size_t)n + 1, 1);
+    size_t got = fread(text, 1, (size_t)n, f);
+    fclose(f);
+    if (got != (size_t)n) {
+        free(text);
+        fail_msg("short read of %s", path);
+    }
+    return text;
+}
+
+static cl_program build(const char *file, const char *defines)
+{
+    char *text = read_text(file);
+    cl_int err;
+    const char *src = text;
+    cl_program prog = clCreateProgramWithSource(g_ctx, 1, &src, NULL, &err);
+    free(text);
+    CL_OBJ_OK(err, "clCreateProgramWithSource");
+    char opts[512];
+    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -Werror %s", defines);
+    err = clBuildProgram(prog, 1, &g_dev, opts, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        size_t n = 0;
+        clGetProgramBuildInfo(prog, g_dev, CL_PROGRAM_BUILD_LOG, 0, NULL, &n);
+        char *log = xcalloc(n + 1, 1);
+        clGetProgramBuildInfo(prog, g_dev, CL_PROGRAM_BUILD_LOG, n, log, NULL);
+        fprintf(stderr, "build log of %s [%s]:\n%s\n", file, opts, log);
+        free(log);
+        clReleaseProgram(prog);
+        fail_msg("clBuildProgram(%s, \"%s\"): %s (%d)", file, opts, cl_err_name(err), (int)err);
+    }
+    return prog;
+}
+
+static cl_kernel kernel(cl_program prog, const char *name)
+{
+    cl_int err;
+    cl_kernel k = clCreateKernel(prog, name, &err);
+    CL_OBJ_OK(err, name);
+    return k;
+}
+
+static cl_mem buffer(size_t bytes, const void *init)
+{
+    cl_int err;
+    cl_mem m = clCreateBuffer(g_ctx, CL_MEM_READ_WRITE | (init ? CL_MEM_COPY_HOST_PTR : 0),
+                              bytes ? bytes : 4, (void *)init, &err);
+    CL_OBJ_OK(err, "clCreateBuffer");
+    return m;
+}
+
+static void download(cl_mem m, void *dst, size_t bytes)
+{
+    CL_OK(clEnqueueReadBuffer(g_queue, m, CL_TRUE, 0, bytes, dst, 0, NULL, NULL));
+}
+
+static void upload(cl_mem m, const void *src, size_t bytes)
+{
+    CL_OK(clEnqueueWriteBuffer(g_queue, m, CL_TRUE, 0, bytes, src, 0, NULL, NULL));
+}
+
+#define ARG(k, i, type, val)                                                                   \
+    do {                                                                                       \
+        type v_ = (val);                                                                       \
+        CL_OK(clSetKernelArg((k), (i), sizeof v_, &v_));                                       \
+    } while (0)
+
+static void launch(cl_kernel k, cl_uint dims, const size_t *global, const size_t *local)
+{
+    CL_OK(clEnqueueNDRangeKernel(g_queue, k, dims, NULL, global, local, 0, NULL, NULL));
+    CL_OK(clFinish(g_queue));
+}
+
+static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+/* ---- element-wise: SwiGLU and residual add ------------------------------------------------ */
+
+static void test_elementwise(void **state)
+{
+    (void)state;
+    seed_case("elementwise");
+    cl_program prog = build("elementwise.cl", "");
+    cl_kernel ksw = kernel(prog, "swiglu"), kadd = kernel(prog, "add");
+    const int n = 1000 + (int)urand(0, 100);
+    float *a = xcalloc(n, 4), *b = xcalloc(n, 4), *y = xcalloc(n, 4);
+    double *ref = xcalloc(n, 8);
+    fill(a, n, -6, 6);
+    fill(b, n, -2, 2);
+    cl_mem da = buffer(n * 4, a), db = buffer(n * 4, b), dy = buffer(n * 4, NULL);
+    size_t g = round_up(n, 64), l = 64;
+
+    ARG(ksw, 0, cl_mem, da);
+    ARG(ksw, 1, cl_mem, db);
+    ARG(ksw, 2, cl_mem, dy);
+    ARG(ksw, 3, cl_int, n);
+    launch(ksw, 1, &g, &l);
+    download(dy, y, n * 4);
+    for (int i = 0; i < n; i++)
+        ref[i] = a[i] / (1.0 + exp(-(double)a[i])) * b[i];
+    CHECK_ERR("swiglu n=1000+", rel_err(ref, y, n), 1e-5);
+
+    /* add: y (= swiglu output) += a */
+    ARG(kadd, 0, cl_mem, dy);
+    ARG(kadd, 1, cl_mem, da);
+    ARG(kadd, 2, cl_int, n);
+    launch(kadd, 1, &g, &l);
+    float *y2 = xcalloc(n, 4);
+    download(dy, y2, n * 4);
+    for (int i = 0; i < n; i++)
+        ref[i] = (double)y[i] + a[i];
+    CHECK_ERR("add", rel_err(ref, y2, n), 1e-6);
+
+    clReleaseMemObject(da);
+    clReleaseMemObject(db);
+    clReleaseMemObject(dy);
+    clReleaseKernel(ksw);
+    clReleaseKernel(kadd);
+    clReleaseProgram(prog);
+    free(a); free(b); free(y); free(y2); free(ref);
+}
+
+/* ---- RMSNorm ------------------------------------------------------------------------------ */
+
+static void rmsnorm_case(int n, int rows, int wg)
+{
+    char defs[64];
+    snprintf(defs, sizeof defs, "-DWG_SIZE=%d", wg);
+    cl_program prog = build("rmsnorm.cl", defs);
+    cl_kernel k = kernel(prog, "rmsnorm");
+    size_t total = (size_t)n * rows;
+    float *x = xcalloc(total, 4), *w = xcalloc(n, 4), *y = xcalloc(total, 4);
+    double *ref = xcalloc(total, 8);
+    fill(x, total, -2, 2);
+    fill(w, n, 0.5, 1.5);
+    const float eps = 1e-5f;
+    cl_mem dx = buffer(total * 4, x), dw = buffer(n * 4, w), dy = buffer(total * 4, NULL);
+    ARG(k, 0, cl_mem, dx);
+    ARG(k, 1, cl_mem, dw);
+    ARG(k, 2, cl_mem, dy);
+    ARG(k, 3, cl_int, n);
+    ARG(k, 4, cl_float, eps);
+    size_t g = (size_t)rows * wg, l = wg;
+    launch(k, 1, &g, &l);
+    download(dy, y, total * 4);
+    for (int r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int i = 0; i < n; i++)
+            ss += (double)x[r * n + i] * x[r * n + i];
+        double inv = 1.0 / sqrt(ss / n + eps);
+        for (int i = 0; i < n; i++)
+            ref[r * n + i] = x[r * n + i] * inv * w[i];
+    }
+    char what[96];
+    snprintf(what, sizeof what, "rmsnorm n=%d rows=%d WG_SIZE=%d", n, rows, wg);
+    CHECK_ERR(what, rel_err(ref, y, total), 1e-5);
+    clReleaseMemObject(dx);
+    clReleaseMemObject(dw);
+    clReleaseMemObject(dy);
+    clReleaseKernel(k);
+    clReleaseProgram(prog);
+    free(x); free(w); free(y); free(ref);
+}
+
+static void test_rmsnorm(void **state)
+{
+    (void)state;
+    seed_case("rmsnorm");
+    rmsnorm_case(1000, 7, 256);
+    rmsnorm_case(512 + (int)urand(1, 200), 3, 64);
+    rmsnorm_case(33, 2, 64);                               /* fewer elements than work-items */
+}
+
+/* ---- RoPE --------------------------------------------------------------------------------- */
+
+static void rope_case(int d, double theta, int pos, float scale)
+{
+    char defs[64];
+    snprintf(defs, sizeof defs, "-DHEAD_DIM=%d", d);
+    cl_program prog = build("rope.cl", defs);
+    cl_kernel k = kernel(prog, "rope");
+    const int n_vec = 5;
+    size_t total = (size_t)n_vec * d;
+    float *x = xcalloc(total, 4), *y = xcalloc(total, 4), *inv_freq = xcalloc(d / 2, 4);
+    double *ref = xcalloc(total, 8);
+    fill(x, total, -1, 1);
+    for (int i = 0; i < d / 2; i++)
+        inv_freq[i] = (float)pow(theta, -2.0 * i / d);
+    cl_mem dx = buffer(total * 4, x), dy = buffer(total * 4, NULL), df = buffer(d / 2 * 4, inv_freq);
+    ARG(k, 0, cl_mem, dx);
+    ARG(k, 1, cl_mem, dy);
+    ARG(k, 2, cl_int, n_vec);
+    ARG(k, 3, cl_int, pos);
+    ARG(k, 4, cl_mem, df);
+    ARG(k, 5, cl_float, scale);
+    size_t g[2] = {round_up(d / 2, 16), (size_t)n_vec}, l[2] = {16, 1};
+    launch(k, 2, g, l);
+    download(dy, y, total * 4);
+    /* reference: pos * inv_freq is exact in long double (31 + 24 bits) */
+    for (int v = 0; v < n_vec; v++)
+        for (int i = 0; i < d / 2; i++) {
+            long double a = (long double)pos * (long double)inv_freq[i];
+            double c = (double)cosl(a), s = (double)sinl(a);
+            double x0 = x[v * d + 2 * i], x1 = x[v * d + 2 * i + 1];
+            ref[v * d + 2 * i] = scale * (x0 * c - x1 * s);
+            ref[v * d + 2 * i + 1] = scale * (x0 * s + x1 * c);
+        }
+    char what[96];
+    snprintf(what, sizeof what, "rope d=%d theta=%g pos=%d scale=%g", d, theta, pos, scale);
+    CHECK_ERR(what, rel_err(ref, y, total), 1e-5);
+    clReleaseMemObject(dx);
+    clReleaseMemObject(dy);
+    clReleaseMemObject(df);
+    clReleaseKernel(k);
+    clReleaseProgram(prog);
+    free(x); free(y); free(inv_freq); free(ref);
+}
+
+static void test_rope(void **state)
+{
+    (void)state;
+    seed_case("rope");
+    const int pos[] = {0, 1, 37, 4097, 65536 + 3, 123456789, (int)urand(0, 2147483647.0),
+                       1 << 30, 2147483647};
+    for (size_t p = 0; p < sizeof pos / sizeof pos[0]; p++) {
+        rope_case(64, 10000.0, pos[p], 1.0f);
+        rope_case(128, 500000.0, pos[p], (float)(1.0 / sqrt(128.0)));
+    }
+}
+
+/* ---- the KV cache layout, written from src/kv.h's description ----------------------------- */
+
+enum { PAGE = 32 };
+enum { KV_F32 = 0, KV_F16 = 1, KV_Q8 = 2 };
+enum { MAP_EXACT = 0, MAP_Q8 = 1, MAP_SCALE = 2, MAP_SCALE_REST = 3 };
+
+typedef struct layout {
+    int type, d, n_kv_heads, n_slots, n_sink, n_window, n_ring, n_pages;
+    size_t elem, khalf, kpage, vrow, v_off, vscale_off, head_bytes, total;
+} layout;
+
+static layout make_layout(int type, int d, int n_kv_heads, int n_slots, int n_sink, int n_window,
+                          int n_ring)
+{
+    layout L = {type, d, n_kv_heads, n_slots, n_sink, n_window, n_ring, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    L.n_pages = (n_sink + n_ring + PAGE - 1) / PAGE;
+    L.elem = type == KV_F32 ? 4 : type == KV_F16 ? 2 : 1;
+    L.khalf = (size_t)d * PAGE * L.elem;
+    L.kpage = round_up(2 * L.khalf + (type == KV_Q8 ? 2 * PAGE * 4 : 0), 64);
+    L.vrow = 2 * (size_t)d * L.elem;
+    L.v_off = (size_t)L.n_pages * L.kpage;
+    L.vscale_off = L.v_off + round_up((size_t)L.n_pages * PAGE * L.vrow, 64);
+    L.head_bytes = L.vscale_off + (type == KV_Q8 ? round_up((size_t)L.n_pages * PAGE * 4, 64) : 0);
+    L.total = L.head_bytes * n_kv_heads * n_slots;
+    return L;
+}
+
+/* IEEE half, round to nearest even (written from the format's definition) */
+static uint16_t to_half(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u)
+        return sign | 0x7e00;
+    if (ax >= 0x477ff000u)                                 /* >= 65520 rounds to inf */
+        return sign | 0x7c00;
+    if (ax < 0x38800000u) {                                /* subnormal half: units of 2^-24 */
+        float a;
+        memcpy(&a, &ax, 4);
+        return (uint16_t)(sign | (uint16_t)nearbyint((double)a * 16777216.0));
+    }
+    uint32_t r = ax + 0xfffu + ((ax >> 13) & 1);
+    return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
+}
+
+static double from_half(uint16_t h)
+{
+    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(1024 + m, e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+/* One row of n values at byte offset off, element stride `stride`; dq gets the stored values.
+ * Returns the q8 scale (1 otherwise). */
+static float store_row(const layout *L, uint8_t *buf, uint8_t *map, size_t off, size_t stride,
+                       const float *x, int n, double *dq)
+{
+    float scale = 1.0f;
+    if (L->type == KV_Q8) {
+        float amax = 0;
+        for (int i = 0; i < n; i++)
+            amax = fmaxf(amax, fabsf(x[i]));
+        scale = amax > 0 ? amax / 127.0f : 1.0f;
+    }
+    float inv = 1.0f / scale;
+    for (int i = 0; i < n; i++) {
+        size_t o = off + (size_t)i * stride * L->elem;
+        if (L->type == KV_F32) {
+            memcpy(buf + o, &x[i], 4);
+            dq[i] = x[i];
+        } else if (L->type == KV_F16) {
+            uint16_t h = to_half(x[i]);
+            memcpy(buf + o, &h, 2);
+            dq[i] = from_half(h);
+        } else {
+            int8_t qv = (int8_t)lrintf(x[i] * inv);
+            memcpy(buf + o, &qv, 1);
+            map[o] = MAP_Q8;
+            dq[i] = qv * (double)scale;
+        }
+    }
+    return scale;
+}
+
+static void store_scale(uint8_t *buf, uint8_t *map, size_t off, float s)
+{
+    memcpy(buf + off, &s, 4);
+    map[off] = MAP_SCALE;
+    map[off + 1] = map[off + 2] = map[off + 3] = MAP_SCALE_REST;
+}
+
+static int phys_of(const layout *L, long long t)
+{
+    return t < L->n_sink ? (int)t : L->n_sink + (int)((t - L->n_sink) % L->n_ring);
+}
+
+/* Token at stream index t of KV head j in slot `slot`: k1, k2 [d], v [2d]; dq [4d] gets the
+ * stored (rounded) values in the order k1, k2, v. */
+static void store_token(const layout *L, uint8_t *buf, uint8_t *map, int slot, int j, long long t,
+                        const float *k1, const float *k2, const float *v, double *dq)
+{
+    int ph = phys_of(L, t), col = ph % PAGE, d = L->d;
+    size_t head = ((size_t)slot * L->n_kv_heads + j) * L->head_bytes;
+    size_t page = head + (size_t)(ph / PAGE) * L->kpage;
+    float s1 = store_row(L, buf, map, page + col * L->elem, PAGE, k1, d, dq);
+    float s2 = store_row(L, buf, map, page + L->khalf + col * L->elem, PAGE, k2, d, dq + d);
+    float sv = store_row(L, buf, map, head + L->v_off + (size_t)ph * L->vrow, 1, v, 2 * d, dq + 2 * d);
+    if (L->type == KV_Q8) {
+        store_scale(buf, map, page + 2 * L->khalf + (size_t)col * 4, s1);
+        store_scale(buf, map, page + 2 * L->khalf + (size_t)(PAGE + col) * 4, s2);
+        store_scale(buf, map, head + L->vscale_off + (size_t)ph * 4, sv);
+    }
+}
+
+/* ---- kv_append ---------------------------------------------------------------------------- */
+
+static void kv_append_case(int type, int d, int n_kv_heads, int n_sink, int n_ring, int wg, int n_tok)
+{
+    const int slot = 1;
+    layout L = make_layout(type, d, n_kv_heads, 2, n_sink, n_ring, n_ring);
+    uint8_t *ref = xcalloc(L.total, 1), *got = xcalloc(L.total, 1), *map = xcalloc(L.total, 1);
+    for (size_t i = 0; i < L.total; i++)
+        ref[i] = (uint8_t)splitmix(&g_rng);                /* garbage that must survive */
+    char defs[96];
+    snprintf(defs, sizeof defs, "-DKV_TYPE=%d -DHEAD_DIM=%d -DWG_SIZE=%d", type, d, wg);
+    cl_program prog = build("kv_append.cl", defs);
+    cl_kernel k = kernel(prog, "kv_append");
+    cl_mem dcache = buffer(L.total, ref);
+    size_t kn = (size_t)2 * n_kv_heads * d, vn = (size_t)n_kv_heads * 2 * d;
+    float *kk = xcalloc(kn, 4), *vv = xcalloc(vn, 4);
+    double *dq = xcalloc(4 * (size_t)d, 8);
+    cl_mem dk = buffer(kn * 4, NULL), dv = buffer(vn * 4, NULL);
+    for (long long t = 0; t < n_tok; t++) {
+        fill(kk, kn, -3, 3);
+        fill(vv, vn, -3, 3);
+        if (t == 5)
+            for (int i = 0; i < d; i++)
+                kk[i] = 0.0f;                              /* an all-zero row: q8 scale 1 */
+        for (int j = 0; j < n_kv_heads; j++)
+            store_token(&L, ref, map, slot, j, t, kk + (size_t)2 * j * d,
+                        kk + (size_t)(2 * j + 1) * d, vv + (size_t)j * 2 * d, dq);
+        upload(dk, kk, kn * 4);
+        upload(dv, vv, vn * 4);
+        ARG(k, 0, cl_mem, dcache);
+        ARG(k, 1, cl_ulong, (cl_ulong)slot * n_kv_heads * L.head_bytes);
+        ARG(k, 2, cl_int, L.n_pages);
+        ARG(k, 3, cl_int, n_sink);
+        ARG(k, 4, cl_int, n_ring);
+        ARG(k, 5, cl_long, t);
+        ARG(k, 6, cl_mem, dk);
+        ARG(k, 7, cl_mem, dv);
+        size_t g[2] = {3 * (size_t)wg, (size_t)n_kv_heads}, l[2] = {(size_t)wg, 1};
+        launch(k, 2, g, l);
+    }
+    download(dcache, got, L.total);
+
+    size_t bad = 0, off_by_one = 0, n_q8 = 0;
+    for (size_t i = 0; i < L.total; i++) {
+        if (map[i] == MAP_Q8) {
+            int a = (int8_t)got[i], b = (int8_t)ref[i];
+            n_q8++;
+            if (a != b)
+                off_by_one++;
+            if (abs(a - b) > 1)
+                bad++;
+        } else if (map[i] == MAP_SCALE) {
+            float a, b;
+            memcpy(&a, got + i, 4);
+            memcpy(&b, ref + i, 4);
+            if (!(fabsf(a - b) <= 1e-6f * fabsf(b)))
+                bad++;
+            i += 3;
+        } else if (got[i] != ref[i]) {
+            if (bad < 5)
+                printf("  byte %zu: got 0x%02x, want 0x%02x\n", i, got[i], ref[i]);
+            bad++;
+        }
+    }
+    printf("  kv_append type=%d d=%d Hkv=%d sink=%d ring=%d WG_SIZE=%d tokens=%d: %zu bad bytes, "
+           "%zu of %zu q8 elements one step off\n",
+           type, d, n_kv_heads, n_sink, n_ring, wg, n_tok, bad, off_by_one, n_q8);
+    if (bad || off_by_one * 100 > n_q8 + 100)
+        fail_msg("kv_append type %d: %zu bytes differ from the layout of src/kv.h (seed %llu)",
+                 type, bad, (unsigned long long)g_seed);
+    clReleaseMemObject(dcache);
+    clReleaseMemObject(dk);
+    clReleaseMemObject(dv);
+    clReleaseKernel(k);
+    clReleaseProgram(prog);
+    free(ref); free(got); free(map); free(kk); free(vv); free(dq);
+}
+
+static void test_kv_append(void **state)
+{
+    (void)state;
+    seed_case("kv_append");
+    for (int type = 0; type < 3; type++) {
+        kv_append_case(type, 64, 2, 3, 37, 32, 90);        /* sinks + a ring that wraps twice */
+        kv_append_case(type, 128, 3, 0, 70, 64, 75);       /* full policy, d = 128 */
+    }
+}
+
+/* ---- diff-attention decode: split + combine ----------------------------------------------- */
+
+typedef struct dcase {
+    const char *name;
+    int d, n_kv_heads, group, n_sink, n_window, n_ring, wg, cwg, n_split;
+    long long t;
+} dcase;
+
+static void decode_case(const dcase *c, int type)
+{
+    const int d = c->d, hkv = c->n_kv_heads, r = c->group, H = hkv * r, slot = 1;
+    const long long t = c->t;
+    layout L = make_layout(type, d, hkv, 2, c->n_sink, c->n_window, c->n_ring);
+    uint8_t *cache = xcalloc(L.total, 1), *map = xcalloc(L.total, 1);
+    memset(cache, 0xff, L.total);                          /* NaN / -1 in every unwritten slot */
+
+    /* tokens 0..t: exact values and what the cache holds, per stream index */
+    size_t per = (size_t)hkv * 4 * d;
+    double *ex = xcalloc((size_t)(t + 1) * per, 8), *dq = xcalloc((size_t)(t + 1) * per, 8);
+    float *row = xcalloc(4 * (size_t)d, 4);
+    for (long long u = 0; u <= t; u++)
+        for (int j = 0; j < hkv; j++) {
+            fill(row, 4 * (size_t)d, -1, 1);
+            size_t o = (size_t)u * per + (size_t)j * 4 * d;
+            for (int i = 0; i < 4 * d; i++)
+                ex[o + i] = row[i];
+            store_token(&L, cache, map, slot, j, u, row, row + d, row + 2 * d, dq + o);
+        }
+
+    size_t qn = (size_t)2 * H * d;
+    float *q = xcalloc(qn, 4), *q_sink = xcalloc(qn, 4), *subln = xcalloc(2 * (size_t)d, 4);
+    fill(q, qn, -3 / sqrt(d), 3 / sqrt(d));
+    fill(q_sink, qn, -3 / sqrt(d), 3 / sqrt(d));
+    fill(subln, 2 * (size_t)d, 0.5, 1.5);
+    const float lambda = (float)urand(0.2, 0.7), out_scale = (float)urand(0.2, 0.6);
+
+    /* the visible keys, from the definition */
+    int n_vis = 0;
+    for (long long u = 0; u <= t; u++)
+        n_vis += u < c->n_sink || u > t - c->n_window;
+    const int split_len = (n_vis + c->n_split - 1) / c->n_split;
+
+    /* float64 reference, from the exact values and from the stored ones */
+    size_t on = (size_t)H * 2 * d;
+    double *ref_ex = xcalloc(on, 8), *ref_dq = xcalloc(on, 8);
+    double *sc = xcalloc((size_t)2 * (t + 1), 8), *o = xcalloc(2 * (size_t)d, 8);
+    for (int pass = 0; pass < 2; pass++) {
+        const double *kv = pass ? dq : ex;
+        double *ref = pass ? ref_dq : ref_ex;
+        for (int h = 0; h < H; h++) {
+            int j = h / r;
+            double mx[2] = {-INFINITY, -INFINITY}, sum[2] = {0, 0};
+            for (long long u = 0; u <= t; u++) {
+                if (!(u < c->n_sink || u > t - c->n_window))
+                    continue;
+                const float *qq = u < c->n_sink ? q_sink : q;
+                for (int h2 = 0; h2 < 2; h2++) {
+                    const double *k = kv + (size_t)u * per + (size_t)j * 4 * d + (size_t)h2 * d;
+                    double s = 0;
+                    for (int e = 0; e < d; e++)
+                        s += (double)qq[(size_t)(2 * h + h2) * d + e] * k[e];
+                    sc[2 * u + h2] = s;
+                    mx[h2] = fmax(mx[h2], s);
+                }
+            }
+            for (long long u = 0; u <= t; u++)
+                if (u < c->n_sink || u > t - c->n_window)
+                    for (int h2 = 0; h2 < 2; h2++)
+                        sum[h2] += exp(sc[2 * u + h2] - mx[h2]);
+            memset(o, 0, 2 * (size_t)d * 8);
+            for (long long u = 0; u <= t; u++) {
+                if (!(u < c->n_sink || u > t - c->n_window))
+                    continue;
+                double a = exp(sc[2 * u] - mx[0]) / sum[0] - lambda * exp(sc[2 * u + 1] - mx[1]) / sum[1];
+                const double *v = kv + (size_t)u * per + (size_t)j * 4 * d + 2 * (size_t)d;
+                for (int e = 0; e < 2 * d; e++)
+                    o[e] += a * v[e];
+            }
+            double ss = 0;
+            for (int e = 0; e < 2 * d; e++)
+                ss += o[e] * o[e];
+            double inv = 1.0 / sqrt(ss / (2 * d) + 1e-5);
+            for (int e = 0; e < 2 * d; e++)
+                ref[(size_t)h * 2 * d + e] = o[e] * inv * subln[e] * out_scale;
+        }
+    }
+
+    char defs[160];
+    snprintf(defs, sizeof defs, "-DKV_TYPE=%d -DHEAD_DIM=%d -DGROUP=%d -DWG_SIZE=%d -DCOMBINE_WG_SIZE=%d",
+             type, d, r, c->wg, c->cwg);
+    cl_program prog = build("diffattn_decode.cl", defs);
+    cl_kernel ks = kernel(prog, "diffattn_decode_split"), kc = kernel(prog, "diffattn_decode_combine");
+    size_t part = (size_t)H * c->n_split * (4 + 4 * (size_t)d);
+    cl_mem dcache = buffer(L.total, cache), dq_ = buffer(qn * 4, q), dqs = buffer(qn * 4, q_sink);
+    cl_mem dpart = buffer(part * 4, NULL), dsub = buffer(2 * (size_t)d * 4, subln);
+    cl_mem dout = buffer(on * 4, NULL);
+
+    ARG(ks, 0, cl_mem, dcache);
+    ARG(ks, 1, cl_ulong, (cl_ulong)slot * hkv * L.head_bytes);
+    ARG(ks, 2, cl_int, L.n_pages);
+    ARG(ks, 3, cl_int, c->n_sink);
+    ARG(ks, 4, cl_int, c->n_window);
+    ARG(ks, 5, cl_int, c->n_ring);
+    ARG(ks, 6, cl_long, t);
+    ARG(ks, 7, cl_int, split_len);
+    ARG(ks, 8, cl_mem, dq_);
+    ARG(ks, 9, cl_mem, dqs);
+    ARG(ks, 10, cl_mem, dpart);
+    size_t g[2] = {(size_t)c->n_split * c->wg, (size_t)hkv}, l[2] = {(size_t)c->wg, 1};
+    launch(ks, 2, g, l);
+
+    ARG(kc, 0, cl_mem, dpart);
+    ARG(kc, 1, cl_int, c->n_split);
+    ARG(kc, 2, cl_float, lambda);
+    ARG(kc, 3, cl_float, out_scale);
+    ARG(kc, 4, cl_mem, dsub);
+    ARG(kc, 5, cl_mem, dout);
+    size_t gc = (size_t)H * c->cwg, lc = (size_t)c->cwg;
+    launch(kc, 1, &gc, &lc);
+    float *out = xcalloc(on, 4);
+    download(dout, out, on * 4);
+
+    static const char *const tname[] = {"f32", "f16", "q8"};
+    static const double tol[] = {1e-4, 2e-3, 2e-2};
+    char what[160];
+    snprintf(what, sizeof what, "decode %s %s vs stored values (n_vis %d, split_len %d)", c->name,
+             tname[type], n_vis, split_len);
+    CHECK_ERR(what, rel_err(ref_dq, out, on), 1e-4);
+    snprintf(what, sizeof what, "decode %s %s vs exact values", c->name, tname[type]);
+    CHECK_ERR(what, rel_err(ref_ex, out, on), tol[type]);
+
+    clReleaseMemObject(dcache);
+    clReleaseMemObject(dq_);
+    clReleaseMemObject(dqs);
+    clReleaseMemObject(dpart);
+    clReleaseMemObject(dsub);
+    clReleaseMemObject(dout);
+    clReleaseKernel(ks);
+    clReleaseKernel(kc);
+    clReleaseProgram(prog);
+    free(cache); free(map); free(ex); free(dq); free(row); free(q); free(q_sink); free(subln);
+    free(ref_ex); free(ref_dq); free(sc); free(o); free(out);
+}
+
+static const dcase decode_cases[] = {
+    /* name                  d  Hkv r sink win  ring  wg cwg split  t */
+    {"full r=1 d=64",       64, 2, 1, 0, 160, 160, 64, 64, 3, 100},
+    {"sink+window wrapped", 64, 2, 2, 4, 45, 48, 32, 32, 4, 300},
+    {"sink+window t<sinks", 64, 1, 2, 4, 20, 23, 64, 64, 4, 2},
+    {"full r=3 d=128",     128, 2, 3, 0, 1024, 1024, 64, 128, 5, 700},
+    {"full one split",      32, 3, 1, 0, 64, 64, 128, 16, 1, 63},
+};
+
+static void test_decode(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof decode_cases / sizeof decode_cases[0]; i++)
+        for (int type = 0; type < 3; type++) {
+            char name[96];
+            snprintf(name, sizeof name, "decode %s %d", decode_cases[i].name, type);
+            seed_case(name);
+            decode_case(&decode_cases[i], type);
+        }
+}
+
+/* ---- main: pick the first device, or skip ------------------------------------------------- */
+
+int main(void)
+{
+    const char *dir = getenv("DATTN_CL_DIR");
+    if (dir && *dir)
+        g_cl_dir = dir;
+    cl_uint n_plat = 0;
+    cl_int err = clGetPlatformIDs(0, NULL, &n_plat);
+    if (err != CL_SUCCESS || n_plat == 0) {
+        printf("test_cl_kernels: skipped: no OpenCL platform (clGetPlatformIDs: %s)\n",
+               err != CL_SUCCESS ? cl_err_name(err) : "0 platforms");
+        return 77;
+    }
+    cl_platform_id plats[16];
+    if (n_plat > 16)
+        n_plat = 16;
+    err = clGetPlatformIDs(n_plat, plats, NULL);
+    if (err != CL_SUCCESS) {
+        printf("test_cl_kernels: clGetPlatformIDs: %s\n", cl_err_name(err));
+        return 1;
+    }
+    for (cl_uint p = 0; p < n_plat && !g_dev; p++) {
+        cl_uint n_dev = 0;
+        if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, 1, &g_dev, &n_dev) != CL_SUCCESS || !n_dev)
+            g_dev = NULL;
+    }
+    if (!g_dev) {
+        printf("test_cl_kernels: skipped: %u OpenCL platform(s) but no device\n", n_plat);
+        return 77;
+    }
+    char name[256] = "", version[256] = "";
+    clGetDeviceInfo(g_dev, CL_DEVICE_NAME, sizeof name, name, NULL);
+    clGetDeviceInfo(g_dev, CL_DRIVER_VERSION, sizeof version, version, NULL);
+    printf("test_cl_kernels: device '%s', driver %s, kernels from %s/\n", name, version, g_cl_dir);
+    g_ctx = clCreateContext(NULL, 1, &g_dev, NULL, NULL, &err);
+    if (err != CL_SUCCESS) {
+        printf("test_cl_kernels: clCreateContext: %s\n", cl_err_name(err));
+        return 1;
+    }
+    g_queue = clCreateCommandQueue(g_ctx, g_dev, 0, &err);
+    if (err != CL_SUCCESS) {
+        printf("test_cl_kernels: clCreateCommandQueue: %s\n", cl_err_name(err));
+        clReleaseContext(g_ctx);
+        return 1;
+    }
+    init_seed();
+
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_elementwise),
+        cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_kv_append),
+        cmocka_unit_test(test_decode),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    clReleaseCommandQueue(g_queue);
+    clReleaseContext(g_ctx);
+    return rc;
+}
