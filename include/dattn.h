@@ -87,6 +87,27 @@ DATTN_API void dattn_backend_free(dattn_backend *backend);
 /* A line that says what runs, e.g. "cpu avx512, 2 threads". */
 DATTN_API const char *dattn_backend_describe(const dattn_backend *backend);
 
+/* ---- OpenCL devices ----------------------------------------------------------------------- */
+
+typedef struct dattn_device_info {
+    int platform_index, device_index;   /* the "P:D" selector of this device */
+    char platform[128];                 /* CL_PLATFORM_NAME */
+    char vendor[128];                   /* CL_DEVICE_VENDOR */
+    char name[128];                     /* CL_DEVICE_NAME */
+    char driver[64];                    /* CL_DRIVER_VERSION */
+    char version[128];                  /* CL_DEVICE_VERSION */
+    char c_version[64];                 /* CL_DEVICE_OPENCL_C_VERSION */
+    uint64_t global_mem_bytes, max_alloc_bytes, local_mem_bytes;
+    int compute_units;
+    int is_gpu;
+    int has_fp16;                       /* cl_khr_fp16 (dattn never needs it) */
+    char tuning[64];                    /* the platforms/ tuning row that applies */
+} dattn_device_info;
+
+/* Every OpenCL device of every platform, up to max, in "P:D" order; *n is the total found (it may
+ * exceed max). A build without OpenCL, or a machine without an ICD, gives *n = 0 and DATTN_OK. */
+DATTN_API dattn_status dattn_devices(dattn_device_info *out, int max, int *n);
+
 /* ---- one differential-attention layer ---------------------------------------------------- */
 
 typedef struct dattn_layer dattn_layer;

@@ -18,6 +18,8 @@ static void usage(FILE *f)
             "  bench decode|prefill [--heads H] [--kv-heads K] [--head-dim D] [--ctx N]\n"
             "              [--kv f32|f16|q8] [--threads T] [--isa NAME] [--reps N] [--warm]\n"
             "      time flash decoding or prefill against the machine's measured ceiling\n"
+            "  devices\n"
+            "      list every OpenCL platform and device with its memory, limits and tuning row\n"
             "  help\n"
             "\n"
             "exit status: 0 ok, 1 outside tolerance, 2 bad input or failure\n");
@@ -34,6 +36,8 @@ int main(int argc, char **argv)
         return cmd_check_layer(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "devices"))
+        return cmd_devices(argc - 2, argv + 2);
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         usage(stdout);
         return 0;

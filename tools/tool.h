@@ -6,6 +6,7 @@
 
 int cmd_check_layer(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_devices(int argc, char **argv);
 
 /* Parses "f32" / "f16" / "q8"; returns 0 on success. */
 int tool_parse_kv(const char *s, dattn_kv_type *out);
