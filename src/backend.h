@@ -12,24 +12,18 @@
 
 typedef struct backend_weight backend_weight;   /* a packed / uploaded nn.Linear weight */
 
-/* One attention call: queries t0 .. t0+n-1 of one layer slot against the cache. */
-typedef struct attn_args {
-    const dattn_cache *cache;
-    int slot;
-    int n_heads, group;        /* H; r = H / Hkv query heads per KV head */
-    int head_dim;              /* d */
-    int64_t t0;
-    int n;
-    const float *q;            /* [n][ldq]: head h half k at (2h+k)*d, rotated at t, times 1/sqrt(d) */
-    const float *q_sink;       /* same, rotated at the StreamingLLM cache position (may equal q) */
-    int ldq;
-    float lambda;              /* DESIGN §1 step 5 */
-    float out_scale;           /* 1 - lambda_init */
-    const float *subln;        /* [2d] */
-    float *out;                /* [n][ldo]: head h's normalized 2d values at h*2d */
-    int ldo;
-} attn_args;
+/* The activations a layer call keeps in the cache's memory (DESIGN §3: carved with the KV cache,
+ * never allocated per token). Rows are max_batch long. */
+typedef enum act_buf {
+    ACT_QKV = 0,   /* [n][E + 2E/r]: q (2H vectors of d), then k (2Hkv of d), then v (Hkv of 2d) */
+    ACT_QSINK,     /* rows like ACT_QKV, q part only: q rotated at the StreamingLLM cache
+                      position (sink+window only) */
+    ACT_ATTN,      /* [n][E]: the normalized output of every head, before out_proj */
+} act_buf;
 
+/* Each call of the layer forward is one entry; the layer code (src/layer.c) calls them in the
+ * order of DESIGN §1 and never touches backend memory itself. A backend keeps a cache's KV pages
+ * and activations wherever it computes (host memory, device buffers). */
 typedef struct backend_ops {
     const char *kind;                                   /* "cpu", "opencl" */
     void (*destroy)(dattn_backend *be);
@@ -37,14 +31,37 @@ typedef struct backend_ops {
     dattn_status (*weight_create)(dattn_backend *be, const float *w, int m, int k,
                                   backend_weight **out);
     void (*weight_free)(dattn_backend *be, backend_weight *w);
-    /* Carves the backend's per-cache scratch from `a`; measures only while a->base is NULL. */
-    void *(*cache_scratch)(const dattn_backend *be, const dattn_layer_shape *shape,
-                           const kv_geom *g, arena *a);
-    /* y[n][m] = x[n][k] W^T; x rows at stride ldx, y rows at ldy. */
-    void (*matmul)(dattn_backend *be, const backend_weight *w, const float *x, int ldx, int n,
-                   float *y, int ldy);
-    /* Differential attention of a call; decode != 0 (n == 1) takes the flash-decoding path. */
-    void (*attention)(dattn_backend *be, void *scratch, const attn_args *a, int decode);
+
+    /* Exact bytes of a cache's memory (KV pages + scratch) for this shape and geometry. */
+    size_t (*cache_bytes)(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g);
+    /* Sets up c's memory: in caller_buf (caller_bytes >= cache_bytes) if given, else reserved by
+     * the backend. c->shape and c->g are set. The memory is zeroed. */
+    dattn_status (*cache_init)(dattn_backend *be, dattn_cache *c, void *caller_buf,
+                               size_t caller_bytes);
+    void (*cache_release)(dattn_backend *be, dattn_cache *c);
+    /* Bytes of the KV region (offsets from the first head block, kv.h's layout) to or from host
+     * memory: save and restore. */
+    dattn_status (*kv_read)(dattn_backend *be, const dattn_cache *c, size_t off, void *dst,
+                            size_t n);
+    dattn_status (*kv_write)(dattn_backend *be, dattn_cache *c, size_t off, const void *src,
+                             size_t n);
+
+    /* ACT_QKV[0..n) = x W_qkv^T, x [n][E] in host memory. */
+    void (*project_in)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, const float *x,
+                       int n);
+    /* RoPE of q (and, for sink+window, q at the cache position into ACT_QSINK), times 1/sqrt(d);
+     * RoPE of k; then k and v of stream positions t0 .. t0+n-1 into the slot's pages. */
+    void (*rope_append)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
+                        int64_t t0, int n);
+    /* ACT_ATTN[0..n) = differential attention of the n queries (DESIGN §1 steps 3-6); decode
+     * (n == 1) takes the flash-decoding path. */
+    void (*attention)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
+                      int64_t t0, int n, int decode);
+    /* y [n][E] (host memory) = ACT_ATTN[0..n) W_out^T. */
+    void (*project_out)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, float *y, int n);
+    /* Fills an activation buffer from host memory (benchmarks and tests). */
+    void (*act_write)(dattn_backend *be, dattn_cache *c, act_buf which, const float *src,
+                      size_t n_floats);
 } backend_ops;
 
 struct dattn_backend {

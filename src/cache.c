@@ -57,15 +57,6 @@ dattn_cache_params dattn_cache_default_params(void)
     return p;
 }
 
-/* The arena's layout: pages first (largest, page-aligned streams), then every scratch buffer. */
-static size_t carve_all(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g,
-                        arena *a, uint8_t **pages, void **scratch)
-{
-    *pages = arena_carve(a, kv_bytes(g));
-    *scratch = layer_carve_scratch(be, s, g, a);
-    return arena_fits(a) ? a->used : SIZE_MAX;
-}
-
 static dattn_status measure(const dattn_backend *be, const dattn_layer_shape *s,
                             const dattn_cache_params *p, kv_geom *g, size_t *bytes)
 {
@@ -76,14 +67,11 @@ static dattn_status measure(const dattn_backend *be, const dattn_layer_shape *s,
         st = kv_geom_init(g, s, p);
     if (st != DATTN_OK)
         return st;
-    arena a = arena_measure();
-    uint8_t *pages;
-    void *scratch;
-    size_t n = carve_all(be, s, g, &a, &pages, &scratch);
-    if (n == SIZE_MAX || kv_bytes(g) == SIZE_MAX)
+    size_t n = kv_bytes(g) == SIZE_MAX ? SIZE_MAX : be->ops->cache_bytes(be, s, g);
+    if (n == SIZE_MAX)
         return dattn_fail(DATTN_E_ARENA, "cache: n_ctx %d with %d layers does not fit in memory",
                           p->n_ctx, p->n_layers);
-    *bytes = n + ARENA_ALIGN - 1;   /* room to align a caller's buffer */
+    *bytes = n;
     return DATTN_OK;
 }
 
@@ -116,25 +104,21 @@ dattn_status dattn_cache_create(dattn_backend *be, const dattn_layer_shape *s,
     if (!c)
         return DATTN_E_NOMEM;
     c->n_past = dattn_alloc(sizeof(int) * (size_t)g.n_slots, "cache positions");
-    if (!buf) {
-        buf = c->own_arena = dattn_alloc_arena(need, "KV cache arena");
-        buf_bytes = need;
-    }
-    if (!c->n_past || !buf) {
-        dattn_free(c->n_past);
+    if (!c->n_past) {
         dattn_free(c);
         return DATTN_E_NOMEM;
     }
-    uintptr_t start = ((uintptr_t)buf + ARENA_ALIGN - 1) & ~(uintptr_t)(ARENA_ALIGN - 1);
-    size_t usable = buf_bytes - (size_t)(start - (uintptr_t)buf);
-    arena a = {(uint8_t *)start, 0, usable < need ? usable : need};
-    memset(a.base, 0, a.cap);   /* touch every page now, not on the token path */
-    carve_all(be, s, &g, &a, &c->pages, &c->scratch);
     c->backend = be;
     c->shape = *s;
     c->params = *p;
     c->g = g;
     c->arena_bytes = need;
+    st = be->ops->cache_init(be, c, buf, buf ? buf_bytes : need);
+    if (st != DATTN_OK) {
+        dattn_free(c->n_past);
+        dattn_free(c);
+        return st;
+    }
     *out = c;
     return DATTN_OK;
 }
@@ -143,7 +127,7 @@ void dattn_cache_free(dattn_cache *c)
 {
     if (!c)
         return;
-    dattn_free_aligned(c->own_arena);
+    c->backend->ops->cache_release(c->backend, c);
     dattn_free(c->n_past);
     dattn_free(c);
 }

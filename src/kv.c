@@ -9,6 +9,7 @@
 
 #include "alloc.h"
 #include "half.h"
+#include "backend.h"
 #include "status.h"
 
 static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
@@ -248,15 +249,17 @@ static int used_pages(const kv_geom *g, int64_t n_past)
     return (int)((phys + KV_PAGE - 1) / KV_PAGE);
 }
 
-/* The parts of a head block that hold `pages` used pages: K pages, V rows, V scales. */
-static int head_runs(const dattn_cache *c, int slot, int j, int pages, uint8_t *ptr[3], size_t len[3])
+/* The parts of a head block that hold `pages` used pages, as offsets in the KV region: K pages,
+ * V rows, V scales. */
+static int head_runs(const dattn_cache *c, int slot, int j, int pages, size_t off[3], size_t len[3])
 {
     const kv_geom *g = &c->g;
-    ptr[0] = kv_kpage(c, slot, j, 0);
+    size_t head = kv_head_offset(g, slot, j);
+    off[0] = head;
     len[0] = (size_t)pages * g->kpage_bytes;
-    ptr[1] = kv_vrow(c, slot, j, 0);
+    off[1] = head + g->v_off;
     len[1] = (size_t)pages * KV_PAGE * g->v_row_bytes;
-    ptr[2] = (uint8_t *)kv_vscale(c, slot, j);
+    off[2] = head + g->vscale_off;
     len[2] = g->type == DATTN_KV_Q8 ? (size_t)pages * KV_PAGE * sizeof(float) : 0;
     return 3;
 }
@@ -265,9 +268,8 @@ static size_t file_bytes(const dattn_cache *c, const int64_t *n_past)
 {
     size_t n = 8 + 4 * KV_HEADER_FIELDS + 8 * (size_t)c->g.n_slots + 8;
     for (int s = 0; s < c->g.n_slots; s++) {
-        uint8_t *ptr[3];
-        size_t len[3];
-        head_runs(c, s, 0, used_pages(&c->g, n_past[s]), ptr, len);
+        size_t off[3], len[3];
+        head_runs(c, s, 0, used_pages(&c->g, n_past[s]), off, len);
         n += (len[0] + len[1] + len[2]) * c->g.n_kv_heads;
     }
     return n;
@@ -280,6 +282,7 @@ dattn_status kv_save(const dattn_cache *c, const char *path)
     FILE *f = fopen(path, "wb");
     if (!f)
         return dattn_fail(DATTN_E_IO, "kv: cannot create '%s': %s", path, strerror(errno));
+    uint8_t buf[1 << 14];
     uint8_t head[8 + 4 * KV_HEADER_FIELDS];
     uint32_t fields[KV_HEADER_FIELDS];
     header_fields(c, fields);
@@ -298,12 +301,20 @@ dattn_status kv_save(const dattn_cache *c, const char *path)
     for (int s = 0; ok && s < c->g.n_slots; s++) {
         int pages = used_pages(&c->g, c->n_past[s]);
         for (int j = 0; ok && j < c->g.n_kv_heads; j++) {
-            uint8_t *ptr[3];
-            size_t len[3];
-            for (int r = 0, n_runs = head_runs(c, s, j, pages, ptr, len); ok && r < n_runs; r++) {
-                ok = fwrite(ptr[r], 1, len[r], f) == len[r];
-                h = fnv1a(h, ptr[r], len[r]);
-            }
+            size_t off[3], len[3];
+            for (int r = 0, n_runs = head_runs(c, s, j, pages, off, len); ok && r < n_runs; r++)
+                for (size_t done = 0; ok && done < len[r];) {
+                    size_t k = len[r] - done < sizeof buf ? len[r] - done : sizeof buf;
+                    dattn_status st = c->backend->ops->kv_read(c->backend, c, off[r] + done, buf, k);
+                    if (st != DATTN_OK) {
+                        fclose(f);
+                        remove(path);
+                        return st;
+                    }
+                    ok = fwrite(buf, 1, k, f) == k;
+                    h = fnv1a(h, buf, k);
+                    done += k;
+                }
         }
     }
     uint8_t tail[8];
@@ -318,22 +329,23 @@ dattn_status kv_save(const dattn_cache *c, const char *path)
     return DATTN_OK;
 }
 
-/* Reads the page runs of a checked file; with `into` NULL only hashes them. */
+/* Reads the page runs of a checked file; with `into` 0 only hashes them. */
 static int read_pages(dattn_cache *c, FILE *f, const int64_t *n_past, int into, uint64_t *h)
 {
     uint8_t buf[1 << 14];
     for (int s = 0; s < c->g.n_slots; s++) {
         int pages = used_pages(&c->g, n_past[s]);
         for (int j = 0; j < c->g.n_kv_heads; j++) {
-            uint8_t *ptr[3];
-            size_t len[3];
-            for (int r = 0, n_runs = head_runs(c, s, j, pages, ptr, len); r < n_runs; r++)
+            size_t off[3], len[3];
+            for (int r = 0, n_runs = head_runs(c, s, j, pages, off, len); r < n_runs; r++)
                 for (size_t done = 0; done < len[r];) {
                     size_t k = len[r] - done < sizeof buf ? len[r] - done : sizeof buf;
-                    uint8_t *dst = into ? ptr[r] + done : buf;
-                    if (fread(dst, 1, k, f) != k)
+                    if (fread(buf, 1, k, f) != k)
                         return 0;
-                    *h = fnv1a(*h, dst, k);
+                    *h = fnv1a(*h, buf, k);
+                    if (into && c->backend->ops->kv_write(c->backend, c, off[r] + done, buf, k) !=
+                                    DATTN_OK)
+                        return 0;
                     done += k;
                 }
         }

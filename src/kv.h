@@ -62,19 +62,26 @@ struct dattn_cache {
     dattn_layer_shape shape;
     dattn_cache_params params;
     kv_geom g;
-    void *own_arena;           /* what we allocated when the caller gave none */
-    uint8_t *pages;            /* [n_slots][n_kv_heads] head blocks */
     int *n_past;               /* [n_slots] tokens seen so far */
-    void *scratch;             /* the backend's, carved from the same arena */
+    uint8_t *pages;            /* [n_slots][n_kv_heads] head blocks, where the backend keeps them
+                                  in host memory (the CPU backend); NULL otherwise */
+    void *be_state;            /* the backend's per-cache state (its scratch and buffers) */
     size_t arena_bytes;
 };
+
+/* Byte offset of a head block from the start of the KV region. */
+static inline size_t kv_head_offset(const kv_geom *g, int slot, int j)
+{
+    return ((size_t)slot * g->n_kv_heads + j) * g->head_bytes;
+}
 
 dattn_status kv_geom_init(kv_geom *g, const dattn_layer_shape *shape, const dattn_cache_params *p);
 size_t kv_bytes(const kv_geom *g);
 
+/* Host-memory accessors (backends that keep the pages in host memory, and kv_store). */
 static inline uint8_t *kv_head(const dattn_cache *c, int slot, int j)
 {
-    return c->pages + ((size_t)slot * c->g.n_kv_heads + j) * c->g.head_bytes;
+    return c->pages + kv_head_offset(&c->g, slot, j);
 }
 /* K page `page` of a head: k1 rows, k2 rows, then (q8) k1 and k2 scales. */
 static inline uint8_t *kv_kpage(const dattn_cache *c, int slot, int j, int page)

@@ -259,71 +259,15 @@ fail:
 
 /* ---- the forward pass -------------------------------------------------------------------- */
 
-/* Interleaved (GPT-J) RoPE of n_vec vectors of d values at stream position pos, then * scale. */
-static void rope(const dattn_layer *l, float *v, int n_vec, int64_t pos, float scale)
-{
-    int d = l->head_dim;
-    for (int i = 0; i < d / 2; i++) {
-        double angle = (double)pos * l->inv_freq[i];
-        float c = (float)cos(angle) * scale, s = (float)sin(angle) * scale;
-        for (int k = 0; k < n_vec; k++) {
-            float *p = v + (size_t)k * d + 2 * i;
-            float x0 = p[0], x1 = p[1];
-            p[0] = x0 * c - x1 * s;
-            p[1] = x0 * s + x1 * c;
-        }
-    }
-}
-
-
-void *layer_carve_scratch(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g,
-                          arena *a)
-{
-    size_t E = (size_t)s->model_dim, qkv = E + 2 * E / (size_t)(s->n_heads / s->n_kv_heads);
-    size_t B = (size_t)g->max_batch;
-    layer_scratch *ls = arena_carve(a, sizeof *ls);
-    layer_scratch local;
-    layer_scratch *fill = ls ? ls : &local;
-    fill->qkv = arena_carve(a, sizeof(float) * B * qkv);
-    fill->q_sink = g->policy == DATTN_POLICY_SINK_WINDOW ? arena_carve(a, sizeof(float) * B * qkv)
-                                                         : NULL;
-    fill->attn = arena_carve(a, sizeof(float) * B * E);
-    fill->backend = be->ops->cache_scratch(be, s, g, a);
-    return ls;
-}
-
+/* One chunk of at most max_batch tokens at stream positions t0 .. t0+n-1, DESIGN §1 in order. */
 static void run_chunk(dattn_layer *l, dattn_cache *c, int slot, int64_t t0, const float *x, int n,
                       float *y, int decode)
 {
-    dattn_backend *be = l->be;
-    layer_scratch *ls = c->scratch;
-    const kv_geom *g = &c->g;
-    int E = l->shape.model_dim, d = l->head_dim, H = l->shape.n_heads, Hkv = l->shape.n_kv_heads;
-    float scale = 1.0f / sqrtf((float)d);
-
-    be->ops->matmul(be, l->w_qkv, x, E, n, ls->qkv, l->qkv_dim);
-    for (int i = 0; i < n; i++) {
-        int64_t t = t0 + i;
-        float *q = ls->qkv + (size_t)i * l->qkv_dim, *k = q + E, *v = k + l->kv_dim;
-        if (ls->q_sink) {
-            float *qs = ls->q_sink + (size_t)i * l->qkv_dim;
-            memcpy(qs, q, sizeof(float) * (size_t)E);
-            rope(l, qs, 2 * H, kv_cache_pos(g, t), scale);
-        }
-        rope(l, q, 2 * H, t, scale);
-        rope(l, k, 2 * Hkv, t, 1.0f);
-        for (int j = 0; j < Hkv; j++)
-            kv_store(c, slot, j, t, k + (size_t)2 * j * d, k + (size_t)(2 * j + 1) * d,
-                     v + (size_t)j * 2 * d);
-    }
-    attn_args a = {
-        .cache = c, .slot = slot, .n_heads = H, .group = l->group, .head_dim = d,
-        .t0 = t0, .n = n, .q = ls->qkv, .q_sink = ls->q_sink ? ls->q_sink : ls->qkv,
-        .ldq = l->qkv_dim, .lambda = l->lambda, .out_scale = 1.0f - l->lambda_init,
-        .subln = l->subln, .out = ls->attn, .ldo = E,
-    };
-    be->ops->attention(be, ls->backend, &a, decode);
-    be->ops->matmul(be, l->w_out, ls->attn, E, n, y, E);
+    const backend_ops *ops = l->be->ops;
+    ops->project_in(l->be, c, l, x, n);                  /* step 1: q, k, v */
+    ops->rope_append(l->be, c, l, slot, t0, n);          /* step 2, and the KV cache */
+    ops->attention(l->be, c, l, slot, t0, n, decode);    /* steps 3-6 */
+    ops->project_out(l->be, c, l, y, n);                 /* step 7 */
     c->n_past[slot] = (int)(t0 + n);
 }
 

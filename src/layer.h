@@ -15,18 +15,6 @@ struct dattn_layer {
     double *inv_freq;                       /* [d/2]: theta^(-2i/d) */
 };
 
-/* Activations of one chunk, carved from the cache's arena next to the backend's scratch. */
-typedef struct layer_scratch {
-    float *qkv;        /* [max_batch][E + 2E/r] */
-    float *q_sink;     /* [max_batch][E + 2E/r], sink+window only */
-    float *attn;       /* [max_batch][E] */
-    void *backend;
-} layer_scratch;
-
 dattn_status layer_check_shape(const dattn_layer_shape *s);
-/* Carves a cache's layer_scratch (and the backend's inside it) from `a`; measures while
- * a->base is NULL. */
-void *layer_carve_scratch(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g,
-                          arena *a);
 
 #endif

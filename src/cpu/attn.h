@@ -13,6 +13,24 @@ enum { PREFILL_QT = 16,        /* query rows per prefill task */
        DECODE_MAX_SPLIT = 64 };
 
 
+/* One attention call: queries t0 .. t0+n-1 of one layer slot against the cache. */
+typedef struct attn_args {
+    const dattn_cache *cache;
+    int slot;
+    int n_heads, group;        /* H; r = H / Hkv query heads per KV head */
+    int head_dim;              /* d */
+    int64_t t0;
+    int n;
+    const float *q;            /* [n][ldq]: head h half k at (2h+k)*d, rotated at t, times 1/sqrt(d) */
+    const float *q_sink;       /* same, rotated at the StreamingLLM cache position (may equal q) */
+    int ldq;
+    float lambda;              /* DESIGN §1 step 5 */
+    float out_scale;           /* 1 - lambda_init */
+    const float *subln;        /* [2d] */
+    float *out;                /* [n][ldo]: head h's normalized 2d values at h*2d */
+    int ldo;
+} attn_args;
+
 /* Per-cache scratch the decode path uses, carved from the arena. */
 typedef struct decode_scratch {
     int max_vis, max_pieces;

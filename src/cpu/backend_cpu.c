@@ -2,6 +2,7 @@
  * instruction set this CPU runs (chosen once, at create time), packed weights and the per-cache
  * scratch carved from the arena. */
 #define _GNU_SOURCE
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -11,6 +12,7 @@
 #include "attn.h"
 #include "backend.h"
 #include "gemm.h"
+#include "layer.h"
 #include "status.h"
 
 typedef struct cpu_backend {
@@ -23,12 +25,16 @@ struct backend_weight {
     float *packed;   /* [ceil(m/16)][k][16] */
 };
 
-/* Per-cache scratch: decode state and one work block per thread. */
-typedef struct cpu_scratch {
+/* Per-cache state: everything a layer call needs, carved from the cache's arena at create. */
+typedef struct cpu_cache {
+    void *own_arena;           /* what we reserved when the caller gave no buffer */
+    float *qkv;                /* ACT_QKV   [max_batch][E + 2E/r] */
+    float *q_sink;             /* ACT_QSINK [max_batch][E + 2E/r], sink+window only */
+    float *attn;               /* ACT_ATTN  [max_batch][E] */
     decode_scratch dec;
-    float *thread_tmp;
+    float *thread_tmp;         /* [n_threads][thread_floats] */
     size_t thread_floats;
-} cpu_scratch;
+} cpu_cache;
 
 static const cpu_kernels *isa_table(const char *name)
 {
@@ -123,28 +129,89 @@ static void cpu_weight_free(dattn_backend *be, backend_weight *w)
     dattn_free(w);
 }
 
-static void *cpu_cache_scratch(const dattn_backend *be, const dattn_layer_shape *shape,
-                               const kv_geom *g, arena *a)
+/* The arena's layout: KV pages first (the long streams, 64-byte aligned), then the activations
+ * and the decode and per-thread scratch. Run with a measuring arena it only counts. */
+static void carve(const dattn_backend *be, const dattn_layer_shape *shape, const kv_geom *g,
+                  arena *a, uint8_t **pages, cpu_cache *cc)
 {
     const cpu_backend *cb = be->impl;
     int n_threads = pool_threads(cb->pool);
     int group = shape->n_heads / shape->n_kv_heads;
-    size_t dv = 2 * (size_t)g->head_dim, heads = (size_t)shape->n_heads;
-    cpu_scratch *s = arena_carve(a, sizeof *s);
-    cpu_scratch local;
-    cpu_scratch *fill = s ? s : &local;
-    decode_scratch *d = &fill->dec;
-    /* A decode query sees at most n_sink + n_window keys. */
-    d->max_vis = g->n_sink + g->n_window;
+    size_t E = (size_t)shape->model_dim, qkv = E + 2 * E / (size_t)group;
+    size_t B = (size_t)g->max_batch, dv = 2 * (size_t)g->head_dim, heads = (size_t)shape->n_heads;
+    *pages = arena_carve(a, kv_bytes(g));
+    cc->qkv = arena_carve(a, sizeof(float) * B * qkv);
+    cc->q_sink = g->policy == DATTN_POLICY_SINK_WINDOW ? arena_carve(a, sizeof(float) * B * qkv)
+                                                       : NULL;
+    cc->attn = arena_carve(a, sizeof(float) * B * E);
+    decode_scratch *d = &cc->dec;
+    d->max_vis = g->n_sink + g->n_window;   /* a decode query sees at most this many keys */
     d->max_pieces = kv_max_pieces(g, 1);
     d->pieces = arena_carve(a, sizeof(kv_piece) * (size_t)d->max_pieces);
     d->scores = arena_carve(a, sizeof(float) * heads * 2 * (size_t)d->max_vis);
     d->piece_max = arena_carve(a, sizeof(float) * heads * 2 * (size_t)d->max_pieces);
     d->piece_sum = arena_carve(a, sizeof(float) * heads * 2 * (size_t)d->max_pieces);
     d->partial = arena_carve(a, sizeof(float) * DECODE_MAX_SPLIT * heads * dv);
-    fill->thread_floats = attn_thread_floats(g, group);
-    fill->thread_tmp = arena_carve(a, sizeof(float) * fill->thread_floats * (size_t)n_threads);
-    return s;
+    cc->thread_floats = attn_thread_floats(g, group);
+    cc->thread_tmp = arena_carve(a, sizeof(float) * cc->thread_floats * (size_t)n_threads);
+}
+
+static size_t cpu_cache_bytes(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g)
+{
+    arena a = arena_measure();
+    uint8_t *pages;
+    cpu_cache cc;
+    carve(be, s, g, &a, &pages, &cc);
+    return arena_fits(&a) ? a.used + ARENA_ALIGN - 1 : SIZE_MAX;   /* room to align a buffer */
+}
+
+static dattn_status cpu_cache_init(dattn_backend *be, dattn_cache *c, void *buf, size_t bytes)
+{
+    cpu_cache *cc = dattn_alloc(sizeof *cc, "cpu cache state");
+    if (!cc)
+        return DATTN_E_NOMEM;
+    if (!buf) {
+        buf = cc->own_arena = dattn_alloc_arena(bytes, "KV cache arena");
+        if (!buf) {
+            dattn_free(cc);
+            return DATTN_E_NOMEM;
+        }
+    }
+    uintptr_t start = ((uintptr_t)buf + ARENA_ALIGN - 1) & ~(uintptr_t)(ARENA_ALIGN - 1);
+    size_t usable = bytes - (size_t)(start - (uintptr_t)buf);
+    size_t need = c->arena_bytes - (ARENA_ALIGN - 1);
+    arena a = {(uint8_t *)start, 0, usable < need ? usable : need};
+    memset(a.base, 0, a.cap);   /* touch every page now, not on the token path */
+    carve(be, &c->shape, &c->g, &a, &c->pages, cc);
+    c->be_state = cc;
+    return DATTN_OK;
+}
+
+static void cpu_cache_release(dattn_backend *be, dattn_cache *c)
+{
+    (void)be;
+    cpu_cache *cc = c->be_state;
+    if (!cc)
+        return;
+    dattn_free_aligned(cc->own_arena);
+    dattn_free(cc);
+    c->be_state = NULL;
+}
+
+static dattn_status cpu_kv_read(dattn_backend *be, const dattn_cache *c, size_t off, void *dst,
+                                size_t n)
+{
+    (void)be;
+    memcpy(dst, c->pages + off, n);
+    return DATTN_OK;
+}
+
+static dattn_status cpu_kv_write(dattn_backend *be, dattn_cache *c, size_t off, const void *src,
+                                 size_t n)
+{
+    (void)be;
+    memcpy(c->pages + off, src, n);
+    return DATTN_OK;
 }
 
 typedef struct matmul_job {
@@ -183,14 +250,86 @@ static void cpu_matmul(dattn_backend *be, const backend_weight *w, const float *
     pool_run(cb->pool, matmul_task, &job, used);
 }
 
-static void cpu_attention(dattn_backend *be, void *scratch, const attn_args *a, int decode)
+static void cpu_project_in(dattn_backend *be, dattn_cache *c, const dattn_layer *l, const float *x,
+                           int n)
+{
+    cpu_cache *cc = c->be_state;
+    cpu_matmul(be, l->w_qkv, x, l->shape.model_dim, n, cc->qkv, l->qkv_dim);
+}
+
+static void cpu_project_out(dattn_backend *be, dattn_cache *c, const dattn_layer *l, float *y,
+                            int n)
+{
+    cpu_cache *cc = c->be_state;
+    cpu_matmul(be, l->w_out, cc->attn, l->shape.model_dim, n, y, l->shape.model_dim);
+}
+
+/* Interleaved (GPT-J) RoPE of n_vec vectors of d values at stream position pos, then * scale.
+ * Angles in double: positions of a long sink+window stream reach 2^31. */
+static void rope(const dattn_layer *l, float *v, int n_vec, int64_t pos, float scale)
+{
+    int d = l->head_dim;
+    for (int i = 0; i < d / 2; i++) {
+        double angle = (double)pos * l->inv_freq[i];
+        float c = (float)cos(angle) * scale, s = (float)sin(angle) * scale;
+        for (int k = 0; k < n_vec; k++) {
+            float *p = v + (size_t)k * d + 2 * i;
+            float x0 = p[0], x1 = p[1];
+            p[0] = x0 * c - x1 * s;
+            p[1] = x0 * s + x1 * c;
+        }
+    }
+}
+
+static void cpu_rope_append(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
+                            int64_t t0, int n)
+{
+    (void)be;
+    cpu_cache *cc = c->be_state;
+    int E = l->shape.model_dim, d = l->head_dim, H = l->shape.n_heads, Hkv = l->shape.n_kv_heads;
+    float scale = 1.0f / sqrtf((float)d);
+    for (int i = 0; i < n; i++) {
+        int64_t t = t0 + i;
+        float *q = cc->qkv + (size_t)i * l->qkv_dim, *k = q + E, *v = k + l->kv_dim;
+        if (cc->q_sink) {
+            float *qs = cc->q_sink + (size_t)i * l->qkv_dim;
+            memcpy(qs, q, sizeof(float) * (size_t)E);
+            rope(l, qs, 2 * H, kv_cache_pos(&c->g, t), scale);
+        }
+        rope(l, q, 2 * H, t, scale);
+        rope(l, k, 2 * Hkv, t, 1.0f);
+        for (int j = 0; j < Hkv; j++)
+            kv_store(c, slot, j, t, k + (size_t)2 * j * d, k + (size_t)(2 * j + 1) * d,
+                     v + (size_t)j * 2 * d);
+    }
+}
+
+static void cpu_attention(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
+                          int64_t t0, int n, int decode)
 {
     cpu_backend *cb = be->impl;
-    cpu_scratch *s = scratch;
+    cpu_cache *cc = c->be_state;
+    attn_args a = {
+        .cache = c, .slot = slot, .n_heads = l->shape.n_heads, .group = l->group,
+        .head_dim = l->head_dim, .t0 = t0, .n = n, .q = cc->qkv,
+        .q_sink = cc->q_sink ? cc->q_sink : cc->qkv, .ldq = l->qkv_dim, .lambda = l->lambda,
+        .out_scale = 1.0f - l->lambda_init, .subln = l->subln, .out = cc->attn,
+        .ldo = l->shape.model_dim,
+    };
     if (decode)
-        attn_decode(cb->pool, cb->k, a, &s->dec, s->thread_tmp, s->thread_floats);
+        attn_decode(cb->pool, cb->k, &a, &cc->dec, cc->thread_tmp, cc->thread_floats);
     else
-        attn_prefill(cb->pool, cb->k, a, s->thread_tmp, s->thread_floats);
+        attn_prefill(cb->pool, cb->k, &a, cc->thread_tmp, cc->thread_floats);
+}
+
+static void cpu_act_write(dattn_backend *be, dattn_cache *c, act_buf which, const float *src,
+                          size_t n_floats)
+{
+    (void)be;
+    cpu_cache *cc = c->be_state;
+    float *dst = which == ACT_QKV ? cc->qkv : which == ACT_QSINK ? cc->q_sink : cc->attn;
+    if (dst)
+        memcpy(dst, src, sizeof(float) * n_floats);
 }
 
 static const backend_ops cpu_ops = {
@@ -198,9 +337,16 @@ static const backend_ops cpu_ops = {
     .destroy = cpu_destroy,
     .weight_create = cpu_weight_create,
     .weight_free = cpu_weight_free,
-    .cache_scratch = cpu_cache_scratch,
-    .matmul = cpu_matmul,
+    .cache_bytes = cpu_cache_bytes,
+    .cache_init = cpu_cache_init,
+    .cache_release = cpu_cache_release,
+    .kv_read = cpu_kv_read,
+    .kv_write = cpu_kv_write,
+    .project_in = cpu_project_in,
+    .rope_append = cpu_rope_append,
     .attention = cpu_attention,
+    .project_out = cpu_project_out,
+    .act_write = cpu_act_write,
 };
 
 dattn_status cpu_backend_create(const dattn_backend_params *p, dattn_backend **out)
