@@ -18,11 +18,14 @@
  *   slot_off is the byte offset of head block (slot, 0) in the buffer: slot * Hkv * head_bytes
  *   (64-byte aligned).
  *
- * Arguments: cache, slot_off (cl_ulong), n_pages, n_sink, n_ring (kv_geom), t (cl_long stream
- *   index), k [2*Hkv][d] f32 (k1 of head j = row 2j, k2 = row 2j+1), v [Hkv][2d] f32.
+ * Arguments: cache, slot_off (cl_ulong), n_pages, n_sink, n_ring (kv_geom), t0 (cl_long stream
+ *   index of the first token), k [n][2*Hkv][d] f32 (token i's k1 of head j = row 2j of block i,
+ *   k2 = row 2j+1), v [n][Hkv][2d] f32.
  *
  * Work: one work-group of WG_SIZE items per (row r = group id 0 in {0: k1, 1: k2, 2: v}, KV head
- * j = group id 1): global size (3 * WG_SIZE, Hkv). Item l converts elements l, l + WG_SIZE, ...
+ * j = group id 1, token i = group id 2, at stream index t0 + i): global size (3 * WG_SIZE, Hkv, n).
+ * The n tokens land in distinct slots (n <= max_batch <= the ring). Item l converts elements l,
+ * l + WG_SIZE, ...
  * Access: the source rows are read coalesced (twice for q8: absmax, then store); V stores are
  * coalesced; K stores are dimension-major, 32 elements apart (one token only: d scattered writes).
  * Local memory: WG_SIZE * 4 bytes (q8 absmax reduction; unused otherwise).
@@ -72,12 +75,17 @@ static ulong head_bytes(int n_pages)
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
-void kv_append(__global uchar *cache, ulong slot_off, int n_pages, int n_sink, int n_ring, long t,
+void kv_append(__global uchar *cache, ulong slot_off, int n_pages, int n_sink, int n_ring, long t0,
                __global const float *k, __global const float *v)
 {
     const int lid = (int)get_local_id(0);
     const int row = (int)get_group_id(0);                 /* 0: k1, 1: k2, 2: v */
     const int j = (int)get_group_id(1);
+    const int tok = (int)get_group_id(2);                 /* token t0 + tok of the call */
+    const int n_kv_heads = (int)get_num_groups(1);
+    const long t = t0 + tok;
+    k += (size_t)tok * 2 * n_kv_heads * HEAD_DIM;         /* k [n][2Hkv][d], v [n][Hkv][2d] */
+    v += (size_t)tok * n_kv_heads * 2 * HEAD_DIM;
     const int ph = t < n_sink ? (int)t : n_sink + (int)((t - n_sink) % n_ring);
     const ulong head = slot_off + (ulong)j * head_bytes(n_pages);
     const ulong v_off = (ulong)n_pages * KPAGE_BYTES;

@@ -14,10 +14,10 @@
  * absolute error of ~2^-32 turns (1.5e-9 rad) for every pos in [0, 2^31). inv_freq must be finite,
  * in [0, 2^23).
  *
- * Work: one work-item per (pair i = global id 0, vector v = global id 1); global size
- * (HEAD_DIM/2 rounded up, n_vec rounded up), any work-group size. Access: each item reads and
- * writes 8 adjacent bytes (coalesced across items); inv_freq is read once per item (cached).
- * Local memory: none. y may alias x (in place); x and y are [n_vec][HEAD_DIM] f32. */
+ * Work: one work-item per (pair i = global id 0, vector v = global id 1, row r = global id 2);
+ * global size (HEAD_DIM/2 rounded up, n_vec rounded up, rows), any work-group size. Access: each
+ * item reads and writes 8 adjacent bytes (coalesced across items); inv_freq is read once per item
+ * (cached). Local memory: none. y may alias x (in place); x and y are [rows][n_vec][HEAD_DIM]. */
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 64          /* d: the dim of one softmax half */
@@ -60,15 +60,19 @@ static float rope_angle(int pos, float f)
     return neg ? -a : a;
 }
 
-__kernel void rope(__global const float *x, __global float *y, int n_vec, int pos,
+/* Rows of n_vec vectors (row r of x at r * n_vec * HEAD_DIM): row r is at position
+ * min(pos0 + r, pos_cap) — pos_cap is the StreamingLLM cache position's ceiling for q_sink, and
+ * INT_MAX otherwise. Global size (>= HEAD_DIM/2, >= n_vec, rows). */
+__kernel void rope(__global const float *x, __global float *y, int n_vec, int pos0, int pos_cap,
                    __global const float *inv_freq, float scale)
 {
-    const int i = (int)get_global_id(0), v = (int)get_global_id(1);
+    const int i = (int)get_global_id(0), v = (int)get_global_id(1), r = (int)get_global_id(2);
     if (i >= HEAD_DIM / 2 || v >= n_vec)
         return;
+    const int pos = min(pos0 + r, pos_cap);
     const float a = rope_angle(pos, inv_freq[i]);
     const float c = cos(a) * scale, s = sin(a) * scale;
-    const size_t o = (size_t)v * HEAD_DIM + 2 * (size_t)i;
+    const size_t o = ((size_t)r * n_vec + v) * HEAD_DIM + 2 * (size_t)i;
     const float x0 = x[o], x1 = x[o + 1];
     y[o] = x0 * c - x1 * s;
     y[o + 1] = x0 * s + x1 * c;

@@ -71,5 +71,9 @@ struct dattn_backend {
 };
 
 dattn_status cpu_backend_create(const dattn_backend_params *p, dattn_backend **out);
+/* Builds with OpenCL only (src/opencl/backend_cl.c). */
+dattn_status cl_backend_create(const dattn_backend_params *p, dattn_backend **out);
+/* 1 if an OpenCL GPU is present (builds with OpenCL only). */
+int cl_has_gpu(void);
 
 #endif

@@ -26,12 +26,29 @@ dattn_status dattn_backend_create(const dattn_backend_params *p, dattn_backend *
         p = &def;
     switch (p->type) {
     case DATTN_BACKEND_AUTO:
-        dattn_log(DATTN_LOG_INFO, "backend: auto picked the CPU (this build has no OpenCL backend)");
+#ifdef DATTN_HAVE_OPENCL
+        if (cl_has_gpu()) {
+            dattn_status st = cl_backend_create(p, out);
+            if (st == DATTN_OK)
+                return st;
+            dattn_log(DATTN_LOG_WARN, "backend: the OpenCL GPU failed at start-up (%s: %s); "
+                      "using the CPU", dattn_status_name(st), dattn_last_error());
+        } else {
+            dattn_log(DATTN_LOG_INFO, "backend: auto found no OpenCL GPU; using the CPU");
+        }
+#else
+        dattn_log(DATTN_LOG_INFO, "backend: auto picked the CPU (this build has no OpenCL)");
+#endif
         return cpu_backend_create(p, out);
     case DATTN_BACKEND_CPU:
         return cpu_backend_create(p, out);
     case DATTN_BACKEND_OPENCL:
-        return dattn_fail(DATTN_E_UNSUPPORTED, "backend: this build has no OpenCL backend; use the cpu backend");
+#ifdef DATTN_HAVE_OPENCL
+        return cl_backend_create(p, out);
+#else
+        return dattn_fail(DATTN_E_UNSUPPORTED, "backend: this build has no OpenCL (configure with "
+                          "-Dopencl=enabled and ocl-icd-opencl-dev installed); use the cpu backend");
+#endif
     }
     return dattn_fail(DATTN_E_INVALID_ARG, "backend: unknown backend type %d", (int)p->type);
 }

@@ -4,7 +4,7 @@
 # middle N then decode, all decode, f16 and q8 KV, one thread. One line per run; exit 1 if any
 # run exits non-zero.
 #
-# usage: run_check_layer.py DATTN_EXE CASES_DIR
+# usage: run_check_layer.py DATTN_EXE CASES_DIR [BACKEND]   (BACKEND: cpu, the default, or opencl)
 import json
 import os
 import struct
@@ -25,10 +25,11 @@ def n_tokens(path):
 
 
 def main():
-    if len(sys.argv) != 3:
-        print("usage: run_check_layer.py DATTN_EXE CASES_DIR", file=sys.stderr)
+    if len(sys.argv) not in (3, 4):
+        print("usage: run_check_layer.py DATTN_EXE CASES_DIR [BACKEND]", file=sys.stderr)
         return 2
     exe, cases_dir = sys.argv[1], sys.argv[2]
+    backend = sys.argv[3] if len(sys.argv) == 4 else "cpu"
     with open(os.path.join(cases_dir, "cases.txt")) as f:
         files = [line.strip() for line in f if line.strip()]
     if not files:
@@ -44,7 +45,7 @@ def main():
             modes.append(["--prefill", str(T // 2)])
         modes += [["--prefill", "0"], ["--kv", "f16"], ["--kv", "q8"], ["--threads", "1"]]
         for extra in modes:
-            cmd = [exe, "check-layer", path] + extra
+            cmd = [exe, "check-layer", path, "--backend", backend] + extra
             p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             runs += 1
             out = p.stdout.strip().splitlines()
@@ -56,7 +57,7 @@ def main():
                 fails += 1
                 for line in out[:-1]:
                     print(f"      {line}")
-    print(f"run_check_layer: {runs} runs, {fails} failed, {time.time() - t0:.1f} s")
+    print(f"run_check_layer ({backend}): {runs} runs, {fails} failed, {time.time() - t0:.1f} s")
     return 1 if fails else 0
 
 

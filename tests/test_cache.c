@@ -92,6 +92,26 @@ static float *rand_tokens(int T, int E)
 
 /* ---- the arena -------------------------------------------------------------------------- */
 
+/* A device backend keeps its cache in device memory: a caller's host buffer is refused with a
+ * message, and the library's own reservation works. */
+static void arena_on_device(tu_layer *t, dattn_layer *l)
+{
+    dattn_cache_params p = tu_cache_params(64, 8, DATTN_KV_F16, DATTN_POLICY_FULL, 0);
+    size_t need = 0;
+    assert_int_equal(dattn_cache_arena_bytes(g_be, &t->shape, &p, &need), DATTN_OK);
+    assert_true(need > 0);
+    unsigned char *buf = malloc(need);
+    dattn_cache *c = NULL;
+    assert_int_equal(dattn_cache_create(g_be, &t->shape, &p, buf, need, &c), DATTN_E_UNSUPPORTED);
+    assert_null(c);
+    assert_non_null(strstr(dattn_last_error(), "device memory"));
+    assert_int_equal(dattn_cache_create(g_be, &t->shape, &p, NULL, 0, &c), DATTN_OK);
+    dattn_cache_free(c);
+    free(buf);
+    dattn_layer_free(l);
+    tu_layer_free(t);
+}
+
 static void test_arena_exact(void **state)
 {
     (void)state;
@@ -99,6 +119,10 @@ static void test_arena_exact(void **state)
     tu_layer t;
     assert_int_equal(tu_layer_init(&t, 4, 2, 8, 2, 10000.0f, DATTN_DTYPE_F32, 1.5), 0);
     dattn_layer *l = new_layer(&t);
+    if (tu_on_opencl()) {
+        arena_on_device(&t, l);
+        return;
+    }
     enum { T = 40, GUARD = 256 };
     float *x = rand_tokens(T, t.E), y[T * 64];
     double *xd = malloc(sizeof(double) * T * 64), *yr = malloc(sizeof(double) * T * 64);

@@ -351,10 +351,11 @@ static void rope_case(int d, double theta, int pos, float scale)
     ARG(k, 1, cl_mem, dy);
     ARG(k, 2, cl_int, n_vec);
     ARG(k, 3, cl_int, pos);
-    ARG(k, 4, cl_mem, df);
-    ARG(k, 5, cl_float, scale);
-    size_t g[2] = {round_up(d / 2, 16), (size_t)n_vec}, l[2] = {16, 1};
-    launch(k, 2, g, l);
+    ARG(k, 4, cl_int, 0x7fffffff);
+    ARG(k, 5, cl_mem, df);
+    ARG(k, 6, cl_float, scale);
+    size_t g[3] = {round_up(d / 2, 16), (size_t)n_vec, 1}, l[3] = {16, 1, 1};
+    launch(k, 3, g, l);
     download(dy, y, total * 4);
     /* reference: pos * inv_freq is exact in long double (31 + 24 bits) */
     for (int v = 0; v < n_vec; v++)
@@ -541,8 +542,8 @@ static void kv_append_case(int type, int d, int n_kv_heads, int n_sink, int n_ri
         ARG(k, 5, cl_long, t);
         ARG(k, 6, cl_mem, dk);
         ARG(k, 7, cl_mem, dv);
-        size_t g[2] = {3 * (size_t)wg, (size_t)n_kv_heads}, l[2] = {(size_t)wg, 1};
-        launch(k, 2, g, l);
+        size_t g[3] = {3 * (size_t)wg, (size_t)n_kv_heads, 1}, l[3] = {(size_t)wg, 1, 1};
+        launch(k, 3, g, l);
     }
     download(dcache, got, L.total);
 

@@ -13,8 +13,9 @@ import sys
 import tempfile
 
 
-def run(exe, *args):
-    p = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
+def run(exe, *args, env=None):
+    full_env = dict(os.environ, **(env or {}))
+    p = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, env=full_env)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -39,9 +40,9 @@ def main():
     blob = open(good, "rb").read()
     failures = 0
 
-    def expect(rc_want, words, *args):
+    def expect(rc_want, words, *args, env=None):
         nonlocal failures
-        rc, out, err = run(exe, *args)
+        rc, out, err = run(exe, *args, env=env)
         text = (out + err).lower()
         ok = rc == rc_want and all(w.lower() in text for w in words)
         print(f"{'ok  ' if ok else 'FAIL'} exit {rc} (want {rc_want}) dattn {' '.join(os.path.basename(a) for a in args)}")
@@ -64,7 +65,9 @@ def main():
     expect(2, ["more than"], "check-layer", good, "--prefill", "100000")
     expect(2, ["no input file"], "check-layer")
     expect(2, ["cannot open", "missing.safetensors"], "check-layer", os.path.join(tmp, "missing.safetensors"))
-    expect(2, ["opencl"], "check-layer", good, "--backend", "opencl")
+    # An OpenCL device that does not exist (or a build without OpenCL): exit 2, said so.
+    expect(2, ["opencl"], "check-layer", good, "--backend", "opencl",
+           env={"DATTN_DEVICE": "no-such-device-xyz"})
     expect(2, ["instruction set"], "check-layer", good, "--isa", "sse9")
     expect(2, ["header"], "check-layer", write("short.safetensors", blob[:5]))
     expect(2, [], "check-layer", write("trunc.safetensors", blob[: len(blob) // 2]))

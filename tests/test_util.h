@@ -302,9 +302,21 @@ static inline double tu_kv_tol(dattn_kv_type t)
 }
 
 /* A CPU backend with n_threads and isa (NULL: best). */
+/* The backend under test: the CPU (n_threads, isa), or the OpenCL device when the environment
+ * says DATTN_TEST_BACKEND=opencl and no ISA is forced (meson runs the suites both ways). */
+static inline int tu_on_opencl(void)
+{
+    const char *b = getenv("DATTN_TEST_BACKEND");
+    return b && !strcmp(b, "opencl");
+}
+
 static inline dattn_status tu_backend(int n_threads, const char *isa, dattn_backend **out)
 {
     dattn_backend_params p = dattn_backend_default_params();
+    if (tu_on_opencl() && !isa) {
+        p.type = DATTN_BACKEND_OPENCL;
+        return dattn_backend_create(&p, out);
+    }
     p.type = DATTN_BACKEND_CPU;
     p.n_threads = n_threads;
     p.cpu_isa = isa;

@@ -25,8 +25,17 @@ static void usage(FILE *f)
             "exit status: 0 ok, 1 outside tolerance, 2 bad input or failure\n");
 }
 
+/* The library's warnings and errors (e.g. why `--backend auto` fell back to the CPU). */
+static void print_log(dattn_log_level level, const char *msg, void *ud)
+{
+    (void)ud;
+    if (level <= DATTN_LOG_WARN)
+        fprintf(stderr, "dattn: %s: %s\n", level == DATTN_LOG_ERROR ? "error" : "warning", msg);
+}
+
 int main(int argc, char **argv)
 {
+    dattn_log_set(print_log, NULL);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "backend.h"
 #include "cl_common.h"
 #include "status.h"
 #include "tuning.h"
@@ -182,4 +183,19 @@ dattn_status dattn_devices(dattn_device_info *out, int max, int *n)
     for (int i = 0; i < listed && i < max; i++)
         cl_describe(&all[i], &out[i]);
     return DATTN_OK;
+}
+
+int cl_has_gpu(void)
+{
+    cl_device_entry all[MAX_PLATFORMS * 8];
+    int n = 0;
+    if (cl_enumerate(all, (int)(sizeof all / sizeof *all), &n) != DATTN_OK)
+        return 0;
+    for (int i = 0; i < n && i < (int)(sizeof all / sizeof *all); i++) {
+        cl_device_type type = 0;
+        if (clGetDeviceInfo(all[i].device, CL_DEVICE_TYPE, sizeof type, &type, NULL) == CL_SUCCESS &&
+            (type & CL_DEVICE_TYPE_GPU))
+            return 1;
+    }
+    return 0;
 }

@@ -1,0 +1,171 @@
+/* gemm.cl: the projections of a prefill chunk (DESIGN §1 steps 1 and 7 for n tokens at once),
+ * the project's own GEMM for builds without CLBlast (issue 4 item 4):
+ *
+ *   y[i][c] = sum_t x[i][t] * W[c][t],   i < n, c < m, t < k        (y = x · Wᵀ)
+ *
+ * In CLBlast's xgemm terms C = A · Bᵀ with
+ *   A = x [n][k]  row-major, row stride ldx floats (>= k): A(i,t) = x[i*ldx + t]
+ *   B = W [m][k]  the nn.Linear weight, row-major, packed:  B(c,t) = W[c*k + t], f32
+ *                 (WEIGHT_F16 = 0) or IEEE half bits read with vload_half (WEIGHT_F16 = 1;
+ *                 core OpenCL 1.2, no cl_khr_fp16 needed)
+ *   C = y [n][m]  row-major, row stride ldy floats (>= m): C(i,c) = y[i*ldy + c]
+ * The strides let the host read x from, and write q/k/v as column blocks of, a wider buffer.
+ * Cells of y outside [n][m] and columns t >= k of x are never touched.
+ *
+ *   Tiles of work-group (gx, gy), row0 = gy*TILE_M, col0 = gx*TILE_N, one k-step at k0:
+ *
+ *   x (A) [n][k]   k0  k0+TILE_K            y (C) [n][m]   col0  col0+TILE_N
+ *        +------------+----+-----+ k             +-----------+------+-----+ m
+ *        |            :    :     |               |           :      :     |
+ *  row0  |............+----+.....|         row0  |...........+------+.....|
+ *  TILE_M|            | xs |     |  ---------->  TILE_M      | tile |     |
+ *        |............+----+.....|               |...........+------+.....|
+ *        +------------+----+-----+               +-----------+------+-----+
+ *        n                                       n                 ^
+ *   W (B) [m][k]   k0  k0+TILE_K                                   |
+ *        +------------+----+-----+ k                               |
+ *  col0  |............+----+.....|  -------------- transposed -----+
+ *  TILE_N|            | ws |     |
+ *        |............+----+.....|
+ *        +------------+----+-----+
+ *        m
+ *
+ *   Inside the tile, item (tx, ty) owns the WPT_M x WPT_N cells at rows ty + a*LY and columns
+ *   tx + b*LX (strided, so a row of items covers adjacent columns):
+ *
+ *        col  0    1   ..  LX-1   LX  LX+1 ..
+ *   row 0   (0,0)(1,0) .. (LX-1,0)(0,0)(1,0) ..
+ *   row 1   (0,1)(1,1) ..          (0,1)(1,1) ..
+ *   ...
+ *   row LY  (0,0)(1,0) ..          (0,0)(1,0) ..
+ *
+ * Work: a work-group of LX x LY = (TILE_N/WPT_N) x (TILE_M/WPT_M) items computes a
+ * TILE_M x TILE_N tile of y. It walks k in steps of TILE_K; each step stages the x tile
+ * [TILE_M][TILE_K] and the W tile [TILE_N][TILE_K] in local memory (transposed, k-major, so
+ * the inner loop reads a row of each), then every item accumulates its WPT_M x WPT_N register
+ * block: rows ty + a*LY (a < WPT_M) and columns tx + b*LX (b < WPT_N) of the tile.
+ *
+ * Launch (2-D): local = (LX, LY) (reqd_work_group_size);
+ *               global = (ceil(m / TILE_N) * LX, ceil(n / TILE_M) * LY).
+ *
+ * Access pattern: the staging loads walk each tile row along k, adjacent items on adjacent
+ * addresses (coalesced runs of TILE_K elements). Each x byte is read ceil(m / TILE_N) times
+ * and each W byte ceil(n / TILE_M) times from global memory (once per tile that needs it);
+ * each staged local value is read LX (xs) or LY (ws) times. Items of a row of the work-group
+ * read the same xs word (broadcast) and adjacent ws words; they write adjacent y cells
+ * (coalesced). Out-of-range rows, columns and the k tail are staged as zeros (loads masked),
+ * stores are masked: any n, m, k >= 1 works.
+ *
+ * Local memory: 4 * TILE_K * (TILE_M + TILE_N + 2 * LOCAL_PAD) bytes
+ *               (defaults: 4 * 16 * (64 + 64 + 2) = 8320 bytes). */
+
+#ifndef TILE_M
+#define TILE_M 64            /* rows of y (tokens) per work-group */
+#endif
+#ifndef TILE_N
+#define TILE_N 64            /* columns of y (rows of W) per work-group */
+#endif
+#ifndef TILE_K
+#define TILE_K 16            /* k-slice staged in local memory per step */
+#endif
+#ifndef WPT_M
+#define WPT_M 4              /* rows of y per work-item (register block), divides TILE_M */
+#endif
+#ifndef WPT_N
+#define WPT_N 4              /* columns of y per work-item (register block), divides TILE_N */
+#endif
+#ifndef LOCAL_PAD
+#define LOCAL_PAD 1          /* floats added to each local row against bank conflicts */
+#endif
+#ifndef WEIGHT_F16
+#define WEIGHT_F16 0         /* 1: W holds IEEE half bits */
+#endif
+
+#if TILE_M < 1 || TILE_N < 1 || TILE_K < 1 || WPT_M < 1 || WPT_N < 1 || LOCAL_PAD < 0
+#error "TILE_M, TILE_N, TILE_K, WPT_M, WPT_N must be positive and LOCAL_PAD >= 0"
+#endif
+#if TILE_M % WPT_M != 0 || TILE_N % WPT_N != 0
+#error "WPT_M must divide TILE_M and WPT_N must divide TILE_N"
+#endif
+#if WEIGHT_F16 != 0 && WEIGHT_F16 != 1
+#error "WEIGHT_F16 must be 0 or 1"
+#endif
+
+/* derived sizes */
+#define LX (TILE_N / WPT_N)                 /* work-items along m (dimension 0) */
+#define LY (TILE_M / WPT_M)                 /* work-items along n (dimension 1) */
+#define WG (LX * LY)                        /* work-items per work-group */
+#define LOADS_X (TILE_M * TILE_K / WG)      /* x elements each item stages per k-step */
+#define LOADS_W (TILE_N * TILE_K / WG)      /* W elements each item stages per k-step */
+
+#if (TILE_M * TILE_K) % WG != 0 || (TILE_N * TILE_K) % WG != 0
+#error "the work-group size (TILE_M/WPT_M)*(TILE_N/WPT_N) must divide TILE_M*TILE_K and TILE_N*TILE_K"
+#endif
+
+#if WEIGHT_F16
+#define WEIGHT_T half
+#define LOAD_W(p, i) vload_half((i), (p))
+#else
+#define WEIGHT_T float
+#define LOAD_W(p, i) ((p)[i])
+#endif
+
+__kernel __attribute__((reqd_work_group_size(LX, LY, 1)))
+void gemm(__global const float *x, int ldx, __global const WEIGHT_T *w, __global float *y, int ldy,
+          int n, int m, int k)
+{
+    __local float xs[TILE_K][TILE_M + LOCAL_PAD];   /* x tile, k-major */
+    __local float ws[TILE_K][TILE_N + LOCAL_PAD];   /* W tile, k-major */
+    const int tx = (int)get_local_id(0), ty = (int)get_local_id(1);
+    const int lid = ty * LX + tx;
+    const int row0 = (int)get_group_id(1) * TILE_M;  /* first row of y and x */
+    const int col0 = (int)get_group_id(0) * TILE_N;  /* first column of y, row of W */
+
+    float acc[WPT_M][WPT_N];
+    for (int a = 0; a < WPT_M; a++)
+        for (int b = 0; b < WPT_N; b++)
+            acc[a][b] = 0.0f;
+
+    for (int k0 = 0; k0 < k; k0 += TILE_K) {
+        for (int r = 0; r < LOADS_X; r++) {
+            const int e = lid + r * WG, i = e / TILE_K, t = e % TILE_K;
+            const int gi = row0 + i, gt = k0 + t;
+            float v = 0.0f;
+            if (gi < n && gt < k)
+                v = x[(size_t)gi * (size_t)ldx + (size_t)gt];
+            xs[t][i] = v;
+        }
+        for (int r = 0; r < LOADS_W; r++) {
+            const int e = lid + r * WG, c = e / TILE_K, t = e % TILE_K;
+            const int gc = col0 + c, gt = k0 + t;
+            float v = 0.0f;
+            if (gc < m && gt < k)
+                v = LOAD_W(w, (size_t)gc * (size_t)k + (size_t)gt);
+            ws[t][c] = v;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+        for (int t = 0; t < TILE_K; t++) {
+            float av[WPT_M], bv[WPT_N];
+            for (int a = 0; a < WPT_M; a++)
+                av[a] = xs[t][ty + a * LY];
+            for (int b = 0; b < WPT_N; b++)
+                bv[b] = ws[t][tx + b * LX];
+            for (int a = 0; a < WPT_M; a++)
+                for (int b = 0; b < WPT_N; b++)
+                    acc[a][b] = fma(av[a], bv[b], acc[a][b]);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+
+    for (int a = 0; a < WPT_M; a++) {
+        const int gi = row0 + ty + a * LY;
+        if (gi >= n)
+            break;
+        for (int b = 0; b < WPT_N; b++) {
+            const int gc = col0 + tx + b * LX;
+            if (gc < m)
+                y[(size_t)gi * (size_t)ldy + (size_t)gc] = acc[a][b];
+        }
+    }
+}
