@@ -59,6 +59,9 @@ typedef struct backend_ops {
                       int64_t t0, int n, int decode);
     /* y [n][E] (host memory) = ACT_ATTN[0..n) W_out^T. */
     void (*project_out)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, float *y, int n);
+    /* Waits until the device has finished every call made so far (benchmarks). NULL for host
+     * backends, whose calls return when done. */
+    void (*sync)(dattn_backend *be);
     /* Fills an activation buffer from host memory (benchmarks and tests). */
     void (*act_write)(dattn_backend *be, dattn_cache *c, act_buf which, const float *src,
                       size_t n_floats);

@@ -9,6 +9,9 @@
 #include <string.h>
 
 #include "ceiling.h"
+#if DATTN_HAS_OPENCL
+#include "ceiling_cl.h"
+#endif
 #include "kv.h"
 #include "layer.h"
 #include "tool.h"
@@ -17,6 +20,7 @@
 typedef struct bench_opts {
     int decode;
     int warm;          /* --warm: leave the cache in the CPU caches (compute rate, not DRAM) */
+    dattn_backend_type backend;
     long heads, kv_heads, head_dim, ctx, threads, reps;
     dattn_kv_type kv;
     const char *isa;
@@ -74,10 +78,60 @@ static void print_machine(const dattn_backend *be, int threads)
 static void backend_isa(const dattn_backend *be, char *isa, size_t n)
 {
     const char *d = dattn_backend_describe(be);
-    snprintf(isa, n, "%s", strncmp(d, "cpu ", 4) ? "generic" : d + 4);
+    snprintf(isa, n, "%s", !strncmp(d, "opencl", 6) ? "opencl" : strncmp(d, "cpu ", 4) ? "generic" : d + 4);
     char *comma = strchr(isa, ',');
     if (comma)
         *comma = '\0';
+}
+
+/* Read ceiling of what runs the bench: the CPU's, or the OpenCL device's. */
+static double read_ceiling(const bench_opts *o, int threads)
+{
+#if DATTN_HAS_OPENCL
+    if (o->backend == DATTN_BACKEND_OPENCL) {
+        char why[256];
+        double g = ceiling_cl_read_gbps(getenv("DATTN_DEVICE"), why, sizeof why);
+        if (g <= 0)
+            fprintf(stderr, "dattn: bench: no device read ceiling: %s\n", why);
+        return g;
+    }
+#endif
+    return ceiling_read_gbps(threads);
+}
+
+/* Random keys and values for positions 0..N-1 of slot 0, without running attention N times.
+ * A backend without host pages (a device) gets them through a host copy of the KV region. */
+static dattn_status fill_cache(dattn_backend *be, dattn_cache *c, int N, int d)
+{
+    uint8_t *staging = NULL;
+    if (!c->pages) {
+        staging = calloc(1, kv_bytes(&c->g));
+        if (!staging)
+            return DATTN_E_NOMEM;
+        c->pages = staging;
+    }
+    float *kv = malloc(sizeof(float) * 4 * (size_t)d);
+    for (int t = 0; t < N; t++)
+        for (int j = 0; j < c->g.n_kv_heads; j++) {
+            for (int i = 0; i < 4 * d; i++)
+                kv[i] = frand();
+            kv_store(c, 0, j, t, kv, kv + d, kv + 2 * d);
+        }
+    free(kv);
+    dattn_status st = DATTN_OK;
+    if (staging) {
+        st = be->ops->kv_write(be, c, 0, staging, kv_bytes(&c->g));
+        c->pages = NULL;
+        free(staging);
+    }
+    c->n_past[0] = N;
+    return st;
+}
+
+static void sync_backend(dattn_backend *be)
+{
+    if (be->ops->sync)
+        be->ops->sync(be);
 }
 
 static int bench_decode(const bench_opts *o, dattn_backend *be, dattn_layer *layer,
@@ -95,17 +149,12 @@ static int bench_decode(const bench_opts *o, dattn_backend *be, dattn_layer *lay
         tool_report("bench", st);
         return 2;
     }
-    /* Fill the cache with random keys and values without running attention N times. */
-    float *kv = malloc(sizeof(float) * 4 * (size_t)d);
     float *q = malloc(sizeof(float) * (size_t)E);
     float *x = malloc(sizeof(float) * (size_t)E), *y = malloc(sizeof(float) * (size_t)E);
-    for (int t = 0; t < N; t++)
-        for (int j = 0; j < Hkv; j++) {
-            for (int i = 0; i < 4 * d; i++)
-                kv[i] = frand();
-            kv_store(c, 0, j, t, kv, kv + d, kv + 2 * d);
-        }
-    c->n_past[0] = N;
+    if ((st = fill_cache(be, c, N, d)) != DATTN_OK) {
+        tool_report("bench", st);
+        return 2;
+    }
     for (int i = 0; i < E; i++)
         q[i] = frand() / sqrtf((float)d);
     for (int i = 0; i < E; i++)
@@ -115,18 +164,20 @@ static int bench_decode(const bench_opts *o, dattn_backend *be, dattn_layer *lay
     int reps = o->reps > 0 ? (int)o->reps : N <= 16384 ? 50 : 20;
     double *ms = malloc(sizeof(double) * (size_t)reps), *ms_layer = malloc(sizeof(double) * (size_t)reps);
     be->ops->attention(be, c, layer, 0, N - 1, 1, 1);   /* warm-up: page tables, predictors */
+    sync_backend(be);
     /* This machine's bandwidth drifts with its neighbours: measure the ceiling before, between
      * and after the timed runs and take the median, so steps and ceiling see the same times. */
     double ceil_runs[3];
-    ceil_runs[0] = ceiling_read_gbps(threads);
+    ceil_runs[0] = read_ceiling(o, threads);
     for (int r = 0; r < reps; r++) {
         if (!o->warm)
             ceiling_flush_caches();
         double t0 = ceiling_now_seconds();
         be->ops->attention(be, c, layer, 0, N - 1, 1, 1);
+        sync_backend(be);
         ms[r] = (ceiling_now_seconds() - t0) * 1e3;
     }
-    ceil_runs[1] = ceiling_read_gbps(threads);
+    ceil_runs[1] = read_ceiling(o, threads);
     for (int r = 0; r < reps; r++) {
         ceiling_flush_caches();
         double t0 = ceiling_now_seconds();
@@ -143,7 +194,7 @@ static int bench_decode(const bench_opts *o, dattn_backend *be, dattn_layer *lay
     double weight_bytes = 4.0 * ((double)layer->qkv_dim * E + (double)E * E);
     double gbps = cache_bytes / (med * 1e-3) / 1e9;
     double layer_gbps = (cache_bytes + weight_bytes) / (med_layer * 1e-3) / 1e9;
-    ceil_runs[2] = ceiling_read_gbps(threads);
+    ceil_runs[2] = read_ceiling(o, threads);
     double ceil_lo = fmin(ceil_runs[0], fmin(ceil_runs[1], ceil_runs[2]));
     double ceil_hi = fmax(ceil_runs[0], fmax(ceil_runs[1], ceil_runs[2]));
     double ceil_gbps = ceiling_median(ceil_runs, 3);
@@ -161,7 +212,6 @@ static int bench_decode(const bench_opts *o, dattn_backend *be, dattn_layer *lay
            "layer_ms=%.3f gbps=%.1f ceiling_gbps=%.1f pct=%.1f\n",
            H, Hkv, d, N, tool_kv_name(o->kv), threads, isa, o->warm ? " warm=1" : "", med,
            med_layer, gbps, ceil_gbps, pct);
-    free(kv);
     free(q);
     free(x);
     free(y);
@@ -205,9 +255,13 @@ static int bench_prefill(const bench_opts *o, dattn_backend *be, dattn_layer *la
     double proj = 2.0 * T * E * (layer->qkv_dim + E);
     double attn = (double)T * (T + 1) / 2 * H * 12.0 * d;   /* 2 score halves + 2 V sums per pair */
     double gflops = (proj + attn) / (med * 1e-3) / 1e9;
-    double peak = ceiling_fma_gflops(threads, isa);
+    /* The FMA peak is measured for the CPU's kernels only; a device's is not (yet). */
+    double peak = o->backend == DATTN_BACKEND_OPENCL ? 0.0 : ceiling_fma_gflops(threads, isa);
     double pct = peak > 0 ? 100.0 * gflops / peak : 0.0;
-    printf("fma ceiling: %.1f GFLOP/s (%s, %d threads)\n", peak, isa, threads);
+    if (peak > 0)
+        printf("fma ceiling: %.1f GFLOP/s (%s, %d threads)\n", peak, isa, threads);
+    else
+        printf("fma ceiling: not measured on this backend (pct=0)\n");
     printf("prefill H=%d Hkv=%d d=%d T=%d kv=%s: %.1f ms (median of %d), %.2f GFLOP "
            "(%.2f projections + %.2f attention), %.1f GFLOP/s = %.1f%% of FMA peak, %.0f tokens/s\n",
            H, s->n_kv_heads, d, T, tool_kv_name(o->kv), med, reps, (proj + attn) / 1e9, proj / 1e9,
@@ -224,7 +278,7 @@ static int bench_prefill(const bench_opts *o, dattn_backend *be, dattn_layer *la
 
 int cmd_bench(int argc, char **argv)
 {
-    bench_opts o = {0, 0, 12, 4, 128, 4096, 0, 0, DATTN_KV_F16, NULL};
+    bench_opts o = {0, 0, DATTN_BACKEND_CPU, 12, 4, 128, 4096, 0, 0, DATTN_KV_F16, NULL};
     if (argc < 1 || (strcmp(argv[0], "decode") && strcmp(argv[0], "prefill")))
         return bad("the first argument is 'decode' or 'prefill', not", argc ? argv[0] : "nothing");
     o.decode = !strcmp(argv[0], "decode");
@@ -257,15 +311,16 @@ int cmd_bench(int argc, char **argv)
         } else if (!strcmp(a, "--isa")) {
             o.isa = v;
         } else if (!strcmp(a, "--backend")) {
-            if (strcmp(v, "cpu") && strcmp(v, "auto"))
-                return bad("this build benchmarks the cpu backend only, not", v);
+            if (tool_parse_backend(v, &o.backend))
+                return bad("--backend takes cpu, opencl or auto, not", v);
         } else {
             return bad("unknown option", a);
         }
     }
     rng_state = 0x9e3779b97f4a7c15ull;
     dattn_backend_params bp = dattn_backend_default_params();
-    bp.type = DATTN_BACKEND_CPU;
+    bp.type = o.backend;
+    bp.device = getenv("DATTN_DEVICE");
     bp.n_threads = (int)o.threads;
     bp.cpu_isa = o.isa;
     dattn_backend *be = NULL;
@@ -283,6 +338,9 @@ int cmd_bench(int argc, char **argv)
         dattn_backend_free(be);
         return 2;
     }
+    if (o.backend == DATTN_BACKEND_AUTO)   /* what auto took decides the ceiling */
+        o.backend = strncmp(dattn_backend_describe(be), "opencl", 6) ? DATTN_BACKEND_CPU
+                                                                     : DATTN_BACKEND_OPENCL;
     int threads = 0;
     const char *desc = dattn_backend_describe(be);
     const char *comma = strchr(desc, ',');

@@ -521,6 +521,12 @@ static void cl_act_write(dattn_backend *be, dattn_cache *c, act_buf which, const
                                NULL), "clEnqueueWriteBuffer");
 }
 
+static void cl_sync(dattn_backend *be)
+{
+    cl_backend *cb = be->impl;
+    check(clFinish(cb->queue), "clFinish");
+}
+
 static const backend_ops cl_ops = {
     .kind = "opencl",
     .destroy = cl_destroy,
@@ -535,6 +541,7 @@ static const backend_ops cl_ops = {
     .rope_append = cl_rope_append,
     .attention = cl_attention,
     .project_out = cl_project_out,
+    .sync = cl_sync,
     .act_write = cl_act_write,
 };
 

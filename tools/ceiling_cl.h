@@ -1,0 +1,11 @@
+/* The read-bandwidth ceiling of an OpenCL device (tools only; builds with OpenCL). */
+#ifndef DATTN_TOOLS_CEILING_CL_H
+#define DATTN_TOOLS_CEILING_CL_H
+
+#include <stddef.h>
+
+/* GB/s of a streaming read on the device `selector` picks ("P:D", a name piece, NULL = first
+ * GPU or first device); 0 with the reason in `why` on failure. */
+double ceiling_cl_read_gbps(const char *selector, char *why, size_t why_n);
+
+#endif
