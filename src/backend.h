@@ -22,7 +22,8 @@ typedef enum act_buf {
 } act_buf;
 
 /* Each call of the layer forward is one entry; the layer code (src/layer.c) calls them in the
- * order of DESIGN §1 and never touches backend memory itself. A backend keeps a cache's KV pages
+ * order of DESIGN §1 and never touches backend memory itself. The forward entries fail only when
+ * a device does (DATTN_E_OPENCL): arguments are checked before the first of them runs. A backend keeps a cache's KV pages
  * and activations wherever it computes (host memory, device buffers). */
 typedef struct backend_ops {
     const char *kind;                                   /* "cpu", "opencl" */
@@ -47,18 +48,18 @@ typedef struct backend_ops {
                              size_t n);
 
     /* ACT_QKV[0..n) = x W_qkv^T, x [n][E] in host memory. */
-    void (*project_in)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, const float *x,
+    dattn_status (*project_in)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, const float *x,
                        int n);
     /* RoPE of q (and, for sink+window, q at the cache position into ACT_QSINK), times 1/sqrt(d);
      * RoPE of k; then k and v of stream positions t0 .. t0+n-1 into the slot's pages. */
-    void (*rope_append)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
+    dattn_status (*rope_append)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
                         int64_t t0, int n);
     /* ACT_ATTN[0..n) = differential attention of the n queries (DESIGN §1 steps 3-6); decode
      * (n == 1) takes the flash-decoding path. */
-    void (*attention)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
+    dattn_status (*attention)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
                       int64_t t0, int n, int decode);
     /* y [n][E] (host memory) = ACT_ATTN[0..n) W_out^T. */
-    void (*project_out)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, float *y, int n);
+    dattn_status (*project_out)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, float *y, int n);
     /* Waits until the device has finished every call made so far (benchmarks). NULL for host
      * backends, whose calls return when done. */
     void (*sync)(dattn_backend *be);

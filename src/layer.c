@@ -260,15 +260,18 @@ fail:
 /* ---- the forward pass -------------------------------------------------------------------- */
 
 /* One chunk of at most max_batch tokens at stream positions t0 .. t0+n-1, DESIGN §1 in order. */
-static void run_chunk(dattn_layer *l, dattn_cache *c, int slot, int64_t t0, const float *x, int n,
-                      float *y, int decode)
+static dattn_status run_chunk(dattn_layer *l, dattn_cache *c, int slot, int64_t t0,
+                              const float *x, int n, float *y, int decode)
 {
     const backend_ops *ops = l->be->ops;
-    ops->project_in(l->be, c, l, x, n);                  /* step 1: q, k, v */
-    ops->rope_append(l->be, c, l, slot, t0, n);          /* step 2, and the KV cache */
-    ops->attention(l->be, c, l, slot, t0, n, decode);    /* steps 3-6 */
-    ops->project_out(l->be, c, l, y, n);                 /* step 7 */
+    dattn_status st;
+    if ((st = ops->project_in(l->be, c, l, x, n)) != DATTN_OK ||               /* step 1 */
+        (st = ops->rope_append(l->be, c, l, slot, t0, n)) != DATTN_OK ||       /* step 2, cache */
+        (st = ops->attention(l->be, c, l, slot, t0, n, decode)) != DATTN_OK || /* steps 3-6 */
+        (st = ops->project_out(l->be, c, l, y, n)) != DATTN_OK)                /* step 7 */
+        return st;
     c->n_past[slot] = (int)(t0 + n);
+    return DATTN_OK;
 }
 
 static dattn_status forward(dattn_layer *l, dattn_cache *c, int slot, int pos, const float *x,
@@ -308,8 +311,11 @@ static dattn_status forward(dattn_layer *l, dattn_cache *c, int slot, int pos, c
     int step = decode ? 1 : c->g.max_batch;
     for (int i = 0; i < n; i += step) {
         int len = n - i < step ? n - i : step;
-        run_chunk(l, c, slot, (int64_t)pos + i, x + (size_t)i * l->shape.model_dim, len,
-                  y + (size_t)i * l->shape.model_dim, decode);
+        dattn_status st = run_chunk(l, c, slot, (int64_t)pos + i,
+                                    x + (size_t)i * l->shape.model_dim, len,
+                                    y + (size_t)i * l->shape.model_dim, decode);
+        if (st != DATTN_OK)
+            return st;
     }
     return DATTN_OK;
 }

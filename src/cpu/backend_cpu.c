@@ -250,18 +250,20 @@ static void cpu_matmul(dattn_backend *be, const backend_weight *w, const float *
     pool_run(cb->pool, matmul_task, &job, used);
 }
 
-static void cpu_project_in(dattn_backend *be, dattn_cache *c, const dattn_layer *l, const float *x,
+static dattn_status cpu_project_in(dattn_backend *be, dattn_cache *c, const dattn_layer *l, const float *x,
                            int n)
 {
     cpu_cache *cc = c->be_state;
     cpu_matmul(be, l->w_qkv, x, l->shape.model_dim, n, cc->qkv, l->qkv_dim);
+    return DATTN_OK;
 }
 
-static void cpu_project_out(dattn_backend *be, dattn_cache *c, const dattn_layer *l, float *y,
+static dattn_status cpu_project_out(dattn_backend *be, dattn_cache *c, const dattn_layer *l, float *y,
                             int n)
 {
     cpu_cache *cc = c->be_state;
     cpu_matmul(be, l->w_out, cc->attn, l->shape.model_dim, n, y, l->shape.model_dim);
+    return DATTN_OK;
 }
 
 /* Interleaved (GPT-J) RoPE of n_vec vectors of d values at stream position pos, then * scale.
@@ -281,7 +283,7 @@ static void rope(const dattn_layer *l, float *v, int n_vec, int64_t pos, float s
     }
 }
 
-static void cpu_rope_append(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
+static dattn_status cpu_rope_append(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
                             int64_t t0, int n)
 {
     (void)be;
@@ -302,9 +304,10 @@ static void cpu_rope_append(dattn_backend *be, dattn_cache *c, const dattn_layer
             kv_store(c, slot, j, t, k + (size_t)2 * j * d, k + (size_t)(2 * j + 1) * d,
                      v + (size_t)j * 2 * d);
     }
+    return DATTN_OK;
 }
 
-static void cpu_attention(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
+static dattn_status cpu_attention(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
                           int64_t t0, int n, int decode)
 {
     cpu_backend *cb = be->impl;
@@ -320,6 +323,7 @@ static void cpu_attention(dattn_backend *be, dattn_cache *c, const dattn_layer *
         attn_decode(cb->pool, cb->k, &a, &cc->dec, cc->thread_tmp, cc->thread_floats);
     else
         attn_prefill(cb->pool, cb->k, &a, cc->thread_tmp, cc->thread_floats);
+    return DATTN_OK;
 }
 
 static void cpu_act_write(dattn_backend *be, dattn_cache *c, act_buf which, const float *src,

@@ -49,6 +49,8 @@ typedef struct cl_cache {
     int wg_decode, combine_wg, append_wg, gemv_wg, gemv_rows, max_split;
     size_t gemm_local[2], gemm_tile[2];   /* (LX, LY), (TILE_N, TILE_M) */
     size_t prefill_wg, prefill_qt;
+    cl_int fail_err;           /* the first failing call of the current op, or CL_SUCCESS */
+    const char *fail_what;
 } cl_cache;
 
 /* ---- backend ------------------------------------------------------------------------------ */
@@ -310,15 +312,28 @@ static dattn_status cl_kv_write(dattn_backend *be, dattn_cache *c, size_t off, c
 }
 
 /* ---- the forward ---------------------------------------------------------------------------
- * The ops of backend_ops return nothing: a failing enqueue on the token path is a device fault
- * we cannot undo mid-layer. It is logged, and the next blocking read reports it. */
+ * Each op enqueues several calls; the first that fails is kept (check) and the op reports it
+ * (op_status). A device failing mid-layer cannot be undone: the message says so. */
 
 #define SET(k, i, v) clSetKernelArg((k), (i), sizeof(v), &(v))
 
-static void check(cl_int err, const char *what)
+static void check(cl_cache *cc, cl_int err, const char *what)
 {
-    if (err != CL_SUCCESS)
-        dattn_log(DATTN_LOG_ERROR, "opencl: %s: %s", what, cl_error_name(err));
+    if (err != CL_SUCCESS && cc->fail_err == CL_SUCCESS) {
+        cc->fail_err = err;
+        cc->fail_what = what;
+    }
+}
+
+static void op_begin(cl_cache *cc) { cc->fail_err = CL_SUCCESS; }
+
+static dattn_status op_status(cl_cache *cc)
+{
+    if (cc->fail_err == CL_SUCCESS)
+        return DATTN_OK;
+    return dattn_fail(DATTN_E_OPENCL, "opencl: %s: %s (the device failed during the call; this "
+                      "cache slot may be half-written: reset it)", cc->fail_what,
+                      cl_error_name(cc->fail_err));
 }
 
 static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
@@ -336,7 +351,7 @@ static void matmul(cl_backend *cb, cl_cache *cc, const backend_weight *w, cl_mem
         size_t global = (size_t)((w->m + cc->gemv_rows - 1) / cc->gemv_rows) * local;
         if (err == CL_SUCCESS)
             err = clEnqueueNDRangeKernel(cb->queue, kn, 1, NULL, &global, &local, 0, NULL, NULL);
-        check(err, "gemv");
+        check(cc, err, "gemv");
         return;
     }
     cl_kernel kn = cc->k_gemm;
@@ -346,7 +361,7 @@ static void matmul(cl_backend *cb, cl_cache *cc, const backend_weight *w, cl_mem
                         (size_t)(n + cc->gemm_tile[1] - 1) / cc->gemm_tile[1] * cc->gemm_local[1]};
     if (err == CL_SUCCESS)
         err = clEnqueueNDRangeKernel(cb->queue, kn, 2, NULL, global, cc->gemm_local, 0, NULL, NULL);
-    check(err, "gemm");
+    check(cc, err, "gemm");
 }
 
 /* Columns [col, col+width) of the n rows of QKV into a contiguous [n][width] buffer. */
@@ -358,21 +373,23 @@ static void split_columns(cl_backend *cb, cl_cache *cc, const dattn_layer *l, in
     cl_int err = clEnqueueCopyBufferRect(cb->queue, cc->qkv, dst, src_origin, dst_origin, region,
                                          sizeof(float) * (size_t)l->qkv_dim, 0,
                                          sizeof(float) * (size_t)width, 0, 0, NULL, NULL);
-    check(err, "clEnqueueCopyBufferRect");
+    check(cc, err, "clEnqueueCopyBufferRect");
 }
 
-static void cl_project_in(dattn_backend *be, dattn_cache *c, const dattn_layer *l, const float *x,
+static dattn_status cl_project_in(dattn_backend *be, dattn_cache *c, const dattn_layer *l, const float *x,
                           int n)
 {
     cl_backend *cb = be->impl;
     cl_cache *cc = c->be_state;
     int E = l->shape.model_dim;
-    check(clEnqueueWriteBuffer(cb->queue, cc->x, CL_FALSE, 0, sizeof(float) * (size_t)n * E, x, 0,
-                               NULL, NULL), "clEnqueueWriteBuffer(x)");
+    op_begin(cc);
+    check(cc, clEnqueueWriteBuffer(cb->queue, cc->x, CL_FALSE, 0, sizeof(float) * (size_t)n * E,
+                                   x, 0, NULL, NULL), "clEnqueueWriteBuffer(x)");
     matmul(cb, cc, l->w_qkv, cc->x, E, n, cc->qkv, l->qkv_dim);
     split_columns(cb, cc, l, n, 0, E, cc->q);
     split_columns(cb, cc, l, n, E, l->kv_dim, cc->k);
     split_columns(cb, cc, l, n, E + l->kv_dim, l->kv_dim, cc->v);
+    return op_status(cc);
 }
 
 /* Loads the layer's RoPE table and subln weight when another layer used the cache last. */
@@ -384,10 +401,11 @@ static void load_layer(cl_backend *cb, cl_cache *cc, const dattn_layer *l)
     float inv_freq[512];
     for (int i = 0; i < d / 2 && i < 512; i++)
         inv_freq[i] = (float)l->inv_freq[i];
-    check(clEnqueueWriteBuffer(cb->queue, cc->inv_freq, CL_TRUE, 0, sizeof(float) * (size_t)(d / 2),
-                               inv_freq, 0, NULL, NULL), "clEnqueueWriteBuffer(inv_freq)");
-    check(clEnqueueWriteBuffer(cb->queue, cc->subln, CL_TRUE, 0, sizeof(float) * 2 * (size_t)d,
-                               l->subln, 0, NULL, NULL), "clEnqueueWriteBuffer(subln)");
+    check(cc, clEnqueueWriteBuffer(cb->queue, cc->inv_freq, CL_TRUE, 0,
+                                   sizeof(float) * (size_t)(d / 2), inv_freq, 0, NULL, NULL),
+          "clEnqueueWriteBuffer(inv_freq)");
+    check(cc, clEnqueueWriteBuffer(cb->queue, cc->subln, CL_TRUE, 0, sizeof(float) * 2 * (size_t)d,
+                                   l->subln, 0, NULL, NULL), "clEnqueueWriteBuffer(subln)");
     cc->layer = l;
 }
 
@@ -402,10 +420,10 @@ static void rope(cl_backend *cb, cl_cache *cc, cl_mem x, cl_mem y, int n_vec, in
     size_t local[3] = {16, 4, 1};
     if (err == CL_SUCCESS)
         err = clEnqueueNDRangeKernel(cb->queue, kn, 3, NULL, global, local, 0, NULL, NULL);
-    check(err, "rope");
+    check(cc, err, "rope");
 }
 
-static void cl_rope_append(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
+static dattn_status cl_rope_append(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
                            int64_t t0, int n)
 {
     cl_backend *cb = be->impl;
@@ -413,6 +431,7 @@ static void cl_rope_append(dattn_backend *be, dattn_cache *c, const dattn_layer 
     const kv_geom *g = &c->g;
     int d = l->head_dim, H = l->shape.n_heads, Hkv = l->shape.n_kv_heads;
     float scale = 1.0f / sqrtf((float)d);
+    op_begin(cc);
     load_layer(cb, cc, l);
     if (g->policy == DATTN_POLICY_SINK_WINDOW) {
         int cap = (int)kv_cache_pos(g, INT32_MAX);
@@ -432,7 +451,8 @@ static void cl_rope_append(dattn_backend *be, dattn_cache *c, const dattn_layer 
     size_t local[3] = {(size_t)cc->append_wg, 1, 1};
     if (err == CL_SUCCESS)
         err = clEnqueueNDRangeKernel(cb->queue, kn, 3, NULL, global, local, 0, NULL, NULL);
-    check(err, "kv_append");
+    check(cc, err, "kv_append");
+    return op_status(cc);
 }
 
 /* Keys visible to the query at stream index t (DESIGN §4). */
@@ -443,7 +463,7 @@ static int64_t n_visible(const kv_geom *g, int64_t t)
     return sinks + (t >= w0 ? t - w0 + 1 : 0);
 }
 
-static void cl_attention(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
+static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
                          int64_t t0, int n, int decode)
 {
     cl_backend *cb = be->impl;
@@ -455,6 +475,7 @@ static void cl_attention(dattn_backend *be, dattn_cache *c, const dattn_layer *l
     float lambda = l->lambda, out_scale = 1.0f - l->lambda_init;
     cl_long t = t0;
     cl_int err = CL_SUCCESS;
+    op_begin(cc);
     load_layer(cb, cc, l);
     if (!decode) {
         cl_kernel kn = cc->k_prefill;
@@ -468,8 +489,8 @@ static void cl_attention(dattn_backend *be, dattn_cache *c, const dattn_layer *l
         size_t local[2] = {cc->prefill_wg, 1};
         if (err == CL_SUCCESS)
             err = clEnqueueNDRangeKernel(cb->queue, kn, 2, NULL, global, local, 0, NULL, NULL);
-        check(err, "diffattn_prefill");
-        return;
+        check(cc, err, "diffattn_prefill");
+        return op_status(cc);
     }
     int64_t n_vis = n_visible(g, t0);
     int n_tiles = (int)((n_vis + cc->wg_decode - 1) / cc->wg_decode);
@@ -488,7 +509,7 @@ static void cl_attention(dattn_backend *be, dattn_cache *c, const dattn_layer *l
     size_t local[2] = {(size_t)cc->wg_decode, 1};
     if (err == CL_SUCCESS)
         err = clEnqueueNDRangeKernel(cb->queue, ks, 2, NULL, global, local, 0, NULL, NULL);
-    check(err, "diffattn_decode_split");
+    check(cc, err, "diffattn_decode_split");
     cl_kernel kc = cc->k_combine;
     err = CL_SUCCESS;
     err |= SET(kc, 0, cc->partial), err |= SET(kc, 1, n_split), err |= SET(kc, 2, lambda);
@@ -496,18 +517,21 @@ static void cl_attention(dattn_backend *be, dattn_cache *c, const dattn_layer *l
     size_t cglobal = (size_t)H * cc->combine_wg, clocal = (size_t)cc->combine_wg;
     if (err == CL_SUCCESS)
         err = clEnqueueNDRangeKernel(cb->queue, kc, 1, NULL, &cglobal, &clocal, 0, NULL, NULL);
-    check(err, "diffattn_decode_combine");
+    check(cc, err, "diffattn_decode_combine");
+    return op_status(cc);
 }
 
-static void cl_project_out(dattn_backend *be, dattn_cache *c, const dattn_layer *l, float *y,
+static dattn_status cl_project_out(dattn_backend *be, dattn_cache *c, const dattn_layer *l, float *y,
                            int n)
 {
     cl_backend *cb = be->impl;
     cl_cache *cc = c->be_state;
     int E = l->shape.model_dim;
+    op_begin(cc);
     matmul(cb, cc, l->w_out, cc->attn, E, n, cc->y, E);
-    check(clEnqueueReadBuffer(cb->queue, cc->y, CL_TRUE, 0, sizeof(float) * (size_t)n * E, y, 0,
-                              NULL, NULL), "clEnqueueReadBuffer(y)");
+    check(cc, clEnqueueReadBuffer(cb->queue, cc->y, CL_TRUE, 0, sizeof(float) * (size_t)n * E, y,
+                                  0, NULL, NULL), "clEnqueueReadBuffer(y)");
+    return op_status(cc);
 }
 
 static void cl_act_write(dattn_backend *be, dattn_cache *c, act_buf which, const float *src,
@@ -517,14 +541,18 @@ static void cl_act_write(dattn_backend *be, dattn_cache *c, act_buf which, const
     cl_cache *cc = c->be_state;
     /* ACT_QKV's q part is what attention reads: the contiguous q buffer. */
     cl_mem dst = which == ACT_QKV ? cc->q : which == ACT_QSINK ? cc->q_sink : cc->attn;
-    check(clEnqueueWriteBuffer(cb->queue, dst, CL_TRUE, 0, sizeof(float) * n_floats, src, 0, NULL,
-                               NULL), "clEnqueueWriteBuffer");
+    cl_int err = clEnqueueWriteBuffer(cb->queue, dst, CL_TRUE, 0, sizeof(float) * n_floats, src, 0,
+                                      NULL, NULL);
+    if (err != CL_SUCCESS)
+        dattn_log(DATTN_LOG_ERROR, "opencl: clEnqueueWriteBuffer: %s", cl_error_name(err));
 }
 
 static void cl_sync(dattn_backend *be)
 {
     cl_backend *cb = be->impl;
-    check(clFinish(cb->queue), "clFinish");
+    cl_int err = clFinish(cb->queue);
+    if (err != CL_SUCCESS)
+        dattn_log(DATTN_LOG_ERROR, "opencl: clFinish: %s", cl_error_name(err));
 }
 
 static const backend_ops cl_ops = {
