@@ -22,12 +22,18 @@
 #include "status.h"
 #include "tuning.h"
 
+enum { MAX_BUILT = 64 };
+
 typedef struct cl_backend {
     cl_device_entry dev;
     dattn_device_info info;
     const tuning_row *tune;
     cl_context ctx;
     cl_command_queue queue;
+    /* Programs built so far, by source and options: caches of the same shape (the layers of a
+     * model, or a cache made again) reuse them instead of building again. */
+    struct built { char key[256]; cl_program prog; } built[MAX_BUILT];
+    int n_built;
 } cl_backend;
 
 struct backend_weight {
@@ -58,6 +64,8 @@ typedef struct cl_cache {
 static void cl_destroy(dattn_backend *be)
 {
     cl_backend *cb = be->impl;
+    for (int i = 0; i < cb->n_built; i++)
+        clReleaseProgram(cb->built[i].prog);
     if (cb->queue)
         clReleaseCommandQueue(cb->queue);
     if (cb->ctx)
@@ -158,11 +166,27 @@ static dattn_status make_buffer(cl_backend *cb, size_t bytes, const char *what, 
     return DATTN_OK;
 }
 
+/* The program of `source` with `options`: built once per backend (and through the binary cache
+ * on disk); each caller gets its own reference. */
 static dattn_status build(cl_backend *cb, const char *source, const char *options, cl_program *out)
 {
+    char key[256];
+    snprintf(key, sizeof key, "%s|%s", source, options);
+    for (int i = 0; i < cb->n_built; i++)
+        if (!strcmp(cb->built[i].key, key)) {
+            clRetainProgram(cb->built[i].prog);
+            *out = cb->built[i].prog;
+            return DATTN_OK;
+        }
     int cached;
-    return cl_program_build(cb->ctx, cb->dev.device, source, cl_source_text(source), options,
-                            NULL, out, &cached);
+    dattn_status st = cl_program_build(cb->ctx, cb->dev.device, source, cl_source_text(source),
+                                       options, NULL, out, &cached);
+    if (st == DATTN_OK && cb->n_built < MAX_BUILT) {
+        snprintf(cb->built[cb->n_built].key, sizeof cb->built[cb->n_built].key, "%s", key);
+        cb->built[cb->n_built++].prog = *out;
+        clRetainProgram(*out);
+    }
+    return st;
 }
 
 static dattn_status make_kernel(cl_program prog, const char *name, cl_kernel *out)
