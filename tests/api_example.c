@@ -52,6 +52,7 @@ int main(int argc, char **argv)
 
     dattn_backend *be;
     dattn_backend_params bp = dattn_backend_default_params();
+    bp.type = DATTN_BACKEND_CPU;   /* a caller-owned arena is host memory: the CPU backend */
     CHECK(dattn_backend_create(&bp, &be));
     dattn_layer *layer;
     CHECK(dattn_layer_create(be, &shape, &lw, &layer));
