@@ -213,5 +213,63 @@ static cl_mem buffer(size_t bytes, const void *init)
 static void download(cl_mem m, void *dst, size_t bytes)
 {
     CL_OK(clEnqueueReadBuffer(g_queue, m, CL_TRUE, 0, bytes, dst, 0, NULL, NULL));
+}
+
+/* ---- the device ---------------------------------------------------------------------------- */
+
+/* The first device of the first platform that has one, a context and a queue: 0, or the exit
+ * status to return (77: skip, no OpenCL here; 1: failure). */
+static int harness_open(void)
+{
+    const char *dir = getenv("DATTN_CL_DIR");
+    if (dir && *dir)
+        g_cl_dir = dir;
+    cl_uint n_plat = 0;
+    cl_int err = clGetPlatformIDs(0, NULL, &n_plat);
+    if (err != CL_SUCCESS || n_plat == 0) {
+        printf(HARNESS_NAME ": skipped: no OpenCL platform (clGetPlatformIDs: %s)\n",
+               err != CL_SUCCESS ? cl_err_name(err) : "0 platforms");
+        return 77;
+    }
+    cl_platform_id plats[16];
+    if (n_plat > 16)
+        n_plat = 16;
+    err = clGetPlatformIDs(n_plat, plats, NULL);
+    if (err != CL_SUCCESS) {
+        printf(HARNESS_NAME ": clGetPlatformIDs: %s\n", cl_err_name(err));
+        return 1;
+    }
+    for (cl_uint p = 0; p < n_plat && !g_dev; p++) {
+        cl_uint n_dev = 0;
+        if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, 1, &g_dev, &n_dev) != CL_SUCCESS || !n_dev)
+            g_dev = NULL;
+    }
+    if (!g_dev) {
+        printf(HARNESS_NAME ": skipped: %u OpenCL platform(s) but no device\n", n_plat);
+        return 77;
+    }
+    char name[256] = "", version[256] = "";
+    clGetDeviceInfo(g_dev, CL_DEVICE_NAME, sizeof name, name, NULL);
+    clGetDeviceInfo(g_dev, CL_DRIVER_VERSION, sizeof version, version, NULL);
+    printf(HARNESS_NAME ": device '%s', driver %s, kernels from %s/\n", name, version, g_cl_dir);
+    g_ctx = clCreateContext(NULL, 1, &g_dev, NULL, NULL, &err);
+    if (err != CL_SUCCESS) {
+        printf(HARNESS_NAME ": clCreateContext: %s\n", cl_err_name(err));
+        return 1;
+    }
+    g_queue = clCreateCommandQueue(g_ctx, g_dev, 0, &err);
+    if (err != CL_SUCCESS) {
+        printf(HARNESS_NAME ": clCreateCommandQueue: %s\n", cl_err_name(err));
+        clReleaseContext(g_ctx);
+        return 1;
+    }
+    return 0;
+}
+
+static void harness_close(void)
+{
+    clReleaseCommandQueue(g_queue);
+    clReleaseContext(g_ctx);
+}
 
 #endif

@@ -7,7 +7,6 @@
  * exists. Seeds: DATTN_TEST_SEED replays. */
 #define HARNESS_NAME "test_cl_prefill"
 #include "cl_harness.h"
-}
 
 #define ARG(k, i, type, val)                                                                   \
     do {                                                                                       \
@@ -365,48 +364,9 @@ static void test_prefill_sink_window(void **state)
 
 int main(void)
 {
-    const char *dir = getenv("DATTN_CL_DIR");
-    if (dir && *dir)
-        g_cl_dir = dir;
-    cl_uint n_plat = 0;
-    cl_int err = clGetPlatformIDs(0, NULL, &n_plat);
-    if (err != CL_SUCCESS || n_plat == 0) {
-        printf("test_cl_prefill: skipped: no OpenCL platform (clGetPlatformIDs: %s)\n",
-               err != CL_SUCCESS ? cl_err_name(err) : "0 platforms");
-        return 77;
-    }
-    cl_platform_id plats[16];
-    if (n_plat > 16)
-        n_plat = 16;
-    err = clGetPlatformIDs(n_plat, plats, NULL);
-    if (err != CL_SUCCESS) {
-        printf("test_cl_prefill: clGetPlatformIDs: %s\n", cl_err_name(err));
-        return 1;
-    }
-    for (cl_uint p = 0; p < n_plat && !g_dev; p++) {
-        cl_uint n_dev = 0;
-        if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, 1, &g_dev, &n_dev) != CL_SUCCESS || !n_dev)
-            g_dev = NULL;
-    }
-    if (!g_dev) {
-        printf("test_cl_prefill: skipped: %u OpenCL platform(s) but no device\n", n_plat);
-        return 77;
-    }
-    char name[256] = "", version[256] = "";
-    clGetDeviceInfo(g_dev, CL_DEVICE_NAME, sizeof name, name, NULL);
-    clGetDeviceInfo(g_dev, CL_DRIVER_VERSION, sizeof version, version, NULL);
-    printf("test_cl_prefill: device '%s', driver %s, kernels from %s/\n", name, version, g_cl_dir);
-    g_ctx = clCreateContext(NULL, 1, &g_dev, NULL, NULL, &err);
-    if (err != CL_SUCCESS) {
-        printf("test_cl_prefill: clCreateContext: %s\n", cl_err_name(err));
-        return 1;
-    }
-    g_queue = clCreateCommandQueue(g_ctx, g_dev, 0, &err);
-    if (err != CL_SUCCESS) {
-        printf("test_cl_prefill: clCreateCommandQueue: %s\n", cl_err_name(err));
-        clReleaseContext(g_ctx);
-        return 1;
-    }
+    int open_rc = harness_open();
+    if (open_rc != 0)
+        return open_rc;
     init_seed();
 
     const struct CMUnitTest tests[] = {
@@ -415,7 +375,6 @@ int main(void)
         cmocka_unit_test(test_prefill_sink_window),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    clReleaseCommandQueue(g_queue);
-    clReleaseContext(g_ctx);
+    harness_close();
     return rc;
 }
