@@ -83,28 +83,7 @@
 #error "local memory of diffattn_prefill exceeds 32 KiB: lower PREFILL_QT or PREFILL_KT"
 #endif
 
-#define KV_PAGE 32
-#if KV_TYPE == 0
-#define ELEM_BYTES 4
-#define LOAD(p, i) (((__global const float *)(p))[i])
-#elif KV_TYPE == 1
-#define ELEM_BYTES 2
-#define LOAD(p, i) vload_half((i), (__global const half *)(p))
-#elif KV_TYPE == 2
-#define ELEM_BYTES 1
-#define LOAD(p, i) ((float)(((__global const char *)(p))[i]))
-#else
-#error "KV_TYPE must be 0 (f32), 1 (f16) or 2 (q8)"
-#endif
-
-#define ROUND64(n) (((n) + 63) / 64 * 64)
-#define KHALF_BYTES (HEAD_DIM * KV_PAGE * ELEM_BYTES)
-#if KV_TYPE == 2
-#define KPAGE_BYTES ROUND64(2 * KHALF_BYTES + 2 * KV_PAGE * 4)
-#else
-#define KPAGE_BYTES ROUND64(2 * KHALF_BYTES)
-#endif
-#define VROW_BYTES (2 * HEAD_DIM * ELEM_BYTES)
+#include "kv_layout.h"
 
 #define QT PREFILL_QT
 #define KT PREFILL_KT

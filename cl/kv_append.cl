@@ -48,24 +48,7 @@
 #error "WG_SIZE must be a power of two"
 #endif
 
-#define KV_PAGE 32
-#if KV_TYPE == 0
-#define ELEM_BYTES 4
-#elif KV_TYPE == 1
-#define ELEM_BYTES 2
-#elif KV_TYPE == 2
-#define ELEM_BYTES 1
-#else
-#error "KV_TYPE must be 0 (f32), 1 (f16) or 2 (q8)"
-#endif
-#define ROUND64(n) (((n) + 63) / 64 * 64)
-#define KHALF_BYTES (HEAD_DIM * KV_PAGE * ELEM_BYTES)
-#if KV_TYPE == 2
-#define KPAGE_BYTES ROUND64(2 * KHALF_BYTES + 2 * KV_PAGE * 4)
-#else
-#define KPAGE_BYTES ROUND64(2 * KHALF_BYTES)
-#endif
-#define VROW_BYTES (2 * HEAD_DIM * ELEM_BYTES)
+#include "kv_layout.h"
 
 static ulong head_bytes(int n_pages)
 {

@@ -177,8 +177,8 @@ static cl_program build(const char *file, const char *defines)
     cl_program prog = clCreateProgramWithSource(g_ctx, 1, &src, NULL, &err);
     free(text);
     CL_OBJ_OK(err, "clCreateProgramWithSource");
-    char opts[512];
-    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -Werror %s", defines);
+    char opts[1600];   /* -I: the kernels include cl/kv_layout.h */
+    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -Werror -I %s %s", g_cl_dir, defines);
     err = clBuildProgram(prog, 1, &g_dev, opts, NULL, NULL);
     if (err != CL_SUCCESS) {
         size_t n = 0;

@@ -62,7 +62,7 @@ check_one() {
     esac
     mcpu=; [ -n "$cpu" ] && [ "$tgt" != nvptx64 ] && mcpu="-mcpu=$cpu"
     # shellcheck disable=SC2086
-    if ! "$CLANG" $CFLAGS -target $triple $mcpu $defs "$f" -o "$TMP/k.bc" 2> "$TMP/cc.log"; then
+    if ! "$CLANG" $CFLAGS -I "$CL_DIR" -target $triple $mcpu $defs "$f" -o "$TMP/k.bc" 2> "$TMP/cc.log"; then
         sed 's/^/    /' "$TMP/cc.log" >> "$TMP/msg"
         return 1
     fi

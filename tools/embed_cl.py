@@ -2,9 +2,26 @@
 """Embeds the OpenCL C sources in cl/ into the library as C strings (DESIGN §2: no files to find
 at run time). usage: embed_cl.py OUT.c FILE.cl [FILE.cl ...]
 
-Each file becomes one entry of cl_sources[], named by its base name without .cl."""
+Each file becomes one entry of cl_sources[], named by its base name without .cl. A line
+`#include "NAME"` is replaced by the file NAME from the same folder (one level: the shared
+headers of cl/ include nothing), so the driver never has to find a file."""
 import os
+import re
 import sys
+
+INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
+
+
+def inline_includes(path, text):
+    out = []
+    for line in text.splitlines(True):
+        m = INCLUDE.match(line)
+        if m:
+            with open(os.path.join(os.path.dirname(path), m.group(1)), encoding="utf-8") as f:
+                out.append(f.read())
+        else:
+            out.append(line)
+    return "".join(out)
 
 
 def c_string(text):
@@ -26,7 +43,7 @@ def main():
     for i, path in enumerate(files):
         name = os.path.splitext(os.path.basename(path))[0]
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            text = inline_includes(path, f.read())
         if "\0" in text:
             print(f"embed_cl: {path} contains a NUL byte", file=sys.stderr)
             return 1
