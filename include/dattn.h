@@ -206,6 +206,96 @@ DATTN_API dattn_status dattn_layer_prefill(dattn_layer *layer, dattn_cache *cach
 DATTN_API dattn_status dattn_layer_decode(dattn_layer *layer, dattn_cache *cache, int slot, int pos,
                                           const float *x, float *y);
 
+/* ---- a whole model ------------------------------------------------------------------------ */
+
+/* A Differential-Transformer checkpoint (DESIGN §1, §6): token embedding, L layers of RMSNorm ->
+ * differential attention -> residual -> RMSNorm -> SwiGLU -> residual, final RMSNorm, logits.
+ * One loaded model serves any number of sessions (each with its own cache arena). */
+typedef struct dattn_model dattn_model;
+
+typedef struct dattn_model_info {
+    int dim, n_layers, n_heads, n_kv_heads, vocab_size, ffn_dim, max_seq_len;
+    int tie_embeddings;        /* 1: the logits reuse tok_embeddings.weight */
+    float norm_eps, rope_theta;
+    char tokenizer[16];        /* "bytes" */
+    dattn_dtype dtype;         /* of the file's weights */
+    uint64_t n_params;         /* weights in the file */
+    uint64_t weight_bytes;     /* what the backend holds for them */
+    uint64_t fingerprint;      /* identifies the file: saved sessions carry it */
+} dattn_model_info;
+
+/* Loads a safetensors checkpoint (hyper-parameters in __metadata__, tensor names of DESIGN §6).
+ * Every tensor's presence, dtype and shape is checked first; the message names the first one
+ * that is missing or wrong. */
+DATTN_API dattn_status dattn_model_load(dattn_backend *backend, const char *path, dattn_model **out);
+DATTN_API void dattn_model_free(dattn_model *model);
+DATTN_API dattn_status dattn_model_get_info(const dattn_model *model, dattn_model_info *out);
+
+/* Text -> token ids with the model's tokenizer. *n_ids is the count the text needs; when it
+ * exceeds max_ids only max_ids are written and DATTN_E_INVALID_ARG says so. */
+DATTN_API dattn_status dattn_tokenize(const dattn_model *model, const char *text, size_t len,
+                                      int32_t *ids, int max_ids, int *n_ids);
+/* The bytes token `id` stands for (not NUL-terminated; a byte tokenizer gives one byte). */
+DATTN_API dattn_status dattn_token_bytes(const dattn_model *model, int32_t id, char *buf,
+                                         size_t cap, size_t *n);
+
+/* ---- sessions: a model with its own KV cache --------------------------------------------- */
+typedef struct dattn_session dattn_session;
+
+/* The cache params of a session; n_layers is taken from the model. Exact arena bytes (KV cache
+ * and every scratch tensor of the forward pass), the figure dattn_session_create reserves. */
+DATTN_API dattn_status dattn_session_arena_bytes(const dattn_model *model,
+                                                 const dattn_cache_params *params, size_t *bytes);
+/* arena as for dattn_cache_create (NULL: the library reserves it). The session keeps its own
+ * host scratch too: after this call the token path allocates nothing. */
+DATTN_API dattn_status dattn_session_create(dattn_model *model, const dattn_cache_params *params,
+                                            void *arena, size_t arena_bytes, dattn_session **out);
+DATTN_API void dattn_session_free(dattn_session *session);
+/* Runs n_tokens tokens at the session's next position (prefill in chunks of max_batch, or one
+ * decode step). logits: NULL for none, else [vocab] for the last token, or [n_tokens][vocab] when
+ * all_logits is 1. Under the full policy a prompt that does not fit the free context is refused
+ * before anything runs (DATTN_E_CACHE_FULL). */
+DATTN_API dattn_status dattn_session_eval(dattn_session *session, const int32_t *tokens,
+                                          int n_tokens, float *logits, int all_logits);
+/* Tokens the session has seen (the position of the next one). */
+DATTN_API int dattn_session_n_past(const dattn_session *session);
+/* The session's cache (for its params and arena size). */
+DATTN_API const dattn_cache *dattn_session_cache(const dattn_session *session);
+DATTN_API size_t dattn_session_arena_size(const dattn_session *session);
+DATTN_API dattn_status dattn_session_reset(dattn_session *session);
+/* Save the session (cache and position) to a file; load it into a session of the same model and
+ * cache params. A file made for another model, or corrupt, changes nothing. */
+DATTN_API dattn_status dattn_session_save(const dattn_session *session, const char *path);
+DATTN_API dattn_status dattn_session_load(dattn_session *session, const char *path);
+
+/* ---- sampling ----------------------------------------------------------------------------- */
+typedef struct dattn_sampler dattn_sampler;
+
+typedef struct dattn_sampler_params {
+    float temperature;         /* 0: greedy (argmax) */
+    int top_k;                 /* keep the k most likely tokens; 0: all */
+    float top_p;               /* keep the smallest set whose probability reaches p; 1: all */
+    float repeat_penalty;      /* > 1 lowers tokens seen in the last repeat_last_n; 1: off */
+    int repeat_last_n;
+    uint64_t seed;             /* the same seed, params and logits give the same tokens */
+} dattn_sampler_params;
+
+DATTN_API dattn_sampler_params dattn_sampler_default_params(void);
+DATTN_API dattn_status dattn_sampler_create(const dattn_sampler_params *params, int vocab_size,
+                                            dattn_sampler **out);
+DATTN_API void dattn_sampler_free(dattn_sampler *sampler);
+/* New params; the random stream restarts from the new seed. */
+DATTN_API dattn_status dattn_sampler_set_params(dattn_sampler *sampler,
+                                                const dattn_sampler_params *params);
+DATTN_API dattn_status dattn_sampler_get_params(const dattn_sampler *sampler,
+                                                dattn_sampler_params *out);
+/* Forget the recent tokens and restart the random stream. */
+DATTN_API void dattn_sampler_reset(dattn_sampler *sampler);
+/* Record a token the model saw (prompt tokens) for the repetition penalty. */
+DATTN_API void dattn_sampler_accept(dattn_sampler *sampler, int32_t token);
+/* Pick the next token from logits [vocab] (not modified) and record it. */
+DATTN_API dattn_status dattn_sample(dattn_sampler *sampler, const float *logits, int32_t *token);
+
 #ifdef __cplusplus
 }
 #endif

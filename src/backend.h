@@ -60,6 +60,17 @@ typedef struct backend_ops {
                       int64_t t0, int n, int decode);
     /* y [n][E] (host memory) = ACT_ATTN[0..n) W_out^T. */
     dattn_status (*project_out)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, float *y, int n);
+    /* The model's other blocks (src/model.c). Sessions size their scratch through g.ffn_dim and
+     * g.n_vocab; a layer-only cache has both 0 and never calls these. x and y are host memory,
+     * n <= max_batch rows. */
+    /* y [n][m] = x [n][k] W^T for a weight of m rows and k columns, k in {E, ffn_dim},
+     * m in {E, n_vocab}. */
+    dattn_status (*linear)(dattn_backend *be, dattn_cache *c, const backend_weight *w,
+                           const float *x, int n, float *y);
+    /* y [n][E] = (silu(x W1^T) * (x W3^T)) W2^T; w13 holds W1 then W3 stacked ([2F][E]),
+     * w2 is [E][F] (SwiGLU, DESIGN §1). */
+    dattn_status (*ffn)(dattn_backend *be, dattn_cache *c, const backend_weight *w13,
+                        const backend_weight *w2, const float *x, int n, float *y);
     /* Waits until the device has finished every call made so far (benchmarks). NULL for host
      * backends, whose calls return when done. */
     void (*sync)(dattn_backend *be);

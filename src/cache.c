@@ -4,6 +4,7 @@
 
 #include "alloc.h"
 #include "backend.h"
+#include "cache.h"
 #include "kv.h"
 #include "layer.h"
 #include "status.h"
@@ -75,7 +76,8 @@ dattn_cache_params dattn_cache_default_params(void)
 }
 
 static dattn_status measure(const dattn_backend *be, const dattn_layer_shape *s,
-                            const dattn_cache_params *p, kv_geom *g, size_t *bytes)
+                            const dattn_cache_params *p, const cache_extra *extra, kv_geom *g,
+                            size_t *bytes)
 {
     if (!be || !s || !p)
         return dattn_fail(DATTN_E_INVALID_ARG, "cache: NULL backend, shape or params");
@@ -84,6 +86,8 @@ static dattn_status measure(const dattn_backend *be, const dattn_layer_shape *s,
         st = kv_geom_init(g, s, p);
     if (st != DATTN_OK)
         return st;
+    g->ffn_dim = extra->ffn_dim;
+    g->n_vocab = extra->n_vocab;
     size_t n = kv_bytes(g) == SIZE_MAX ? SIZE_MAX : be->ops->cache_bytes(be, s, g);
     if (n == SIZE_MAX)
         return dattn_fail(DATTN_E_ARENA, "cache: n_ctx %d with %d layers does not fit in memory",
@@ -92,25 +96,41 @@ static dattn_status measure(const dattn_backend *be, const dattn_layer_shape *s,
     return DATTN_OK;
 }
 
-dattn_status dattn_cache_arena_bytes(const dattn_backend *be, const dattn_layer_shape *s,
-                                     const dattn_cache_params *p, size_t *bytes)
+dattn_status cache_arena_bytes(const dattn_backend *be, const dattn_layer_shape *s,
+                               const dattn_cache_params *p, const cache_extra *extra,
+                               size_t *bytes)
 {
     if (!bytes)
         return dattn_fail(DATTN_E_INVALID_ARG, "cache: bytes is NULL");
     kv_geom g;
-    return measure(be, s, p, &g, bytes);
+    return measure(be, s, p, extra, &g, bytes);
+}
+
+dattn_status dattn_cache_arena_bytes(const dattn_backend *be, const dattn_layer_shape *s,
+                                     const dattn_cache_params *p, size_t *bytes)
+{
+    const cache_extra none = {0};
+    return cache_arena_bytes(be, s, p, &none, bytes);
 }
 
 dattn_status dattn_cache_create(dattn_backend *be, const dattn_layer_shape *s,
                                 const dattn_cache_params *p, void *buf, size_t buf_bytes,
                                 dattn_cache **out)
 {
+    const cache_extra none = {0};
+    return cache_create(be, s, p, &none, buf, buf_bytes, out);
+}
+
+dattn_status cache_create(dattn_backend *be, const dattn_layer_shape *s,
+                          const dattn_cache_params *p, const cache_extra *extra, void *buf,
+                          size_t buf_bytes, dattn_cache **out)
+{
     if (!out)
         return dattn_fail(DATTN_E_INVALID_ARG, "cache: out is NULL");
     *out = NULL;
     kv_geom g;
     size_t need = 0;
-    dattn_status st = measure(be, s, p, &g, &need);
+    dattn_status st = measure(be, s, p, extra, &g, &need);
     if (st != DATTN_OK)
         return st;
     if (buf && buf_bytes < need)
@@ -130,6 +150,7 @@ dattn_status dattn_cache_create(dattn_backend *be, const dattn_layer_shape *s,
     c->params = *p;
     c->g = g;
     c->arena_bytes = need;
+    c->model_tag = extra->model_tag;
     st = be->ops->cache_init(be, c, buf, buf ? buf_bytes : need);
     if (st != DATTN_OK) {
         dattn_free(c->n_past);

@@ -174,13 +174,14 @@ void kv_store(dattn_cache *c, int slot, int j, int64_t t, const float *k1, const
 }
 
 /* ---- save / restore ------------------------------------------------------------------------
- * File: "DATTNKV\0", then little-endian u32 fields (version, the shape and params below), the
+ * File: "DATTNKV\0", then little-endian u32 fields (version, the shape and params below, the
+ * 64-bit model fingerprint of a session as two halves), the
  * n_past of every slot as i64, the used pages of every slot and head in order, and an FNV-1a
  * 64-bit checksum of everything before it. Restore checks the header against the cache, the file
  * size, and the checksum before it writes a byte into the cache. */
 
 static const char kv_magic[8] = {'D', 'A', 'T', 'T', 'N', 'K', 'V', 0};
-enum { KV_FILE_VERSION = 1, KV_HEADER_FIELDS = 12 };
+enum { KV_FILE_VERSION = 2, KV_HEADER_FIELDS = 14, KV_MODEL_FIELD = 12 };
 
 static int host_is_little_endian(void)
 {
@@ -233,6 +234,7 @@ static void header_fields(const dattn_cache *c, uint32_t f[KV_HEADER_FIELDS])
         (uint32_t)g->n_kv_heads,  (uint32_t)g->head_dim,        (uint32_t)g->n_slots,
         (uint32_t)g->type,        (uint32_t)g->policy,          (uint32_t)g->n_ctx,
         (uint32_t)g->n_sink,      (uint32_t)g->max_batch,       KV_PAGE,
+        (uint32_t)c->model_tag,   (uint32_t)(c->model_tag >> 32),
     };
     memcpy(f, v, sizeof v);
 }
@@ -240,6 +242,7 @@ static void header_fields(const dattn_cache *c, uint32_t f[KV_HEADER_FIELDS])
 static const char *const field_names[KV_HEADER_FIELDS] = {
     "version", "model_dim", "n_heads", "n_kv_heads", "head_dim", "n_layers",
     "kv_type", "policy",    "n_ctx",   "n_sink",     "max_batch", "page_len",
+    "model fingerprint", "model fingerprint",
 };
 
 static int used_pages(const kv_geom *g, int64_t n_past)
@@ -371,6 +374,14 @@ dattn_status kv_restore(dattn_cache *c, const char *path)
     header_fields(c, want);
     for (int i = 0; i < KV_HEADER_FIELDS; i++) {
         uint32_t got = get_u32(head + 8 + 4 * i);
+        if (i >= KV_MODEL_FIELD && got != want[i]) {
+            uint64_t file_tag = get_u32(head + 8 + 4 * KV_MODEL_FIELD) |
+                                (uint64_t)get_u32(head + 8 + 4 * (KV_MODEL_FIELD + 1)) << 32;
+            st = dattn_fail(DATTN_E_FORMAT, "kv: '%s' was saved for another model (fingerprint "
+                            "%016llx; this one is %016llx)", path, (unsigned long long)file_tag,
+                            (unsigned long long)c->model_tag);
+            goto fail;
+        }
         if (got != want[i]) {
             st = dattn_fail(DATTN_E_FORMAT, "kv: '%s' has %s %u, this cache has %u", path,
                             field_names[i], got, want[i]);

@@ -46,6 +46,8 @@ typedef struct kv_geom {
     size_t v_row_bytes;        /* 2 * head_dim * elem_bytes */
     size_t v_off, vscale_off;  /* where V rows and V scales start in a head block */
     size_t head_bytes;         /* one head block, 64-byte multiple */
+    /* Scratch of the model's other blocks (sessions, src/model.c); 0 for a layer-only cache. */
+    int ffn_dim, n_vocab;
 } kv_geom;
 
 /* A run of cached keys that lies in one page: what attention streams. */
@@ -67,6 +69,8 @@ struct dattn_cache {
                                   in host memory (the CPU backend); NULL otherwise */
     void *be_state;            /* the backend's per-cache state (its scratch and buffers) */
     size_t arena_bytes;
+    uint64_t model_tag;        /* the model fingerprint of a session's cache (0: a bare cache);
+                                  saved files carry it and restore insists on it */
 };
 
 /* Byte offset of a head block from the start of the KV region. */

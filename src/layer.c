@@ -260,8 +260,8 @@ fail:
 /* ---- the forward pass -------------------------------------------------------------------- */
 
 /* One chunk of at most max_batch tokens at stream positions t0 .. t0+n-1, DESIGN §1 in order. */
-static dattn_status run_chunk(dattn_layer *l, dattn_cache *c, int slot, int64_t t0,
-                              const float *x, int n, float *y, int decode)
+dattn_status layer_run_chunk(dattn_layer *l, dattn_cache *c, int slot, int64_t t0,
+                             const float *x, int n, float *y, int decode)
 {
     const backend_ops *ops = l->be->ops;
     dattn_status st;
@@ -311,7 +311,7 @@ static dattn_status forward(dattn_layer *l, dattn_cache *c, int slot, int pos, c
     int step = decode ? 1 : c->g.max_batch;
     for (int i = 0; i < n; i += step) {
         int len = n - i < step ? n - i : step;
-        dattn_status st = run_chunk(l, c, slot, (int64_t)pos + i,
+        dattn_status st = layer_run_chunk(l, c, slot, (int64_t)pos + i,
                                     x + (size_t)i * l->shape.model_dim, len,
                                     y + (size_t)i * l->shape.model_dim, decode);
         if (st != DATTN_OK)

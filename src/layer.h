@@ -16,5 +16,10 @@ struct dattn_layer {
 };
 
 dattn_status layer_check_shape(const dattn_layer_shape *s);
+/* One chunk of n <= max_batch tokens at stream positions t0 .. t0+n-1 through the layer (arguments
+ * already checked), x and y in host memory; sets the slot's n_past to t0 + n. The model's forward
+ * pass calls this per layer. */
+dattn_status layer_run_chunk(dattn_layer *l, dattn_cache *c, int slot, int64_t t0, const float *x,
+                             int n, float *y, int decode);
 
 #endif

@@ -16,10 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "dattn.h"
+#include "model_util.h"
 #include "ref_f64.h"
 #include "test_util.h"
 
@@ -296,6 +298,58 @@ static void test_no_alloc_sink_window(void **state)
     token_path(&k8);
 }
 
+/* A whole model generating with sampling under sink+window for 10x its context: the session,
+ * sampler and backend were made first; the token loop allocates nothing, and n_past keeps going
+ * while the arena stays the size it was made with. */
+static void test_no_alloc_model_stream(void **state)
+{
+    (void)state;
+    tu_seed_case(__func__);
+    const tm_config c = {32, 2, 2, 1, 256, 48, 1, ST_F16};
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/dattn_alloc_model_%ld", (long)getpid());
+    assert_int_equal(tm_make(&c, path), 0);
+    dattn_backend *be = NULL;
+    dattn_model *m = NULL;
+    dattn_session *s = NULL;
+    dattn_sampler *smp = NULL;
+    TU_OK(tu_backend(2, NULL, &be), "backend");
+    TU_OK(dattn_model_load(be, path, &m), "model");
+    remove(path);
+    enum { CTX = 48, STEPS = 10 * CTX };
+    dattn_cache_params p = tu_cache_params(CTX, 16, DATTN_KV_F16, DATTN_POLICY_SINK_WINDOW, 4);
+    TU_OK(dattn_session_create(m, &p, NULL, 0, &s), "session");
+    dattn_sampler_params sp = dattn_sampler_default_params();
+    sp.seed = tu_case_seed;
+    TU_OK(dattn_sampler_create(&sp, c.vocab, &smp), "sampler");
+    float *logits = malloc(sizeof(float) * (size_t)c.vocab);
+    int32_t prompt[20];
+    for (int i = 0; i < 20; i++)
+        prompt[i] = tu_int(0, c.vocab - 1);
+    size_t arena = dattn_session_arena_size(s);
+
+    count_start();
+    dattn_status st = dattn_session_eval(s, prompt, 20, logits, 0);
+    int32_t tok = 0;
+    for (int i = 0; i < STEPS && st == DATTN_OK; i++) {
+        st = dattn_sample(smp, logits, &tok);
+        if (st == DATTN_OK)
+            st = dattn_session_eval(s, &tok, 1, logits, 0);
+    }
+    count_stop();
+    TU_OK(st, "stream");
+    assert_int_equal(dattn_session_n_past(s), 20 + STEPS);
+    assert_int_equal(dattn_session_arena_size(s), arena);
+    if (atomic_load(&n_allocs) != 0 || atomic_load(&n_frees) != 0)
+        fail_msg("%ld allocations and %ld frees over %d tokens", atomic_load(&n_allocs),
+                 atomic_load(&n_frees), STEPS);
+    free(logits);
+    dattn_sampler_free(smp);
+    dattn_session_free(s);
+    dattn_model_free(m);
+    dattn_backend_free(be);
+}
+
 int main(void)
 {
     tu_init_seed("test_alloc");
@@ -306,6 +360,7 @@ int main(void)
         cmocka_unit_test(test_no_alloc_f16),
         cmocka_unit_test(test_no_alloc_q8),
         cmocka_unit_test(test_no_alloc_sink_window),
+        cmocka_unit_test(test_no_alloc_model_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,6 +31,7 @@ typedef struct cpu_cache {
     float *qkv;                /* ACT_QKV   [max_batch][E + 2E/r] */
     float *q_sink;             /* ACT_QSINK [max_batch][E + 2E/r], sink+window only */
     float *attn;               /* ACT_ATTN  [max_batch][E] */
+    float *ffn_hidden;         /* [max_batch][2F]: W1 x then W3 x (model sessions only) */
     decode_scratch dec;
     float *thread_tmp;         /* [n_threads][thread_floats] */
     size_t thread_floats;
@@ -144,6 +145,7 @@ static void carve(const dattn_backend *be, const dattn_layer_shape *shape, const
     cc->q_sink = g->policy == DATTN_POLICY_SINK_WINDOW ? arena_carve(a, sizeof(float) * B * qkv)
                                                        : NULL;
     cc->attn = arena_carve(a, sizeof(float) * B * E);
+    cc->ffn_hidden = g->ffn_dim ? arena_carve(a, sizeof(float) * B * 2 * (size_t)g->ffn_dim) : NULL;
     decode_scratch *d = &cc->dec;
     d->max_vis = g->n_sink + g->n_window;   /* a decode query sees at most this many keys */
     d->max_pieces = kv_max_pieces(g, 1);
@@ -266,6 +268,31 @@ static dattn_status cpu_project_out(dattn_backend *be, dattn_cache *c, const dat
     return DATTN_OK;
 }
 
+static dattn_status cpu_linear(dattn_backend *be, dattn_cache *c, const backend_weight *w,
+                               const float *x, int n, float *y)
+{
+    (void)c;
+    cpu_matmul(be, w, x, w->k, n, y, w->m);
+    return DATTN_OK;
+}
+
+static dattn_status cpu_ffn(dattn_backend *be, dattn_cache *c, const backend_weight *w13,
+                            const backend_weight *w2, const float *x, int n, float *y)
+{
+    cpu_cache *cc = c->be_state;
+    int F = w13->m / 2;
+    float *h = cc->ffn_hidden;
+    cpu_matmul(be, w13, x, w13->k, n, h, w13->m);
+    /* silu(W1 x) * (W3 x) in place over the W1 half of each row; W2 reads it with stride 2F. */
+    for (int i = 0; i < n; i++) {
+        float *h1 = h + (size_t)i * 2 * F, *h3 = h1 + F;
+        for (int j = 0; j < F; j++)
+            h1[j] = h1[j] / (1.0f + expf(-h1[j])) * h3[j];
+    }
+    cpu_matmul(be, w2, h, 2 * F, n, y, w2->m);
+    return DATTN_OK;
+}
+
 /* Interleaved (GPT-J) RoPE of n_vec vectors of d values at stream position pos, then * scale.
  * Angles in double: positions of a long sink+window stream reach 2^31. */
 static void rope(const dattn_layer *l, float *v, int n_vec, int64_t pos, float scale)
@@ -350,6 +377,8 @@ static const backend_ops cpu_ops = {
     .rope_append = cpu_rope_append,
     .attention = cpu_attention,
     .project_out = cpu_project_out,
+    .linear = cpu_linear,
+    .ffn = cpu_ffn,
     .act_write = cpu_act_write,
 };
 
