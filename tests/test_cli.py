@@ -5,18 +5,30 @@
 #
 # usage: test_cli.py DATTN_EXE CASES_DIR
 import json
+import math
 import os
+import re
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tiny_model  # noqa: E402
+
 
 def run(exe, *args, env=None):
     full_env = dict(os.environ, **(env or {}))
-    p = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, env=full_env)
-    return p.returncode, p.stdout, p.stderr
+    p = subprocess.run([exe, *args], capture_output=True, timeout=120, env=full_env)
+    # `dattn run` writes raw token bytes: decode without failing on them.
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+def field(text, key):
+    """The integer after 'key=' in text (None when absent)."""
+    m = re.search(rf"\b{key}=(\d+)", text)
+    return int(m.group(1)) if m else None
 
 
 def rewrite_header(src, dst, edit):
@@ -112,9 +124,156 @@ def main():
 
     expect(2, ["decode"], "bench", "sideways")
     expect(2, ["--ctx"], "bench", "decode", "--ctx", "0")
+    failures += model_cases(exe, tmp, expect)
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"test_cli: {failures} failed")
     return 1 if failures else 0
+
+
+def model_cases(exe, tmp, expect):
+    """run, logits, plan and bench model on a tiny random model and malformed copies of it.
+    Returns the failures of the checks made here (expect() counts its own)."""
+    failures = 0
+
+    def check(ok, what, detail=""):
+        nonlocal failures
+        print(f"{'ok  ' if ok else 'FAIL'} {what}")
+        if not ok:
+            print(f"     {detail.strip()}")
+            failures += 1
+
+    model = tiny_model.write(os.path.join(tmp, "tiny.safetensors"))
+    missing = os.path.join(tmp, "missing.safetensors")
+    expect(2, ["no model"], "run")
+    expect(2, ["cannot open", "missing.safetensors"], "run", "-m", missing, "-p", "x")
+    expect(2, ["unknown option"], "run", "-m", model, "--frob", "1")
+    expect(2, ["missing value", "-p"], "run", "-m", model, "-p")
+    expect(2, ["--kv"], "run", "-m", model, "--kv", "f8", "-p", "x")
+    expect(2, ["--backend"], "run", "-m", model, "--backend", "tpu", "-p", "x")
+    expect(2, ["--policy"], "run", "-m", model, "--policy", "sink:x", "-p", "x")
+    expect(2, ["--policy"], "run", "-m", model, "--policy", "sink:4,window:0", "-p", "x")
+    expect(2, ["disagrees"], "run", "-m", model, "--policy", "sink:4,window:8", "--ctx", "100",
+           "-p", "x")
+    expect(2, ["no window"], "run", "-m", model, "--policy", "sink:40", "--ctx", "16", "-p", "x")
+    expect(2, ["--ctx"], "run", "-m", model, "--ctx", "0", "-p", "x")
+    expect(2, ["temp"], "run", "-m", model, "--temp", "-1", "-p", "x")
+    expect(2, ["top_p"], "run", "-m", model, "--top-p", "0", "-p", "x")
+    expect(2, ["seed"], "run", "-m", model, "--seed", "-5", "-p", "x")
+    expect(2, ["n takes"], "run", "-m", model, "-n", "-3", "-p", "x")
+    # A prompt longer than the context under the full policy: refused, said why, nothing runs.
+    expect(2, ["cache_full", "n_ctx = 8"], "run", "-m", model, "--ctx", "8", "-p",
+           "a prompt longer than eight bytes")
+    expect(2, ["no tokens"], "run", "-m", model, "-p", "")
+    rc, out, err = run(exe, "run", "-m", model, "-p", "Hi", "-n", "5", "--seed", "7")
+    check(rc == 0 and "arena_bytes=" in err and "n_past=6" in err,
+          f"run -p: exit {rc}, a stats line with n_past and arena_bytes", err)
+
+    # Malformed models: each error names what is wrong and where.
+    def bad_model(name, **kw):
+        return tiny_model.write(os.path.join(tmp, name), **kw)
+
+    def drop(key):
+        return lambda h: h.pop(key)
+
+    def reshape(key, shape):
+        return lambda h: h[key].update(shape=shape)
+
+    def meta(key, value):
+        return lambda h: h["__metadata__"].update({key: value})
+
+    expect(2, ["tokenizer", "bpe"], "run", "-p", "x", "-m", bad_model("bpe.safetensors", tokenizer="bpe"))
+    expect(2, ["layers.1.ffn_norm.weight", "missing"], "run", "-p", "x", "-m",
+           bad_model("nonorm.safetensors", edit=drop("layers.1.ffn_norm.weight")))
+    expect(2, ["output.weight"], "run", "-p", "x", "-m",
+           bad_model("noout.safetensors", edit=drop("output.weight")))
+    expect(2, ["layers.0.attn.k_proj.weight"], "run", "-p", "x", "-m",
+           bad_model("kshape.safetensors", edit=reshape("layers.0.attn.k_proj.weight", [32, 128])))
+    expect(2, ["tok_embeddings.weight"], "run", "-p", "x", "-m",
+           bad_model("dim.safetensors", edit=meta("dim", "96")))
+    expect(2, ["layers.2."], "run", "-p", "x", "-m",
+           bad_model("layers.safetensors", edit=meta("n_layers", "3")))
+    expect(2, ["n_heads"], "run", "-p", "x", "-m",
+           bad_model("nometa.safetensors", edit=lambda h: h["__metadata__"].pop("n_heads")))
+
+    # logits: the token list is checked before anything runs.
+    out_path = os.path.join(tmp, "logits.safetensors")
+    expect(2, ["no model"], "logits", "--tokens", "1,2", "-o", out_path)
+    expect(2, ["no tokens"], "logits", "-m", model, "--tokens", "", "-o", out_path)
+    expect(2, ["256", "vocabulary"], "logits", "-m", model, "--tokens", "1,256", "-o", out_path)
+    expect(2, ["-1", "vocabulary"], "logits", "-m", model, "--tokens", "-1", "-o", out_path)
+    expect(2, ["--tokens"], "logits", "-m", model, "--tokens", "1,,2", "-o", out_path)
+    expect(2, ["--tokens"], "logits", "-m", model, "--tokens", "1,x", "-o", out_path)
+    expect(2, ["no output"], "logits", "-m", model, "--tokens", "1,2")
+    expect(2, ["shorter"], "logits", "-m", model, "--tokens", "1,2,3", "--ctx", "2", "-o", out_path)
+    expect(2, ["cannot"], "logits", "-m", model, "--tokens", "1,2", "-o",
+           os.path.join(tmp, "no-such-dir", "x.safetensors"))
+    tokens = [72, 105, 32, 116, 104, 101, 114, 101]
+    expect(0, ["wrote"], "logits", "-m", model, "--tokens", ",".join(map(str, tokens)), "-o", out_path)
+    rows = read_logits(out_path)
+    check(rows is not None and len(rows) == len(tokens) and all(len(r) == 256 for r in rows)
+          and all(math.isfinite(v) for r in rows for v in r),
+          f"logits file holds [{len(tokens)}, 256] finite F32", str(rows)[:200])
+    # Causality: a prefix of the sequence gives the same logits at its positions.
+    expect(0, ["wrote"], "logits", "-m", model, "--tokens", ",".join(map(str, tokens[:3])), "-o",
+           out_path + ".3")
+    pre = read_logits(out_path + ".3")
+    if rows and pre:
+        num = sum((a - b) ** 2 for ra, rb in zip(rows[:3], pre) for a, b in zip(ra, rb))
+        den = sum(b * b for rb in pre for b in rb)
+        check(math.sqrt(num / den) < 1e-5, "logits of a prefix equal the first rows (causal)",
+              f"rel {math.sqrt(num / den):.3e}")
+
+    # plan: its arena bytes are the ones `run` really reserves.
+    expect(2, ["--mem", "--ctx"], "plan", "-m", model)
+    expect(2, ["--mem"], "plan", "-m", model, "--mem", "12X")
+    expect(2, ["--mem"], "plan", "-m", model, "--mem", "-1G")
+    expect(2, ["not both"], "plan", "-m", model, "--mem", "1G", "--ctx", "5")
+    expect(0, ["none fits"], "plan", "-m", model, "--mem", "1000")
+    for policy, ctx in (("full", "100"), ("sink:4,window:60", None), ("sink:4", "48")):
+        extra = ["--policy", policy] + (["--ctx", ctx] if ctx else [])
+        rc, out, err = run(exe, "plan", "-m", model, *extra)
+        for kv in ("f32", "f16", "q8"):
+            line = next((l for l in out.splitlines() if l.startswith(f"plan kv={kv} ")), "")
+            rc2, out2, err2 = run(exe, "run", "-m", model, "-p", "x", "-n", "2", "--kv", kv, *extra)
+            want, got = field(line, "arena_bytes"), field(err2, "arena_bytes")
+            check(rc == 0 and rc2 == 0 and want is not None and want == got,
+                  f"plan {policy} ctx={ctx} kv={kv}: arena_bytes {want} == run's {got}",
+                  err + err2)
+    budget = 2 * 1024 * 1024
+    rc, out, err = run(exe, "plan", "-m", model, "--mem", "2M")
+    for kv in ("f32", "f16", "q8"):
+        line = next((l for l in out.splitlines() if l.startswith(f"plan kv={kv} ")), "")
+        n_ctx, total = field(line, "n_ctx"), field(line, "total_bytes")
+        ok = rc == 0 and n_ctx and total is not None and total <= budget
+        if ok:
+            _, out2, _ = run(exe, "plan", "-m", model, "--kv", kv, "--ctx", str(n_ctx + 1))
+            over = field(next((l for l in out2.splitlines() if l.startswith("plan ")), ""),
+                         "total_bytes")
+            ok = over is not None and over > budget
+        check(ok, f"plan --mem 2M kv={kv}: n_ctx={n_ctx} fits and n_ctx+1 does not", out + err)
+
+    expect(2, ["--fills"], "bench", "model", "-m", model, "--fills", "5,3")
+    expect(2, ["no model"], "bench", "model")
+    expect(2, ["--policy"], "bench", "model", "-m", model, "--policy", "sink:4,window:8")
+    return failures
+
+
+def read_logits(path):
+    """Rows of the 'logits' F32 [n, vocab] tensor of a safetensors file; None if not that."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+            data = f.read()
+        t = header["logits"]
+        rows, cols = t["shape"]
+        lo, hi = t["data_offsets"]
+        if t["dtype"] != "F32" or hi - lo != rows * cols * 4:
+            return None
+        flat = struct.unpack(f"<{rows * cols}f", data[lo:hi])
+        return [list(flat[r * cols:(r + 1) * cols]) for r in range(rows)]
+    except (OSError, KeyError, ValueError, struct.error):
+        return None
 
 
 if __name__ == "__main__":

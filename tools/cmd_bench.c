@@ -279,8 +279,11 @@ static int bench_prefill(const bench_opts *o, dattn_backend *be, dattn_layer *la
 int cmd_bench(int argc, char **argv)
 {
     bench_opts o = {0, 0, DATTN_BACKEND_CPU, 12, 4, 128, 4096, 0, 0, DATTN_KV_F16, NULL};
+    if (argc >= 1 && !strcmp(argv[0], "model"))   /* a whole model: cmd_bench_model.c */
+        return cmd_bench_model(argc - 1, argv + 1);
     if (argc < 1 || (strcmp(argv[0], "decode") && strcmp(argv[0], "prefill")))
-        return bad("the first argument is 'decode' or 'prefill', not", argc ? argv[0] : "nothing");
+        return bad("the first argument is 'decode', 'prefill' or 'model', not",
+                   argc ? argv[0] : "nothing");
     o.decode = !strcmp(argv[0], "decode");
     struct { const char *name; long *v; long lo, hi; } ints[] = {
         {"--heads", &o.heads, 1, 4096},      {"--kv-heads", &o.kv_heads, 1, 4096},

@@ -18,6 +18,18 @@ static void usage(FILE *f)
             "  bench decode|prefill [--heads H] [--kv-heads K] [--head-dim D] [--ctx N]\n"
             "              [--kv f32|f16|q8] [--threads T] [--isa NAME] [--reps N] [--warm]\n"
             "      time flash decoding or prefill against the machine's measured ceiling\n"
+            "  bench model -m MODEL [--backend B] [--kv K] [--fills 0,512,2048] [--reps N]\n"
+            "              [--prompt N] [--warm]\n"
+            "      a whole model's prefill and decode tokens/s next to the bandwidth floor\n"
+            "  run -m MODEL [-p PROMPT] [-n N] [--backend cpu|opencl|auto] [--device SEL]\n"
+            "              [--threads N] [--ctx N] [--kv f32|f16|q8] [--policy full|sink:S,window:W]\n"
+            "              [--batch N] [--seed N] [--temp X] [--top-k K] [--top-p P]\n"
+            "              [--repeat-penalty X] [--repeat-last-n N]\n"
+            "      generate text: with -p, continue PROMPT and exit; without, a REPL (:help)\n"
+            "  logits -m MODEL --tokens 1,2,3 -o OUT.safetensors [--backend B] [--kv K]\n"
+            "      write logits [n, vocab] f32 for every position (parity with PyTorch)\n"
+            "  plan -m MODEL (--mem SIZE | --ctx N) [--kv K] [--policy P] [--backend B]\n"
+            "      exact arena bytes for a context, or the longest context that fits in SIZE\n"
             "  devices\n"
             "      list every OpenCL platform and device with its memory, limits and tuning row\n"
             "  help\n"
@@ -45,6 +57,12 @@ int main(int argc, char **argv)
         return cmd_check_layer(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "run"))
+        return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(cmd, "logits"))
+        return cmd_logits(argc - 2, argv + 2);
+    if (!strcmp(cmd, "plan"))
+        return cmd_plan(argc - 2, argv + 2);
     if (!strcmp(cmd, "devices"))
         return cmd_devices(argc - 2, argv + 2);
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {

@@ -2,20 +2,71 @@
 #ifndef DATTN_TOOL_H
 #define DATTN_TOOL_H
 
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+
 #include "dattn.h"
 
 int cmd_check_layer(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_bench_model(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 
 /* Parses "f32" / "f16" / "q8"; returns 0 on success. */
 int tool_parse_kv(const char *s, dattn_kv_type *out);
 const char *tool_kv_name(dattn_kv_type t);
 /* Parses a non-negative integer in [lo, hi]; returns 0 on success. */
 int tool_parse_int(const char *s, long lo, long hi, long *out);
+/* Parses a finite number in [lo, hi]; returns 0 on success. */
+int tool_parse_double(const char *s, double lo, double hi, double *out);
+/* "80G", "512M", "1.5GiB", "4096" (K, M, G, T: powers of 1024, with or without "iB"/"B");
+ * returns 0 on success. */
+int tool_parse_size(const char *s, uint64_t *bytes);
+/* "full", "sink:S,window:W" or "sink:S" (the window is then the context less the sinks);
+ * *window = 0 when not given. Returns 0 on success. */
+int tool_parse_policy(const char *s, dattn_kv_policy *policy, long *n_sink, long *window);
 /* Prints "dattn: CMD: STATUS_NAME: message" for a failed library call. */
 void tool_report(const char *cmd, dattn_status st);
 /* "cpu" / "auto" / "opencl" into params; returns 0 on success. */
 int tool_parse_backend(const char *s, dattn_backend_type *out);
+/* "1.50 GiB", "12.0 MiB", "512 B". */
+void tool_format_bytes(uint64_t bytes, char *buf, size_t n);
+
+/* ---- the options every whole-model command shares ---------------------------------------- */
+
+typedef struct tool_model_opts {
+    const char *model_path;    /* -m */
+    dattn_backend_type backend;
+    const char *device;        /* --device, else $DATTN_DEVICE */
+    long threads;              /* 0: every online core */
+    long ctx;                  /* 0: from the policy's window, else the model's max_seq_len */
+    long batch;                /* most tokens per prefill chunk; 0: min(n_ctx, 512) */
+    dattn_kv_type kv;
+    dattn_kv_policy policy;
+    long n_sink, window;       /* sink+window; window 0: n_ctx - n_sink */
+} tool_model_opts;
+
+void tool_model_opts_init(tool_model_opts *o, dattn_kv_type kv);
+/* Takes argv[*i] (and its value, advancing *i) when it is a shared option: 1 taken, 0 not one of
+ * them, -1 a bad or missing value (said on stderr as "dattn: CMD: ..."). */
+int tool_model_opt(const char *cmd, tool_model_opts *o, int argc, char **argv, int *i);
+/* Backend, then model. 0 ok; otherwise the failure is said and nothing is left allocated. */
+int tool_open_model(const char *cmd, const tool_model_opts *o, dattn_backend **be,
+                    dattn_model **model);
+/* Cache params for a session of `info` under the options, with n_ctx resolved (see ctx above).
+ * 0 ok; -1 with the conflict said. Every command sizes sessions through this, so `plan` and
+ * `run` agree on the arena. */
+int tool_cache_params(const char *cmd, const tool_model_opts *o, const dattn_model_info *info,
+                      dattn_cache_params *out);
+/* The same params for another n_ctx (max_batch follows it). */
+void tool_cache_params_at(const tool_model_opts *o, int n_ctx, dattn_cache_params *p);
+/* "full" or "sink:4,window:508". */
+void tool_policy_name(const dattn_cache_params *p, char *buf, size_t n);
+/* One line about the model: dims, heads, vocab, params, weights. */
+void tool_print_model(FILE *f, const dattn_model_info *info);
 
 #endif

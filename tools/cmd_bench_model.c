@@ -1,0 +1,253 @@
+/* dattn bench model: a whole model's prefill tokens/s, and its decode tokens/s at several cache
+ * fills next to the floor a decode step cannot beat: the bytes it must read (the weights, and the
+ * KV cache up to that fill) over the read bandwidth measured in the same run (DESIGN §5, §8).
+ * Tokens are random ids; the CPU caches are flushed between timed decode steps unless --warm.
+ * One machine-readable line per result. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ceiling.h"
+#if DATTN_HAS_OPENCL
+#include "ceiling_cl.h"
+#endif
+#include "tool.h"
+#include "version.h"
+
+enum { MAX_FILLS = 32 };
+
+static int bad(const char *msg, const char *arg)
+{
+    fprintf(stderr, "dattn: bench model: %s%s%s\n", msg, arg ? " " : "", arg ? arg : "");
+    return 2;
+}
+
+/* "0,512,2048" into fills (ascending as given); returns the count, -1 when malformed. */
+static int parse_fills(const char *s, long *fills)
+{
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > (1L << 28) || n == MAX_FILLS || (n && v <= fills[n - 1]))
+            return -1;
+        fills[n++] = v;
+        if (!*end)
+            return n;
+        if (*end != ',')
+            return -1;
+        p = end + 1;
+    }
+}
+
+/* Read bandwidth of what runs the model, GB/s (0 when it could not be measured). */
+static double read_ceiling(int opencl, const char *device, int threads)
+{
+#if DATTN_HAS_OPENCL
+    if (opencl) {
+        char why[256];
+        double g = ceiling_cl_read_gbps(device, why, sizeof why);
+        if (g <= 0)
+            fprintf(stderr, "dattn: bench model: no device read ceiling: %s\n", why);
+        return g;
+    }
+#else
+    (void)opencl;
+    (void)device;
+#endif
+    return ceiling_read_gbps(threads);
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static int32_t random_token(int vocab)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (int32_t)((rng_state >> 33) % (uint64_t)vocab);
+}
+
+int cmd_bench_model(int argc, char **argv)
+{
+    tool_model_opts o;
+    tool_model_opts_init(&o, DATTN_KV_F16);
+    long fills[MAX_FILLS], reps = 0, prompt = 512;
+    int n_fills = 0, warm = 0;
+    for (int i = 0; i < argc; i++) {
+        int taken = tool_model_opt("bench model", &o, argc, argv, &i);
+        if (taken < 0)
+            return 2;
+        if (taken)
+            continue;
+        const char *a = argv[i];
+        if (!strcmp(a, "--warm")) {
+            warm = 1;
+            continue;
+        }
+        if (strcmp(a, "--fills") && strcmp(a, "--reps") && strcmp(a, "--prompt"))
+            return bad("unknown option", a);
+        if (i + 1 >= argc)
+            return bad("missing value after", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--fills")) {
+            if ((n_fills = parse_fills(v, fills)) < 0)
+                return bad("--fills takes ascending token counts like 0,512,2048, not", v);
+        } else if (!strcmp(a, "--reps")) {
+            if (tool_parse_int(v, 1, 100000, &reps))
+                return bad("--reps takes a count >= 1, not", v);
+        } else if (tool_parse_int(v, 1, 1L << 24, &prompt)) {
+            return bad("--prompt takes a count of tokens >= 1, not", v);
+        }
+    }
+    if (!o.model_path)
+        return bad("no model (usage: dattn bench model -m MODEL [--fills 0,512,2048])", NULL);
+    if (o.policy != DATTN_POLICY_FULL || o.ctx)
+        return bad("the cache is sized from --fills and --prompt under the full policy; leave "
+                   "out --policy and --ctx", NULL);
+    if (!reps)
+        reps = 20;
+
+    dattn_backend *be = NULL;
+    dattn_model *model = NULL;
+    dattn_session *session = NULL;
+    int32_t *tokens = NULL;
+    float *logits = NULL;
+    double *ms = NULL;
+    int rc = 2;
+    dattn_status st;
+    if (tool_open_model("bench model", &o, &be, &model))
+        return 2;
+    dattn_model_info info;
+    dattn_model_get_info(model, &info);
+    if (!n_fills) {   /* 0 and every 4x from 128 up to the model's trained length */
+        fills[n_fills++] = 0;
+        for (long f = 128; f + reps < info.max_seq_len && n_fills < MAX_FILLS; f *= 4)
+            fills[n_fills++] = f;
+    }
+    /* Each fill's steps add reps tokens, so a fill closer than reps to the one before starts
+     * where those steps left the cache. */
+    long end = 0;
+    for (int f = 0; f < n_fills; f++)
+        end = (fills[f] > end ? fills[f] : end) + reps;
+    long n_ctx = end > prompt ? end : prompt, n_tokens = n_ctx;
+    if (n_ctx > (1L << 30)) {
+        bad("the fills and steps need too long a context", NULL);
+        goto done;
+    }
+    dattn_cache_params cp;
+    tool_cache_params_at(&o, (int)n_ctx, &cp);
+    tokens = malloc(sizeof(int32_t) * (size_t)n_tokens);
+    logits = malloc(sizeof(float) * (size_t)info.vocab_size);
+    ms = malloc(sizeof(double) * (size_t)reps);
+    if (!tokens || !logits || !ms) {
+        fprintf(stderr, "dattn: bench model: out of memory\n");
+        goto done;
+    }
+    for (long i = 0; i < n_tokens; i++)
+        tokens[i] = random_token(info.vocab_size);
+    if ((st = dattn_session_create(model, &cp, NULL, 0, &session)) != DATTN_OK) {
+        tool_report("bench model", st);
+        goto done;
+    }
+
+    const char *desc = dattn_backend_describe(be);
+    int opencl = !strncmp(desc, "opencl", 6);
+    const char *comma = strchr(desc, ',');
+    int threads = comma ? atoi(comma + 1) : 1;
+    printf("dattn %s  cpu: %s  backend: %s\n", DATTN_GIT_REV, ceiling_cpu_name(), desc);
+    printf("model: %s: ", o.model_path);
+    fflush(stdout);
+    tool_print_model(stdout, &info);
+    double ceil_runs[3];
+    ceil_runs[0] = read_ceiling(opencl, o.device, threads);
+
+    /* Prefill: one prompt of random tokens into an empty cache, median of a few. */
+    int prefill_reps = reps < 5 ? (int)reps : 5;
+    if ((st = dattn_session_eval(session, tokens, (int)prompt, logits, 0)) != DATTN_OK) {
+        tool_report("bench model", st);   /* the warm-up */
+        goto done;
+    }
+    for (int r = 0; r < prefill_reps; r++) {
+        dattn_session_reset(session);
+        double t0 = ceiling_now_seconds();
+        st = dattn_session_eval(session, tokens, (int)prompt, logits, 0);
+        ms[r] = (ceiling_now_seconds() - t0) * 1e3;
+        if (st != DATTN_OK) {
+            tool_report("bench model", st);
+            goto done;
+        }
+    }
+    double prefill_ms = ceiling_median(ms, prefill_reps);
+    ceil_runs[1] = read_ceiling(opencl, o.device, threads);
+
+    /* Decode: fill the cache to each fill in turn, then time reps single-token steps. */
+    double bytes_per_param = info.n_params ? (double)info.weight_bytes / info.n_params : 4.0;
+    /* A step reads every weight except the embedding rows of other tokens (when not tied: the
+     * logits read the whole table otherwise). */
+    double weights_read = (double)info.weight_bytes;
+    if (!info.tie_embeddings)
+        weights_read -= (double)(info.vocab_size - 1) * info.dim * bytes_per_param;
+    int d = info.dim / info.n_heads / 2;
+    size_t elem = cp.kv_type == DATTN_KV_F32 ? 4 : cp.kv_type == DATTN_KV_F16 ? 2 : 1;
+    /* k1, k2 (d each) and v (2d) per position and KV head, plus q8's three f32 scales. */
+    double kv_per_pos = (double)info.n_layers * info.n_kv_heads *
+                        (4.0 * d * elem + (cp.kv_type == DATTN_KV_Q8 ? 12.0 : 0.0));
+    struct { long fill; double ms, bytes; } res[MAX_FILLS];
+    dattn_session_reset(session);
+    for (int f = 0; f < n_fills; f++) {
+        long have = dattn_session_n_past(session);
+        if (fills[f] > have &&
+            (st = dattn_session_eval(session, tokens + have, (int)(fills[f] - have), logits, 0)) !=
+                DATTN_OK) {
+            tool_report("bench model", st);
+            goto done;
+        }
+        res[f].fill = dattn_session_n_past(session);
+        for (int r = 0; r < reps; r++) {
+            if (!warm)
+                ceiling_flush_caches();
+            int32_t tok = tokens[res[f].fill + r];
+            double t0 = ceiling_now_seconds();
+            st = dattn_session_eval(session, &tok, 1, logits, 0);
+            ms[r] = (ceiling_now_seconds() - t0) * 1e3;
+            if (st != DATTN_OK) {
+                tool_report("bench model", st);
+                goto done;
+            }
+        }
+        res[f].ms = ceiling_median(ms, (int)reps);
+        res[f].bytes = weights_read + kv_per_pos * (res[f].fill + 0.5 * reps);
+    }
+    ceil_runs[2] = read_ceiling(opencl, o.device, threads);
+    double gbps = ceiling_median(ceil_runs, 3);
+
+    printf("read ceiling: %.1f GB/s (median of 3 around the timed runs; streaming read, %d "
+           "threads)\n", gbps, threads);
+    printf("prefill %ld tokens: %.1f ms (median of %d), %.0f tokens/s\n", prompt, prefill_ms,
+           prefill_reps, prompt / (prefill_ms * 1e-3));
+    printf("decode (kv %s, median of %ld steps, %s):\n", tool_kv_name(cp.kv_type), reps,
+           warm ? "warm caches" : "caches flushed");
+    printf("%10s %10s %10s %12s %10s %10s\n", "fill", "ms/token", "tok/s", "MB read", "floor ms",
+           "% of floor");
+    for (int f = 0; f < n_fills; f++) {
+        double floor_ms = gbps > 0 ? res[f].bytes / (gbps * 1e9) * 1e3 : 0.0;
+        printf("%10ld %10.3f %10.1f %12.2f %10.3f %9.1f%%\n", res[f].fill, res[f].ms,
+               1e3 / res[f].ms, res[f].bytes / 1e6, floor_ms, 100.0 * floor_ms / res[f].ms);
+    }
+    printf("bench=model_prefill tokens=%ld kv=%s ms=%.2f tok_s=%.1f\n", prompt,
+           tool_kv_name(cp.kv_type), prefill_ms, prompt / (prefill_ms * 1e-3));
+    for (int f = 0; f < n_fills; f++) {
+        double floor_ms = gbps > 0 ? res[f].bytes / (gbps * 1e9) * 1e3 : 0.0;
+        printf("bench=model_decode fill=%ld kv=%s ms=%.4f tok_s=%.1f bytes=%.0f floor_ms=%.4f "
+               "ceiling_gbps=%.1f pct=%.1f\n", res[f].fill, tool_kv_name(cp.kv_type), res[f].ms,
+               1e3 / res[f].ms, res[f].bytes, floor_ms, gbps, 100.0 * floor_ms / res[f].ms);
+    }
+    rc = 0;
+done:
+    free(tokens);
+    free(logits);
+    free(ms);
+    dattn_session_free(session);
+    dattn_model_free(model);
+    dattn_backend_free(be);
+    return rc;
+}
