@@ -1,6 +1,10 @@
 /* KV-cache geometry, position mapping, quantizing stores and save/restore (DESIGN §4).
  * See kv.h for the page layout and how the two policies share one ring. */
+/* fseeko/ftello: a cache file can pass 2 GiB, where long (ftell) is 32 bits (armhf). */
+#define _POSIX_C_SOURCE 200809L
 #include "kv.h"
+
+#include <sys/types.h>
 
 #include <errno.h>
 #include <math.h>
@@ -409,9 +413,10 @@ dattn_status kv_restore(dattn_cache *c, const char *path)
             goto fail;
         }
     }
-    if (fseek(f, 0, SEEK_END) != 0 || (size_t)ftell(f) != file_bytes(c, n_past)) {
-        st = dattn_fail(DATTN_E_FORMAT, "kv: '%s' is %ld bytes, its header says %zu", path,
-                        ftell(f), file_bytes(c, n_past));
+    off_t size = fseeko(f, 0, SEEK_END) == 0 ? ftello(f) : -1;
+    if (size < 0 || (uint64_t)size != (uint64_t)file_bytes(c, n_past)) {
+        st = dattn_fail(DATTN_E_FORMAT, "kv: '%s' is %lld bytes, its header says %zu", path,
+                        (long long)size, file_bytes(c, n_past));
         goto fail;
     }
     /* Pass 1 proves the checksum without touching the cache; pass 2 copies. */

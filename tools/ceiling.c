@@ -5,6 +5,7 @@
 #define _GNU_SOURCE // pthread_barrier, madvise(MADV_HUGEPAGE)
 #include "ceiling.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -179,7 +180,7 @@ typedef struct {
 
 // Widest first, so the read ceiling uses the best supported loads.
 static const isa_entry isas[] = {
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__)   // the avx variants are built for x86-64 only (meson.build)
     {"avx512", ceiling_fma_kernel_avx512, &ceiling_fma_flops_per_iter_avx512,
      ceiling_read_kernel_avx512},
     {"avx2", ceiling_fma_kernel_avx2, &ceiling_fma_flops_per_iter_avx2, ceiling_read_kernel_avx2},
@@ -191,7 +192,7 @@ static const isa_entry isas[] = {
 
 static int isa_supported(const char *name)
 {
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__)   // the avx variants are built for x86-64 only (meson.build)
     __builtin_cpu_init();
     // The avx512 build is compiled with -mavx512vl too, so it may use VL forms.
     if (strcmp(name, "avx512") == 0)
@@ -359,7 +360,7 @@ double ceiling_fma_gflops(int n_threads, const char *isa)
         double t0 = ceiling_now_seconds();
         sink_d = e->fma(iters);
         dt = ceiling_now_seconds() - t0;
-        if (dt >= 0.01 || iters > (1L << 40))
+        if (dt >= 0.01 || iters > LONG_MAX / 4)   // long is 32 bits on armhf
             break;
         iters *= 2;
     }

@@ -42,7 +42,7 @@ double ceiling_median(double *v, int n);
     unsigned long long ceiling_read_kernel_##isa(const void *p, size_t bytes);
 
 CEILING_DECLARE_ISA(generic)
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__)   // the avx variants are built for x86-64 only (meson.build)
 CEILING_DECLARE_ISA(avx2)
 CEILING_DECLARE_ISA(avx512)
 #endif

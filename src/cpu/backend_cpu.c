@@ -64,20 +64,29 @@ static int isa_runs_here(const char *name)
     return !strcasecmp(name, "generic");
 }
 
+/* Every instruction set dattn has kernels for, on any architecture, best first. */
+static const char *const best_first[] = {"avx512", "avx2", "generic"};
+
+#if defined(__x86_64__)
+#define BUILD_ISAS "avx512, avx2, generic"
+#else
+#define BUILD_ISAS "generic"
+#endif
+
 static dattn_status pick_kernels(const char *want, const cpu_kernels **out)
 {
-    static const char *const best_first[] = {"avx512", "avx2", "generic"};
     if (want) {
         const cpu_kernels *k = isa_table(want);
+        /* An x86 name on an ARM or RISC-V build is a CPU that cannot run it, not a typo. */
+        for (size_t i = 0; !k && i < sizeof best_first / sizeof *best_first; i++)
+            if (!strcasecmp(want, best_first[i]))
+                return dattn_fail(DATTN_E_UNSUPPORTED,
+                                  "cpu: the '%s' kernels are x86-64 only (this build has %s)", want,
+                                  BUILD_ISAS);
         if (!k)
             return dattn_fail(DATTN_E_INVALID_ARG,
                               "cpu: unknown instruction set '%s' (this build has %s)", want,
-#if defined(__x86_64__)
-                              "avx512, avx2, generic"
-#else
-                              "generic"
-#endif
-            );
+                              BUILD_ISAS);
         if (!isa_runs_here(want))
             return dattn_fail(DATTN_E_UNSUPPORTED, "cpu: this CPU cannot run the '%s' kernels", want);
         *out = k;
