@@ -30,6 +30,12 @@ def main():
         return 2
     exe, cases_dir = sys.argv[1], sys.argv[2]
     backend = sys.argv[3] if len(sys.argv) == 4 else "cpu"
+    if backend == "opencl":
+        p = subprocess.run([exe, "devices"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+        if p.returncode == 0 and "no OpenCL devices" in p.stdout:
+            print("run_check_layer: no OpenCL device, skipped")
+            return 77
     with open(os.path.join(cases_dir, "cases.txt")) as f:
         files = [line.strip() for line in f if line.strip()]
     if not files:
