@@ -17,17 +17,21 @@
  * numbers [s*split_len, min((s+1)*split_len, n_vis)) (may be empty: it then writes m = -inf,
  * l = 0, o = 0, which the combine ignores). `full` policy: n_sink = 0, n_window = n_ring = n_ctx.
  *
- * Arguments (split): cache (the whole cache buffer), slot_off (byte offset of head block (slot, 0):
- *   slot * Hkv * head_bytes), n_pages (kv_geom.n_pages), n_sink, n_window, n_ring (kv_geom), t
+ * Arguments (split): cache (the buffer holding head blocks (slot, j0 ..)), slot_off (byte offset
+ *   of head block (slot, j0) in it: slot * Hkv * head_bytes for a one-buffer cache, j0 = 0),
+ *   n_pages (kv_geom.n_pages), n_sink, n_window, n_ring (kv_geom), t
  *   (stream index of the query, cl_long), split_len (>= 1, with n_split * split_len >= n_vis: the
- *   host takes ceil(n_vis / n_split)), q and q_sink [2H][d] f32, partial [H][n_split][PART_FLOATS].
+ *   host takes ceil(n_vis / n_split)), q and q_sink [2H][d] f32, partial [H][n_split][PART_FLOATS],
+ *   j0 (the first KV head of the launch: a cache split over several buffers launches once per
+ *   run of heads in one buffer; KV head j = j0 + group id 1).
  * Arguments (combine): partial, n_split, lambda, out_scale, subln [2d] f32, out [H][2d] f32.
  *
  * Cache bytes: as kv_append.cl (head block (slot, j) at slot_off + j*head_bytes; K pages of
  * k1 [d][32], k2 [d][32] (+ q8 scales), then V rows [2d] per physical slot, then q8 V scales).
  *
- * Work (split): one work-group of WG_SIZE items per (split s = group id 0, KV head j = group id 1),
- *   global size (n_split * WG_SIZE, Hkv). A tile is WG_SIZE consecutive visible keys:
+ * Work (split): one work-group of WG_DECODE (= WG_SIZE) items per (split s = group id 0, KV head
+ *   j = j0 + group id 1), global size (n_split * WG_DECODE, heads of the launch). A tile is
+ *   WG_SIZE consecutive visible keys:
  *   scores: item l takes key l of the tile and loops over the d dims: at each dim the work-group
  *     reads one k1 and one k2 element of each key; keys that share a page are adjacent in memory
  *     (dimension-major pages), so the loads of a page's keys are one contiguous run; 2*GROUP dot
@@ -51,8 +55,18 @@
 #ifndef KV_TYPE
 #define KV_TYPE 1            /* cache element: 0 f32, 1 f16, 2 q8 */
 #endif
+#ifndef WG_DECODE
+#ifdef WG_SIZE
+#define WG_DECODE WG_SIZE    /* the name older builds and checks pass */
+#else
+#define WG_DECODE 64         /* split work-group size = keys per tile (tuning.tsv wg_decode) */
+#endif
+#endif
 #ifndef WG_SIZE
-#define WG_SIZE 64           /* split work-group size = keys per tile; a power of two */
+#define WG_SIZE WG_DECODE    /* the name used below */
+#endif
+#if WG_SIZE != WG_DECODE
+#error "WG_SIZE and WG_DECODE name the same work-group size: give one"
 #endif
 #ifndef COMBINE_WG_SIZE
 #define COMBINE_WG_SIZE 64   /* combine work-group size; a power of two */
@@ -85,7 +99,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void diffattn_decode_split(__global const uchar *cache, ulong slot_off, int n_pages, int n_sink,
                            int n_window, int n_ring, long t, int split_len,
                            __global const float *q, __global const float *q_sink,
-                           __global float *partial)
+                           __global float *partial, int j0)
 {
     __local float qs[2][NROW][HEAD_DIM];                   /* [0] q, [1] q_sink of this group */
     __local float red[NROW][WG_SIZE];                      /* reductions */
@@ -94,12 +108,12 @@ void diffattn_decode_split(__global const uchar *cache, ulong slot_off, int n_pa
 
     const int lid = (int)get_local_id(0);
     const int s = (int)get_group_id(0), n_split = (int)get_num_groups(0);
-    const int j = (int)get_group_id(1);
+    const int j = j0 + (int)get_group_id(1);
 
     const ulong v_off = (ulong)n_pages * KPAGE_BYTES;
     const ulong vscale_off = v_off + ROUND64((ulong)n_pages * KV_PAGE * VROW_BYTES);
     const ulong head_bytes = vscale_off + (KV_TYPE == 2 ? ROUND64((ulong)n_pages * KV_PAGE * 4) : 0);
-    __global const uchar *head = cache + slot_off + (ulong)j * head_bytes;
+    __global const uchar *head = cache + slot_off + (ulong)(j - j0) * head_bytes;
 
     /* the visible keys: n_sv sinks, then the window from stream index w0 (ring offset ring0) */
     const int n_sv = (int)min((long)n_sink, t + 1);

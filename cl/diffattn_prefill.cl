@@ -17,16 +17,17 @@
  *   gives n_window + max_batch - 1, with max_batch >= n), so the window keys of a whole query tile
  *   are still in the ring.
  *
- * Arguments: cache (the whole cache buffer), slot_off (cl_ulong, byte offset of head block
- *   (slot, 0): slot * Hkv * head_bytes), n_pages, n_sink, n_window, n_ring (kv_geom), t0 (cl_long,
- *   stream index of the first query), n (queries, >= 1), q and q_sink [n][2H][d] f32, lambda,
- *   out_scale, subln [2d] f32, out [n][H][2d] f32.
+ * Arguments: cache (the buffer holding head blocks (slot, j0 ..)), slot_off (cl_ulong, byte offset
+ *   of head block (slot, j0) in it: slot * Hkv * head_bytes for a one-buffer cache, j0 = 0),
+ *   n_pages, n_sink, n_window, n_ring (kv_geom), t0 (cl_long, stream index of the first query), n (queries, >= 1), q and q_sink [n][2H][d] f32, lambda,
+ *   out_scale, subln [2d] f32, out [n][H][2d] f32, j0 (first KV head of the launch: a
+ *   cache split over several buffers launches once per run of heads in one buffer), n_heads (H).
  * Cache bytes: as kv_append.cl (head block (slot, j) at slot_off + j*head_bytes; K pages of
  *   k1 [d][32], k2 [d][32] (+ q8 scales k1_scale[32], k2_scale[32] f32), then V rows [2d] per
  *   physical slot, then the q8 V scales [n_pages*32] f32).
  *
- * Work: one work-group of WG = PREFILL_QT * PREFILL_KT items per (query head h = group id 0,
- *   query tile = group id 1), global size (H * WG, ceil(n / PREFILL_QT)), local size (WG, 1).
+ * Work: one work-group of WG = PREFILL_QT * PREFILL_KT items per (query head
+ *   h = j0*GROUP + group id 0, query tile = group id 1), global size (heads of the launch * WG, ceil(n / PREFILL_QT)), local size (WG, 1).
  *   Tiles run heaviest (latest) first: group id 1 = g takes rows of tile ceil(n/QT) - 1 - g.
  *   Why per query head and not per KV head: the work-group size, the private accumulators and the
  *   local memory are then the same for every GROUP (r = 1 .. 8 all fit 32 KiB at d = 128), and the
@@ -123,7 +124,8 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void diffattn_prefill(__global const uchar *cache, ulong slot_off, int n_pages, int n_sink,
                       int n_window, int n_ring, long t0, int n,
                       __global const float *q, __global const float *q_sink, float lambda,
-                      float out_scale, __global const float *subln, __global float *out)
+                      float out_scale, __global const float *subln, __global float *out,
+                      int j0, int n_heads)
 {
     __local float qs[QT * QSTRIDE];                /* the tile's q (or q_sink) rows: q1 | q2 | pad */
     __local float kv[HEAD_DIM * KT];               /* k1 or k2 [d][KT], or a V half [KT][d] */
@@ -133,7 +135,7 @@ void diffattn_prefill(__global const uchar *cache, ulong slot_off, int n_pages, 
 
     const int lid = (int)get_local_id(0);
     const int i = lid / KT, c = lid % KT;
-    const int h = (int)get_group_id(0), H = (int)get_num_groups(0), j = h / GROUP;
+    const int h = j0 * GROUP + (int)get_group_id(0), H = n_heads, j = h / GROUP;
     const int tile = (int)get_num_groups(1) - 1 - (int)get_group_id(1);
     const int r0 = tile * QT;                      /* first query row of the tile */
     const int n_rows = min(QT, n - r0);
@@ -144,7 +146,7 @@ void diffattn_prefill(__global const uchar *cache, ulong slot_off, int n_pages, 
     const ulong v_off = (ulong)n_pages * KPAGE_BYTES;
     const ulong vscale_off = v_off + ROUND64((ulong)n_pages * KV_PAGE * VROW_BYTES);
     const ulong head_bytes = vscale_off + (KV_TYPE == 2 ? ROUND64((ulong)n_pages * KV_PAGE * 4) : 0);
-    __global const uchar *head = cache + slot_off + (ulong)j * head_bytes;
+    __global const uchar *head = cache + slot_off + (ulong)(j - j0) * head_bytes;
 
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     float acc[2][2][DPT];                          /* [softmax][V half][dim c + u*KT] */

@@ -15,15 +15,17 @@
  *     V rows at v_off = n_pages * KPAGE_BYTES, [2d] elements per physical position
  *     q8: v_scale [n_pages*32] f32 at vscale_off = v_off + round_up(n_pages*32*2d*elem, 64)
  *     head_bytes = vscale_off + (q8 ? round_up(n_pages*32*4, 64) : 0)
- *   slot_off is the byte offset of head block (slot, 0) in the buffer: slot * Hkv * head_bytes
- *   (64-byte aligned).
+ *   slot_off is the byte offset of head block (slot, j0) in the buffer (64-byte aligned):
+ *   slot * Hkv * head_bytes for a one-buffer cache and j0 = 0. A cache split over several
+ *   buffers is written with one launch per run of heads that share a buffer.
  *
  * Arguments: cache, slot_off (cl_ulong), n_pages, n_sink, n_ring (kv_geom), t0 (cl_long stream
  *   index of the first token), k [n][2*Hkv][d] f32 (token i's k1 of head j = row 2j of block i,
- *   k2 = row 2j+1), v [n][Hkv][2d] f32.
+ *   k2 = row 2j+1), v [n][Hkv][2d] f32, j0 (first KV head of the launch), n_kv_heads (Hkv).
  *
  * Work: one work-group of WG_SIZE items per (row r = group id 0 in {0: k1, 1: k2, 2: v}, KV head
- * j = group id 1, token i = group id 2, at stream index t0 + i): global size (3 * WG_SIZE, Hkv, n).
+ * j = j0 + group id 1, token i = group id 2, at stream index t0 + i): global size
+ * (3 * WG_SIZE, heads of the launch, n).
  * The n tokens land in distinct slots (n <= max_batch <= the ring). Item l converts elements l,
  * l + WG_SIZE, ...
  * Access: the source rows are read coalesced (twice for q8: absmax, then store); V stores are
@@ -59,18 +61,17 @@ static ulong head_bytes(int n_pages)
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void kv_append(__global uchar *cache, ulong slot_off, int n_pages, int n_sink, int n_ring, long t0,
-               __global const float *k, __global const float *v)
+               __global const float *k, __global const float *v, int j0, int n_kv_heads)
 {
     const int lid = (int)get_local_id(0);
     const int row = (int)get_group_id(0);                 /* 0: k1, 1: k2, 2: v */
-    const int j = (int)get_group_id(1);
+    const int j = j0 + (int)get_group_id(1);
     const int tok = (int)get_group_id(2);                 /* token t0 + tok of the call */
-    const int n_kv_heads = (int)get_num_groups(1);
     const long t = t0 + tok;
     k += (size_t)tok * 2 * n_kv_heads * HEAD_DIM;         /* k [n][2Hkv][d], v [n][Hkv][2d] */
     v += (size_t)tok * n_kv_heads * 2 * HEAD_DIM;
     const int ph = t < n_sink ? (int)t : n_sink + (int)((t - n_sink) % n_ring);
-    const ulong head = slot_off + (ulong)j * head_bytes(n_pages);
+    const ulong head = slot_off + (ulong)(j - j0) * head_bytes(n_pages);
     const ulong v_off = (ulong)n_pages * KPAGE_BYTES;
 
     __global const float *src;

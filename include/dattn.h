@@ -79,6 +79,10 @@ typedef struct dattn_backend_params {
     int n_threads;             /* CPU: worker threads; 0 = number of online cores */
     const char *cpu_isa;       /* CPU: NULL = best this CPU runs; or "generic", "avx2", "avx512", "neon" */
     const char *device;        /* OpenCL: "PLATFORM:DEVICE" indices or a name substring; NULL = default */
+    const char *tuning;        /* OpenCL: "field=value,..." over the platforms/ tuning row
+                                  (e.g. "prefill_qt=8,wg_decode=64"); NULL = the row as it is */
+    uint64_t max_buffer_bytes; /* OpenCL: cap one device buffer below CL_DEVICE_MAX_MEM_ALLOC_SIZE
+                                  (a long cache then spans more buffers); 0 = the device's cap */
 } dattn_backend_params;
 
 DATTN_API dattn_backend_params dattn_backend_default_params(void);

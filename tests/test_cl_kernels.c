@@ -333,6 +333,8 @@ static void kv_append_case(int type, int d, int n_kv_heads, int n_sink, int n_ri
         ARG(k, 5, cl_long, t);
         ARG(k, 6, cl_mem, dk);
         ARG(k, 7, cl_mem, dv);
+        ARG(k, 8, cl_int, 0);     /* j0: every head in one launch */
+        ARG(k, 9, cl_int, n_kv_heads);
         size_t g[3] = {3 * (size_t)wg, (size_t)n_kv_heads, 1}, l[3] = {(size_t)wg, 1, 1};
         launch(k, 3, g, l);
     }
@@ -492,6 +494,7 @@ static void decode_case(const dcase *c, int type)
     ARG(ks, 8, cl_mem, dq_);
     ARG(ks, 9, cl_mem, dqs);
     ARG(ks, 10, cl_mem, dpart);
+    ARG(ks, 11, cl_int, 0);       /* j0: every head in one launch */
     size_t g[2] = {(size_t)c->n_split * c->wg, (size_t)hkv}, l[2] = {(size_t)c->wg, 1};
     launch(ks, 2, g, l);
 

@@ -264,6 +264,8 @@ static void prefill_case(const pcase *c, int type)
     ARG(k, 11, cl_float, out_scale);
     ARG(k, 12, cl_mem, dsub);
     ARG(k, 13, cl_mem, dout);
+    ARG(k, 14, cl_int, 0);        /* j0: every head in one launch */
+    ARG(k, 15, cl_int, H);
     size_t g[2] = {(size_t)H * qt * kt, (size_t)(n + qt - 1) / qt}, l[2] = {(size_t)qt * kt, 1};
     launch(k, 2, g, l);
     download(dout, out, (on + orow) * 4);

@@ -34,7 +34,7 @@ CFLAGS="-x cl -cl-std=CL1.2 -Wall -Wextra -Werror -O2 -emit-llvm -c"
 variants() {
     case "$(basename "$1")" in
     diffattn_decode.cl)
-        echo "-DKV_TYPE=0 -DHEAD_DIM=128 -DGROUP=3;-DKV_TYPE=1 -DHEAD_DIM=128 -DGROUP=3;-DKV_TYPE=2 -DHEAD_DIM=128 -DGROUP=3;-DKV_TYPE=1 -DHEAD_DIM=64 -DGROUP=1 -DWG_SIZE=128" ;;
+        echo "-DKV_TYPE=0 -DHEAD_DIM=128 -DGROUP=3;-DKV_TYPE=1 -DHEAD_DIM=128 -DGROUP=3;-DKV_TYPE=2 -DHEAD_DIM=128 -DGROUP=3;-DKV_TYPE=1 -DHEAD_DIM=64 -DGROUP=1 -DWG_DECODE=128" ;;
     kv_append.cl)
         echo "-DKV_TYPE=0 -DHEAD_DIM=128;-DKV_TYPE=1 -DHEAD_DIM=128;-DKV_TYPE=2 -DHEAD_DIM=128" ;;
     rope.cl)

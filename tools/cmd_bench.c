@@ -87,6 +87,7 @@ static void backend_isa(const dattn_backend *be, char *isa, size_t n)
 /* Read ceiling of what runs the bench: the CPU's, or the OpenCL device's. */
 static double read_ceiling(const bench_opts *o, int threads)
 {
+    (void)o;   /* only the OpenCL build looks at the backend */
 #if DATTN_HAS_OPENCL
     if (o->backend == DATTN_BACKEND_OPENCL) {
         char why[256];
@@ -255,13 +256,21 @@ static int bench_prefill(const bench_opts *o, dattn_backend *be, dattn_layer *la
     double proj = 2.0 * T * E * (layer->qkv_dim + E);
     double attn = (double)T * (T + 1) / 2 * H * 12.0 * d;   /* 2 score halves + 2 V sums per pair */
     double gflops = (proj + attn) / (med * 1e-3) / 1e9;
-    /* The FMA peak is measured for the CPU's kernels only; a device's is not (yet). */
-    double peak = o->backend == DATTN_BACKEND_OPENCL ? 0.0 : ceiling_fma_gflops(threads, isa);
+    double peak = 0.0;
+    char why[256] = "";
+#if DATTN_HAS_OPENCL
+    if (o->backend == DATTN_BACKEND_OPENCL)
+        peak = ceiling_cl_fma_gflops(getenv("DATTN_DEVICE"), why, sizeof why);
+    else
+#endif
+        peak = ceiling_fma_gflops(threads, isa);
     double pct = peak > 0 ? 100.0 * gflops / peak : 0.0;
-    if (peak > 0)
+    if (peak > 0 && o->backend == DATTN_BACKEND_OPENCL)
+        printf("fma ceiling: %.1f GFLOP/s (device fma kernel)\n", peak);
+    else if (peak > 0)
         printf("fma ceiling: %.1f GFLOP/s (%s, %d threads)\n", peak, isa, threads);
     else
-        printf("fma ceiling: not measured on this backend (pct=0)\n");
+        printf("fma ceiling: not measured (%s; pct=0)\n", why[0] ? why : "no FMA kernel here");
     printf("prefill H=%d Hkv=%d d=%d T=%d kv=%s: %.1f ms (median of %d), %.2f GFLOP "
            "(%.2f projections + %.2f attention), %.1f GFLOP/s = %.1f%% of FMA peak, %.0f tokens/s\n",
            H, s->n_kv_heads, d, T, tool_kv_name(o->kv), med, reps, (proj + attn) / 1e9, proj / 1e9,
@@ -323,7 +332,7 @@ int cmd_bench(int argc, char **argv)
     rng_state = 0x9e3779b97f4a7c15ull;
     dattn_backend_params bp = dattn_backend_default_params();
     bp.type = o.backend;
-    bp.device = getenv("DATTN_DEVICE");
+    tool_backend_env(&bp);
     bp.n_threads = (int)o.threads;
     bp.cpu_isa = o.isa;
     dattn_backend *be = NULL;

@@ -75,7 +75,7 @@ int cmd_check_layer(int argc, char **argv)
     bp.type = backend;
     bp.n_threads = (int)threads;
     bp.cpu_isa = isa;
-    bp.device = getenv("DATTN_DEVICE");   /* "P:D" or part of a name; see `dattn devices` */
+    tool_backend_env(&bp);
     if ((st = dattn_backend_create(&bp, &be)) != DATTN_OK) {
         tool_report("check-layer", st);
         goto done;

@@ -138,6 +138,22 @@ void tool_format_bytes(uint64_t bytes, char *buf, size_t n)
         snprintf(buf, n, "%.2f %s", v, names[u]);
 }
 
+void tool_backend_env(dattn_backend_params *bp)
+{
+    bp->device = getenv("DATTN_DEVICE");   /* "P:D" or part of a name; see `dattn devices` */
+    bp->tuning = getenv("DATTN_TUNING");   /* "prefill_qt=8,..." over the platforms/ row */
+    const char *cap = getenv("DATTN_CL_MAX_ALLOC");
+    if (cap && *cap) {
+        char *end;
+        unsigned long long v = strtoull(cap, &end, 10);
+        if (*end || v == 0)
+            fprintf(stderr, "dattn: warning: DATTN_CL_MAX_ALLOC='%s' is not a number of bytes; "
+                    "ignored\n", cap);
+        else
+            bp->max_buffer_bytes = v;
+    }
+}
+
 void tool_model_opts_init(tool_model_opts *o, dattn_kv_type kv)
 {
     memset(o, 0, sizeof *o);
@@ -204,6 +220,7 @@ int tool_open_model(const char *cmd, const tool_model_opts *o, dattn_backend **b
     dattn_backend_params bp = dattn_backend_default_params();
     bp.type = o->backend;
     bp.n_threads = (int)o->threads;
+    tool_backend_env(&bp);
     bp.device = o->device;
     dattn_status st = dattn_backend_create(&bp, be);
     if (st == DATTN_OK)

@@ -31,6 +31,9 @@ int tool_parse_size(const char *s, uint64_t *bytes);
 int tool_parse_policy(const char *s, dattn_kv_policy *policy, long *n_sink, long *window);
 /* Prints "dattn: CMD: STATUS_NAME: message" for a failed library call. */
 void tool_report(const char *cmd, dattn_status st);
+/* The environment's say in backend params: DATTN_DEVICE (device), DATTN_TUNING (a tuning
+ * override) and DATTN_CL_MAX_ALLOC (one-buffer cap). The library reads no environment. */
+void tool_backend_env(dattn_backend_params *bp);
 /* "cpu" / "auto" / "opencl" into params; returns 0 on success. */
 int tool_parse_backend(const char *s, dattn_backend_type *out);
 /* "1.50 GiB", "12.0 MiB", "512 B". */

@@ -4,19 +4,27 @@
  * token path only sets kernel arguments and enqueues: no buffer, program, kernel or host
  * allocation per token. Work-group sizes come from the platforms/ tuning row of the device.
  *
- * Not yet here (issue 4 continues): CLBlast for prefill GEMMs (the project's own GEMM kernel
- * serves), a KV cache split over several buffers when one would exceed
- * CL_DEVICE_MAX_MEM_ALLOC_SIZE (such a cache is refused with a message), and falling back from
- * `auto` to the CPU when a device fails at start-up. */
+ * Prefill GEMMs (n > 1 rows) go through CLBlast where the build has it (-Dclblast), with its temp
+ * buffer made with the cache; else through gemm.cl. The KV region is as few buffers as
+ * CL_DEVICE_MAX_MEM_ALLOC_SIZE allows, split on head-block boundaries; each launch reads the run of
+ * KV heads of one slot that shares a buffer.
+ *
+ * Two overrides come in the backend params (the tools fill them from DATTN_CL_MAX_ALLOC and
+ * DATTN_TUNING): max_buffer_bytes lowers the one-buffer cap (to exercise the split), tuning =
+ * "field=value,..." overrides fields of the device's platforms/tuning.tsv row. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "backend.h"
 #include "cl_common.h"
 #include "cl_sources.h"
+#ifdef DATTN_HAVE_CLBLAST
+#include "clblast_gemm.h"
+#endif
 #include "layer.h"
 #include "program.h"
 #include "status.h"
@@ -27,12 +35,16 @@ enum { MAX_BUILT = 64 };
 typedef struct cl_backend {
     cl_device_entry dev;
     dattn_device_info info;
-    const tuning_row *tune;
+    tuning_row tune;           /* the device's platforms/ row, the override applied */
+    char tune_label[80];       /* its name, "+override" when overridden */
+    uint64_t max_alloc;        /* one buffer's cap: CL_DEVICE_MAX_MEM_ALLOC_SIZE or lower */
+    const char *max_alloc_from;   /* which of the two set it */
+    size_t max_wg;             /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
     cl_context ctx;
     cl_command_queue queue;
     /* Programs built so far, by source and options: caches of the same shape (the layers of a
      * model, or a cache made again) reuse them instead of building again. */
-    struct built { char key[256]; cl_program prog; } built[MAX_BUILT];
+    struct built { char key[512]; cl_program prog; } built[MAX_BUILT];
     int n_built;
 } cl_backend;
 
@@ -41,22 +53,32 @@ struct backend_weight {
     cl_mem buf;                /* [m][k] f32, row-major (nn.Linear layout) */
 };
 
-enum { N_PROGRAMS = 5 };
+enum { N_PROGRAMS = 6 };
 
 /* Per-cache device state. */
 typedef struct cl_cache {
-    cl_mem kv;                 /* the KV region, kv.h's layout */
+    /* The KV region, kv.h's layout, in n_kv_bufs buffers of blocks_per_buf head blocks (the
+     * last may hold fewer): head block b = slot * Hkv + j lies in kv[b / blocks_per_buf]. */
+    cl_mem *kv;
+    int n_kv_bufs, blocks_per_buf, n_blocks;
+    size_t head_bytes;
     cl_mem x, qkv, q, q_sink, k, v, attn, y;   /* activations, max_batch rows */
+    cl_mem hidden;             /* [max_batch][2F] FFN hidden rows (sessions only) */
     cl_mem partial;            /* [H][max_split][4 + 4d] decode split states */
     cl_mem inv_freq, subln;    /* of the layer last used */
+    cl_mem gemm_temp;          /* CLBlast's temp buffer (NULL: none needed, or no CLBlast) */
+    size_t gemm_temp_bytes;
+    int use_clblast;
+    int x_cols, y_cols, ffn_dim;   /* scratch widths: inputs, outputs (floats per row) */
     const dattn_layer *layer;  /* whose inv_freq and subln are loaded */
     cl_program prog[N_PROGRAMS];
-    cl_kernel k_split, k_combine, k_append, k_rope, k_gemv, k_gemm, k_prefill;
+    cl_kernel k_split, k_combine, k_append, k_rope, k_gemv, k_gemm, k_prefill, k_swiglu;
     int wg_decode, combine_wg, append_wg, gemv_wg, gemv_rows, max_split;
     size_t gemm_local[2], gemm_tile[2];   /* (LX, LY), (TILE_N, TILE_M) */
     size_t prefill_wg, prefill_qt;
     cl_int fail_err;           /* the first failing call of the current op, or CL_SUCCESS */
     const char *fail_what;
+    dattn_status fail_st;      /* a failure already reported with its own message (CLBlast) */
 } cl_cache;
 
 /* ---- backend ------------------------------------------------------------------------------ */
@@ -78,19 +100,23 @@ static dattn_status cl_weight_create(dattn_backend *be, const float *w, int m, i
                                      backend_weight **out)
 {
     cl_backend *cb = be->impl;
+    size_t bytes = sizeof(float) * (size_t)m * k;
+    if (bytes > cb->max_alloc)
+        return dattn_fail(DATTN_E_ARENA, "opencl: a %dx%d weight is %zu bytes in one buffer; '%s' "
+                          "allows at most %llu (%s)", m, k, bytes, cb->info.name,
+                          (unsigned long long)cb->max_alloc, cb->max_alloc_from);
     backend_weight *bw = dattn_alloc(sizeof *bw, "weight");
     if (!bw)
         return DATTN_E_NOMEM;
     cl_int err;
     bw->m = m;
     bw->k = k;
-    bw->buf = clCreateBuffer(cb->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
-                             sizeof(float) * (size_t)m * k, (void *)w, &err);
+    bw->buf = clCreateBuffer(cb->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes, (void *)w,
+                             &err);
     if (err != CL_SUCCESS) {
         dattn_free(bw);
         return dattn_fail(DATTN_E_OPENCL, "opencl: uploading a %dx%d weight (%zu bytes) to '%s': "
-                          "clCreateBuffer: %s", m, k, sizeof(float) * (size_t)m * k,
-                          cb->info.name, cl_error_name(err));
+                          "clCreateBuffer: %s", m, k, bytes, cb->info.name, cl_error_name(err));
     }
     *out = bw;
     return DATTN_OK;
@@ -107,42 +133,97 @@ static void cl_weight_free(dattn_backend *be, backend_weight *w)
 
 /* ---- cache: buffers, programs, kernels ---------------------------------------------------- */
 
+static int max_int(int a, int b) { return a > b ? a : b; }
+
+/* Bytes of every device buffer a cache makes besides the KV region. */
 typedef struct act_sizes {
-    size_t x, qkv, q, kvd, attn, partial;   /* bytes */
+    size_t x, qkv, q, kvd, attn, y, hidden, partial, tables, temp;
 } act_sizes;
 
-static act_sizes sizes_of(const dattn_layer_shape *s, const kv_geom *g, int max_split)
+/* The CLBlast temp buffer that covers every GEMM this cache runs at max_batch rows: the layer's
+ * projections and, for a session, the FFN and linear shapes. 0 without CLBlast, for max_batch 1
+ * (decode never uses it), or when CLBlast cannot answer (the GEMMs then use gemm.cl). */
+static size_t clblast_temp_bytes(const cl_backend *cb, const dattn_layer_shape *s, const kv_geom *g)
+{
+#ifdef DATTN_HAVE_CLBLAST
+    int B = g->max_batch, E = s->model_dim, F = g->ffn_dim, V = g->n_vocab;
+    int qkv = E + 2 * E / (s->n_heads / s->n_kv_heads);
+    if (B < 2)
+        return 0;
+    /* {m, k, ldx, ldy} */
+    int shapes[8][4] = {{qkv, E, E, qkv}, {E, E, E, E}};
+    int n = 2;
+    if (F > 0) {
+        shapes[n][0] = 2 * F, shapes[n][1] = E, shapes[n][2] = E, shapes[n++][3] = 2 * F;
+        shapes[n][0] = E, shapes[n][1] = F, shapes[n][2] = 2 * F, shapes[n++][3] = E;
+        shapes[n][0] = E, shapes[n][1] = F, shapes[n][2] = F, shapes[n++][3] = E;
+    }
+    if (V > 0) {
+        shapes[n][0] = V, shapes[n][1] = E, shapes[n][2] = E, shapes[n++][3] = V;
+        if (F > 0)
+            shapes[n][0] = V, shapes[n][1] = F, shapes[n][2] = F, shapes[n++][3] = V;
+    }
+    size_t most = 0;
+    for (int i = 0; i < n; i++) {
+        size_t b = 0;
+        if (clb_temp_bytes(cb->queue, B, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3],
+                           &b) != DATTN_OK)
+            return 0;
+        if (b > most)
+            most = b;
+    }
+    return most;
+#else
+    (void)cb, (void)s, (void)g;
+    return 0;
+#endif
+}
+
+static act_sizes sizes_of(const cl_backend *cb, const dattn_layer_shape *s, const kv_geom *g)
 {
     size_t E = (size_t)s->model_dim, r = (size_t)(s->n_heads / s->n_kv_heads), B = (size_t)g->max_batch;
-    size_t d = (size_t)g->head_dim;
+    size_t d = (size_t)g->head_dim, F = (size_t)g->ffn_dim;
     act_sizes a;
-    a.x = sizeof(float) * B * E;
+    a.x = sizeof(float) * B * (size_t)max_int(s->model_dim, g->ffn_dim);
     a.qkv = sizeof(float) * B * (E + 2 * E / r);
     a.q = sizeof(float) * B * E;
     a.kvd = sizeof(float) * B * (E / r);
     a.attn = sizeof(float) * B * E;
-    a.partial = sizeof(float) * (size_t)s->n_heads * (size_t)max_split * (4 + 4 * d);
+    a.y = sizeof(float) * B * (size_t)max_int(s->model_dim, g->n_vocab);
+    a.hidden = sizeof(float) * B * 2 * F;
+    a.partial = sizeof(float) * (size_t)s->n_heads * (size_t)cb->tune.max_split * (4 + 4 * d);
+    a.tables = sizeof(float) * (d / 2 + 2 * d);   /* RoPE inv_freq [d/2], subln [2d] */
+    a.temp = clblast_temp_bytes(cb, s, g);
     return a;
+}
+
+static size_t act_total(const act_sizes *a)
+{
+    return a->x + a->qkv + 2 * a->q + 2 * a->kvd + a->attn + a->y + a->hidden + a->partial +
+           a->tables + a->temp;
 }
 
 static size_t cl_cache_bytes(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g)
 {
     const cl_backend *cb = be->impl;
-    act_sizes a = sizes_of(s, g, cb->tune->max_split);
-    size_t n = kv_bytes(g);
-    size_t acts = a.x + a.qkv + 2 * a.q + 2 * a.kvd + 2 * a.attn + a.partial;
+    act_sizes a = sizes_of(cb, s, g);
+    size_t n = kv_bytes(g), acts = act_total(&a);
     return n > SIZE_MAX - acts ? SIZE_MAX : n + acts;
 }
 
 static void release_cache(cl_cache *cc)
 {
-    cl_mem *mems[] = {&cc->kv, &cc->x, &cc->qkv, &cc->q, &cc->q_sink, &cc->k, &cc->v, &cc->attn,
-                      &cc->y, &cc->partial, &cc->inv_freq, &cc->subln};
+    for (int i = 0; cc->kv && i < cc->n_kv_bufs; i++)
+        if (cc->kv[i])
+            clReleaseMemObject(cc->kv[i]);
+    dattn_free(cc->kv);
+    cl_mem *mems[] = {&cc->x, &cc->qkv, &cc->q, &cc->q_sink, &cc->k, &cc->v, &cc->attn, &cc->y,
+                      &cc->hidden, &cc->partial, &cc->inv_freq, &cc->subln, &cc->gemm_temp};
     for (size_t i = 0; i < sizeof mems / sizeof *mems; i++)
         if (*mems[i])
             clReleaseMemObject(*mems[i]);
     cl_kernel ks[] = {cc->k_split, cc->k_combine, cc->k_append, cc->k_rope, cc->k_gemv,
-                      cc->k_gemm, cc->k_prefill};
+                      cc->k_gemm, cc->k_prefill, cc->k_swiglu};
     for (size_t i = 0; i < sizeof ks / sizeof *ks; i++)
         if (ks[i])
             clReleaseKernel(ks[i]);
@@ -152,25 +233,91 @@ static void release_cache(cl_cache *cc)
     dattn_free(cc);
 }
 
+/* A buffer of `bytes`; none (NULL) for 0 bytes, which the cache then never touches. */
 static dattn_status make_buffer(cl_backend *cb, size_t bytes, const char *what, cl_mem *out)
 {
     cl_int err;
-    if (bytes > cb->info.max_alloc_bytes)
+    *out = NULL;
+    if (bytes == 0)
+        return DATTN_OK;
+    if (bytes > cb->max_alloc)
         return dattn_fail(DATTN_E_ARENA, "opencl: the %s needs one buffer of %zu bytes; '%s' allows "
-                          "at most %llu (CL_DEVICE_MAX_MEM_ALLOC_SIZE); lower n_ctx or max_batch",
-                          what, bytes, cb->info.name, (unsigned long long)cb->info.max_alloc_bytes);
-    *out = clCreateBuffer(cb->ctx, CL_MEM_READ_WRITE, bytes ? bytes : 4, NULL, &err);
+                          "at most %llu (%s); lower max_batch", what, bytes, cb->info.name,
+                          (unsigned long long)cb->max_alloc, cb->max_alloc_from);
+    *out = clCreateBuffer(cb->ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
     if (err != CL_SUCCESS)
         return dattn_fail(DATTN_E_OPENCL, "opencl: clCreateBuffer for the %s (%zu bytes) on '%s': "
                           "%s", what, bytes, cb->info.name, cl_error_name(err));
     return DATTN_OK;
 }
 
+/* The KV region as few buffers as the one-buffer cap allows, split evenly on head blocks, each
+ * zeroed once (pages past the visible keys are never read, but a saved file should not carry
+ * stale device memory). */
+static dattn_status make_kv(cl_backend *cb, cl_cache *cc, const kv_geom *g)
+{
+    cc->head_bytes = g->head_bytes;
+    cc->n_blocks = g->n_slots * g->n_kv_heads;
+    if (g->head_bytes > cb->max_alloc)
+        return dattn_fail(DATTN_E_ARENA, "opencl: one KV head block (the keys and values of one KV "
+                          "head of one layer: n_ctx %d, head_dim %d) is %zu bytes; '%s' allows at "
+                          "most %llu in one buffer (%s); lower n_ctx or use a smaller kv type",
+                          g->n_ctx, g->head_dim, g->head_bytes, cb->info.name,
+                          (unsigned long long)cb->max_alloc, cb->max_alloc_from);
+    uint64_t fit = cb->max_alloc / g->head_bytes;
+    int per = fit < (uint64_t)cc->n_blocks ? (int)fit : cc->n_blocks;
+    cc->n_kv_bufs = (cc->n_blocks + per - 1) / per;
+    cc->blocks_per_buf = (cc->n_blocks + cc->n_kv_bufs - 1) / cc->n_kv_bufs;
+    cc->kv = dattn_alloc(sizeof(cl_mem) * (size_t)cc->n_kv_bufs, "KV buffer table");
+    if (!cc->kv)
+        return DATTN_E_NOMEM;
+    for (int i = 0; i < cc->n_kv_bufs; i++) {
+        int first = i * cc->blocks_per_buf;
+        int blocks = cc->n_blocks - first < cc->blocks_per_buf ? cc->n_blocks - first
+                                                               : cc->blocks_per_buf;
+        size_t bytes = (size_t)blocks * g->head_bytes;
+        dattn_status st = make_buffer(cb, bytes, "KV cache", &cc->kv[i]);
+        if (st != DATTN_OK)
+            return st;
+        cl_float zero = 0.0f;
+        cl_int err = clEnqueueFillBuffer(cb->queue, cc->kv[i], &zero, sizeof zero, 0, bytes, 0,
+                                         NULL, NULL);
+        if (err != CL_SUCCESS)
+            return dattn_fail(DATTN_E_OPENCL, "opencl: clEnqueueFillBuffer of the KV cache: %s",
+                              cl_error_name(err));
+    }
+    if (cc->n_kv_bufs > 1)
+        dattn_log(DATTN_LOG_INFO, "opencl: the KV cache (%zu bytes) is %d buffers of up to %d head "
+                  "blocks (%zu bytes each; one buffer may hold %llu, %s)", kv_bytes(g),
+                  cc->n_kv_bufs, cc->blocks_per_buf, g->head_bytes,
+                  (unsigned long long)cb->max_alloc, cb->max_alloc_from);
+    return DATTN_OK;
+}
+
+/* The KV heads j0 .. j0+n-1 of a slot that lie in one buffer, from head j0 on: one launch. */
+typedef struct kv_run {
+    cl_mem buf;
+    cl_ulong off;              /* byte offset of head block (slot, j0) in buf */
+    int j0, n;
+} kv_run;
+
+static kv_run kv_run_at(const cl_cache *cc, int n_kv_heads, int slot, int j0)
+{
+    int b = slot * n_kv_heads + j0, i = b / cc->blocks_per_buf;
+    int end = (i + 1) * cc->blocks_per_buf, slot_end = (slot + 1) * n_kv_heads;
+    kv_run run;
+    run.buf = cc->kv[i];
+    run.off = (cl_ulong)(b - i * cc->blocks_per_buf) * cc->head_bytes;
+    run.j0 = j0;
+    run.n = (end < slot_end ? end : slot_end) - b;
+    return run;
+}
+
 /* The program of `source` with `options`: built once per backend (and through the binary cache
  * on disk); each caller gets its own reference. */
 static dattn_status build(cl_backend *cb, const char *source, const char *options, cl_program *out)
 {
-    char key[256];
+    char key[512];
     snprintf(key, sizeof key, "%s|%s", source, options);
     for (int i = 0; i < cb->n_built; i++)
         if (!strcmp(cb->built[i].key, key)) {
@@ -199,13 +346,64 @@ static dattn_status make_kernel(cl_program prog, const char *name, cl_kernel *ou
     return DATTN_OK;
 }
 
+/* A kernel's needs against what the device grants it (CL_KERNEL_WORK_GROUP_SIZE takes the
+ * kernel's registers into account, so it can be below the device's maximum). `knob` names the
+ * tuning fields that set the work-group. */
+static dattn_status check_kernel(const cl_backend *cb, cl_kernel k, const char *name, size_t wg,
+                                 const char *knob)
+{
+    size_t kernel_wg = 0;
+    cl_ulong local = 0;
+    cl_int err = clGetKernelWorkGroupInfo(k, cb->dev.device, CL_KERNEL_WORK_GROUP_SIZE,
+                                          sizeof kernel_wg, &kernel_wg, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetKernelWorkGroupInfo(k, cb->dev.device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local,
+                                       &local, NULL);
+    if (err != CL_SUCCESS)
+        return dattn_fail(DATTN_E_OPENCL, "opencl: clGetKernelWorkGroupInfo('%s'): %s", name,
+                          cl_error_name(err));
+    if (wg > kernel_wg)
+        return dattn_fail(DATTN_E_UNSUPPORTED, "opencl: kernel %s needs work-groups of %zu items; "
+                          "'%s' runs it with at most %zu (CL_KERNEL_WORK_GROUP_SIZE); lower %s in "
+                          "platforms/tuning.tsv (row '%s') or the tuning override (DATTN_TUNING), or use --backend cpu",
+                          name, wg, cb->info.name, kernel_wg, knob, cb->tune_label);
+    if (local > cb->info.local_mem_bytes)
+        return dattn_fail(DATTN_E_UNSUPPORTED, "opencl: kernel %s needs %llu bytes of local memory; "
+                          "'%s' has %llu (CL_DEVICE_LOCAL_MEM_SIZE); lower %s in "
+                          "platforms/tuning.tsv (row '%s') or the tuning override (DATTN_TUNING), or use --backend cpu",
+                          name, (unsigned long long)local, cb->info.name,
+                          (unsigned long long)cb->info.local_mem_bytes, knob, cb->tune_label);
+    return DATTN_OK;
+}
+
+/* diffattn_prefill's work-group and local memory for the row's tiles (the formula of
+ * diffattn_prefill.cl), checked before building: the kernel's own #error guards would only
+ * leave a build log. */
+static dattn_status check_prefill_tiles(const cl_backend *cb, int d, int qt, int kt)
+{
+    size_t wg = (size_t)qt * kt;
+    size_t local = 4 * ((size_t)qt * (2 * d + 1) + (size_t)d * kt + 2 * (size_t)qt * kt + 4 * (size_t)kt);
+    size_t max_wg = cb->max_wg < 1024 ? cb->max_wg : 1024;
+    size_t max_local = cb->info.local_mem_bytes < 32768 ? cb->info.local_mem_bytes : 32768;
+    if (wg > max_wg || local > max_local)
+        return dattn_fail(DATTN_E_UNSUPPORTED, "opencl: kernel diffattn_prefill with PREFILL_QT=%d "
+                          "PREFILL_KT=%d at head_dim %d needs work-groups of %zu items and %zu bytes "
+                          "of local memory; '%s' allows %zu items and %zu bytes (the kernel at most "
+                          "1024 and 32 KiB); lower PREFILL_QT or PREFILL_KT in platforms/tuning.tsv "
+                          "(row '%s') or the tuning override (DATTN_TUNING), or use --backend cpu", qt, kt, d, wg, local,
+                          cb->info.name, max_wg, max_local, cb->tune_label);
+    return DATTN_OK;
+}
+
 /* The decode split kernel's work-group: the tuning row's, halved until its local memory
- * (4 * (4*r*d + 4*r*WG + WG) bytes, see diffattn_decode.cl) fits the device and 32 KiB. */
+ * (4 * (4*r*d + 4*r*WG + WG) bytes, see diffattn_decode.cl) fits the device and 32 KiB and the
+ * device's work-group limit. */
 static int decode_wg(const cl_backend *cb, int r, int d)
 {
     size_t limit = cb->info.local_mem_bytes < 32768 ? cb->info.local_mem_bytes : 32768;
-    int wg = cb->tune->wg_decode;
-    while (wg > 1 && 4 * (4 * (size_t)r * d + 4 * (size_t)r * wg + (size_t)wg) > limit)
+    int wg = cb->tune.wg_decode;
+    while (wg > 1 && ((size_t)wg > cb->max_wg ||
+                      4 * (4 * (size_t)r * d + 4 * (size_t)r * wg + (size_t)wg) > limit))
         wg /= 2;
     return wg;
 }
@@ -218,15 +416,31 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     if (caller_buf)
         return dattn_fail(DATTN_E_UNSUPPORTED, "opencl: the cache lives in device memory on '%s'; "
                           "pass no arena buffer (NULL) to dattn_cache_create", cb->info.name);
-    cl_cache *cc = dattn_alloc(sizeof *cc, "opencl cache state");
-    if (!cc)
-        return DATTN_E_NOMEM;
     dattn_status st;
     const kv_geom *g = &c->g;
     int r = c->shape.n_heads / c->shape.n_kv_heads, d = g->head_dim;
-    cc->max_split = cb->tune->max_split;
-    act_sizes a = sizes_of(&c->shape, g, cc->max_split);
-    if ((st = make_buffer(cb, kv_bytes(g), "KV cache", &cc->kv)) != DATTN_OK ||
+    act_sizes a = sizes_of(cb, &c->shape, g);
+    size_t total = cl_cache_bytes(be, &c->shape, g);
+    if (total > cb->info.global_mem_bytes)
+        return dattn_fail(DATTN_E_ARENA, "opencl: this cache needs %zu bytes of device memory (KV "
+                          "%zu + scratch %zu); '%s' has %llu (CL_DEVICE_GLOBAL_MEM_SIZE); lower "
+                          "n_ctx, n_layers or max_batch, or use a smaller kv type", total,
+                          kv_bytes(g), act_total(&a), cb->info.name,
+                          (unsigned long long)cb->info.global_mem_bytes);
+    if ((st = check_prefill_tiles(cb, d, cb->tune.prefill_qt, cb->tune.prefill_kt)) != DATTN_OK)
+        return st;
+    cl_cache *cc = dattn_alloc(sizeof *cc, "opencl cache state");
+    if (!cc)
+        return DATTN_E_NOMEM;
+    cc->max_split = cb->tune.max_split;
+    cc->x_cols = max_int(c->shape.model_dim, g->ffn_dim);
+    cc->y_cols = max_int(c->shape.model_dim, g->n_vocab);
+    cc->ffn_dim = g->ffn_dim;
+    cc->gemm_temp_bytes = a.temp;
+#ifdef DATTN_HAVE_CLBLAST
+    cc->use_clblast = 1;
+#endif
+    if ((st = make_kv(cb, cc, g)) != DATTN_OK ||
         (st = make_buffer(cb, a.x, "input rows", &cc->x)) != DATTN_OK ||
         (st = make_buffer(cb, a.qkv, "q/k/v rows", &cc->qkv)) != DATTN_OK ||
         (st = make_buffer(cb, a.q, "queries", &cc->q)) != DATTN_OK ||
@@ -234,34 +448,25 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
         (st = make_buffer(cb, a.kvd, "keys", &cc->k)) != DATTN_OK ||
         (st = make_buffer(cb, a.kvd, "values", &cc->v)) != DATTN_OK ||
         (st = make_buffer(cb, a.attn, "attention output", &cc->attn)) != DATTN_OK ||
-        (st = make_buffer(cb, a.attn, "output rows", &cc->y)) != DATTN_OK ||
+        (st = make_buffer(cb, a.y, "output rows", &cc->y)) != DATTN_OK ||
+        (st = make_buffer(cb, a.hidden, "FFN hidden rows", &cc->hidden)) != DATTN_OK ||
         (st = make_buffer(cb, a.partial, "decode split states", &cc->partial)) != DATTN_OK ||
         (st = make_buffer(cb, sizeof(float) * (size_t)(d / 2), "RoPE table", &cc->inv_freq)) != DATTN_OK ||
-        (st = make_buffer(cb, sizeof(float) * 2 * (size_t)d, "subln weight", &cc->subln)) != DATTN_OK)
+        (st = make_buffer(cb, sizeof(float) * 2 * (size_t)d, "subln weight", &cc->subln)) != DATTN_OK ||
+        (st = make_buffer(cb, a.temp, "CLBlast temp buffer", &cc->gemm_temp)) != DATTN_OK)
         goto fail;
-    /* Zero the KV region once: pages past the visible keys are never read, but a saved file
-     * should not carry stale device memory. */
-    {
-        cl_float zero = 0.0f;
-        cl_int err = clEnqueueFillBuffer(cb->queue, cc->kv, &zero, sizeof zero, 0,
-                                         kv_bytes(g) / 4 * 4, 0, NULL, NULL);
-        if (err != CL_SUCCESS) {
-            st = dattn_fail(DATTN_E_OPENCL, "opencl: clEnqueueFillBuffer: %s", cl_error_name(err));
-            goto fail;
-        }
-    }
 
     cc->wg_decode = decode_wg(cb, r, d);
     cc->combine_wg = 64;
     cc->append_wg = 64;
-    cc->gemv_wg = cb->tune->gemv_wg;
-    cc->gemv_rows = cb->tune->gemv_rows;
+    cc->gemv_wg = cb->tune.gemv_wg;
+    cc->gemv_rows = cb->tune.gemv_rows;
     cc->gemm_local[0] = 16, cc->gemm_local[1] = 16;   /* gemm.cl defaults: 64x64 tiles, 4x4 */
     cc->gemm_tile[0] = 64, cc->gemm_tile[1] = 64;
-    cc->prefill_qt = 16;                              /* diffattn_prefill.cl defaults */
-    cc->prefill_wg = 16 * 16;
+    cc->prefill_qt = (size_t)cb->tune.prefill_qt;
+    cc->prefill_wg = (size_t)cb->tune.prefill_qt * (size_t)cb->tune.prefill_kt;
     char opt[256];
-    snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D GROUP=%d -D KV_TYPE=%d -D WG_SIZE=%d "
+    snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D GROUP=%d -D KV_TYPE=%d -D WG_DECODE=%d "
              "-D COMBINE_WG_SIZE=%d", d, r, (int)g->type, cc->wg_decode, cc->combine_wg);
     if ((st = build(cb, "diffattn_decode", opt, &cc->prog[0])) != DATTN_OK)
         goto fail;
@@ -275,15 +480,19 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     snprintf(opt, sizeof opt, "-D GEMV_WG=%d -D GEMV_ROWS=%d", cc->gemv_wg, cc->gemv_rows);
     if ((st = build(cb, "gemv", opt, &cc->prog[3])) != DATTN_OK)
         goto fail;
-    snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D GROUP=%d -D KV_TYPE=%d", d, r, (int)g->type);
+    snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D GROUP=%d -D KV_TYPE=%d -D PREFILL_QT=%d "
+             "-D PREFILL_KT=%d", d, r, (int)g->type, cb->tune.prefill_qt, cb->tune.prefill_kt);
     if ((st = build(cb, "diffattn_prefill", opt, &cc->prog[4])) != DATTN_OK)
+        goto fail;
+    if ((st = build(cb, "elementwise", "", &cc->prog[5])) != DATTN_OK)
         goto fail;
     if ((st = make_kernel(cc->prog[0], "diffattn_decode_split", &cc->k_split)) != DATTN_OK ||
         (st = make_kernel(cc->prog[0], "diffattn_decode_combine", &cc->k_combine)) != DATTN_OK ||
         (st = make_kernel(cc->prog[1], "kv_append", &cc->k_append)) != DATTN_OK ||
         (st = make_kernel(cc->prog[2], "rope", &cc->k_rope)) != DATTN_OK ||
         (st = make_kernel(cc->prog[3], "gemv", &cc->k_gemv)) != DATTN_OK ||
-        (st = make_kernel(cc->prog[4], "diffattn_prefill", &cc->k_prefill)) != DATTN_OK)
+        (st = make_kernel(cc->prog[4], "diffattn_prefill", &cc->k_prefill)) != DATTN_OK ||
+        (st = make_kernel(cc->prog[5], "swiglu_rows", &cc->k_swiglu)) != DATTN_OK)
         goto fail;
     {
         cl_program gemm_prog;
@@ -294,6 +503,20 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
         if (st != DATTN_OK)
             goto fail;
     }
+    if ((st = check_kernel(cb, cc->k_split, "diffattn_decode_split", (size_t)cc->wg_decode,
+                           "wg_decode")) != DATTN_OK ||
+        (st = check_kernel(cb, cc->k_combine, "diffattn_decode_combine", (size_t)cc->combine_wg,
+                           "wg_decode")) != DATTN_OK ||
+        (st = check_kernel(cb, cc->k_append, "kv_append", (size_t)cc->append_wg,
+                           "wg_decode")) != DATTN_OK ||
+        (st = check_kernel(cb, cc->k_rope, "rope", 64, "wg_decode")) != DATTN_OK ||
+        (st = check_kernel(cb, cc->k_gemv, "gemv", (size_t)cc->gemv_wg, "gemv_wg")) != DATTN_OK ||
+        (st = check_kernel(cb, cc->k_prefill, "diffattn_prefill", cc->prefill_wg,
+                           "prefill_qt or prefill_kt")) != DATTN_OK ||
+        (st = check_kernel(cb, cc->k_gemm, "gemm", cc->gemm_local[0] * cc->gemm_local[1],
+                           "nothing (gemm.cl's tiles are fixed); use --backend cpu")) != DATTN_OK ||
+        (st = check_kernel(cb, cc->k_swiglu, "swiglu_rows", 64, "nothing")) != DATTN_OK)
+        goto fail;
     c->pages = NULL;
     c->be_state = cc;
     return DATTN_OK;
@@ -311,28 +534,40 @@ static void cl_cache_release(dattn_backend *be, dattn_cache *c)
     c->be_state = NULL;
 }
 
+/* Moves n bytes at offset off of the KV region to or from host memory, buffer by buffer. */
+static dattn_status kv_copy(cl_backend *cb, const cl_cache *cc, size_t off, void *host, size_t n,
+                            int write)
+{
+    size_t buf_bytes = (size_t)cc->blocks_per_buf * cc->head_bytes;
+    unsigned char *p = host;
+    while (n > 0) {
+        size_t i = off / buf_bytes, in = off - i * buf_bytes;
+        size_t chunk = buf_bytes - in < n ? buf_bytes - in : n;
+        if (i >= (size_t)cc->n_kv_bufs)
+            return dattn_fail(DATTN_E_INVALID_ARG, "opencl: KV bytes %zu.. lie past the cache", off);
+        cl_int err = write ? clEnqueueWriteBuffer(cb->queue, cc->kv[i], CL_TRUE, in, chunk, p, 0,
+                                                  NULL, NULL)
+                           : clEnqueueReadBuffer(cb->queue, cc->kv[i], CL_TRUE, in, chunk, p, 0,
+                                                 NULL, NULL);
+        if (err != CL_SUCCESS)
+            return dattn_fail(DATTN_E_OPENCL, "opencl: %s of the KV cache: %s",
+                              write ? "clEnqueueWriteBuffer" : "clEnqueueReadBuffer",
+                              cl_error_name(err));
+        off += chunk, p += chunk, n -= chunk;
+    }
+    return DATTN_OK;
+}
+
 static dattn_status cl_kv_read(dattn_backend *be, const dattn_cache *c, size_t off, void *dst,
                                size_t n)
 {
-    cl_backend *cb = be->impl;
-    const cl_cache *cc = c->be_state;
-    cl_int err = clEnqueueReadBuffer(cb->queue, cc->kv, CL_TRUE, off, n, dst, 0, NULL, NULL);
-    if (err != CL_SUCCESS)
-        return dattn_fail(DATTN_E_OPENCL, "opencl: clEnqueueReadBuffer of the KV cache: %s",
-                          cl_error_name(err));
-    return DATTN_OK;
+    return kv_copy(be->impl, c->be_state, off, dst, n, 0);
 }
 
 static dattn_status cl_kv_write(dattn_backend *be, dattn_cache *c, size_t off, const void *src,
                                 size_t n)
 {
-    cl_backend *cb = be->impl;
-    cl_cache *cc = c->be_state;
-    cl_int err = clEnqueueWriteBuffer(cb->queue, cc->kv, CL_TRUE, off, n, src, 0, NULL, NULL);
-    if (err != CL_SUCCESS)
-        return dattn_fail(DATTN_E_OPENCL, "opencl: clEnqueueWriteBuffer of the KV cache: %s",
-                          cl_error_name(err));
-    return DATTN_OK;
+    return kv_copy(be->impl, c->be_state, off, (void *)src, n, 1);
 }
 
 /* ---- the forward ---------------------------------------------------------------------------
@@ -343,16 +578,22 @@ static dattn_status cl_kv_write(dattn_backend *be, dattn_cache *c, size_t off, c
 
 static void check(cl_cache *cc, cl_int err, const char *what)
 {
-    if (err != CL_SUCCESS && cc->fail_err == CL_SUCCESS) {
+    if (err != CL_SUCCESS && cc->fail_err == CL_SUCCESS && cc->fail_st == DATTN_OK) {
         cc->fail_err = err;
         cc->fail_what = what;
     }
 }
 
-static void op_begin(cl_cache *cc) { cc->fail_err = CL_SUCCESS; }
+static void op_begin(cl_cache *cc)
+{
+    cc->fail_err = CL_SUCCESS;
+    cc->fail_st = DATTN_OK;
+}
 
 static dattn_status op_status(cl_cache *cc)
 {
+    if (cc->fail_st != DATTN_OK)
+        return cc->fail_st;    /* its message is set */
     if (cc->fail_err == CL_SUCCESS)
         return DATTN_OK;
     return dattn_fail(DATTN_E_OPENCL, "opencl: %s: %s (the device failed during the call; this "
@@ -362,7 +603,8 @@ static dattn_status op_status(cl_cache *cc)
 
 static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
-/* y [n][m] (row stride ldy floats) = x [n][k] W^T on the device. */
+/* y [n][m] (row stride ldy floats) = x [n][k] (row stride ldx) W^T on the device: gemv.cl for
+ * one row (decode), CLBlast or gemm.cl for more. */
 static void matmul(cl_backend *cb, cl_cache *cc, const backend_weight *w, cl_mem x, int ldx,
                    int n, cl_mem y, int ldy)
 {
@@ -378,6 +620,20 @@ static void matmul(cl_backend *cb, cl_cache *cc, const backend_weight *w, cl_mem
         check(cc, err, "gemv");
         return;
     }
+#ifdef DATTN_HAVE_CLBLAST
+    if (cc->use_clblast) {
+        size_t need = 0;
+        /* A shape whose temp buffer outgrows the one made with the cache takes gemm.cl. */
+        if (clb_temp_bytes(cb->queue, n, w->m, w->k, ldx, ldy, &need) == DATTN_OK &&
+            need <= cc->gemm_temp_bytes) {
+            dattn_status st = clb_sgemm(cb->queue, x, ldx, w->buf, w->m, w->k, n, y, ldy,
+                                        need ? cc->gemm_temp : NULL);
+            if (st != DATTN_OK && cc->fail_st == DATTN_OK && cc->fail_err == CL_SUCCESS)
+                cc->fail_st = st;
+            return;
+        }
+    }
+#endif
     cl_kernel kn = cc->k_gemm;
     err |= SET(kn, 0, x), err |= SET(kn, 1, ldx), err |= SET(kn, 2, w->buf), err |= SET(kn, 3, y);
     err |= SET(kn, 4, ldy), err |= SET(kn, 5, n), err |= SET(kn, 6, w->m), err |= SET(kn, 7, w->k);
@@ -387,7 +643,6 @@ static void matmul(cl_backend *cb, cl_cache *cc, const backend_weight *w, cl_mem
         err = clEnqueueNDRangeKernel(cb->queue, kn, 2, NULL, global, cc->gemm_local, 0, NULL, NULL);
     check(cc, err, "gemm");
 }
-
 /* Columns [col, col+width) of the n rows of QKV into a contiguous [n][width] buffer. */
 static void split_columns(cl_backend *cb, cl_cache *cc, const dattn_layer *l, int n, int col,
                           int width, cl_mem dst)
@@ -465,17 +720,21 @@ static dattn_status cl_rope_append(dattn_backend *be, dattn_cache *c, const datt
     rope(cb, cc, cc->k, cc->k, 2 * Hkv, n, (int)t0, INT32_MAX, 1.0f, d);
 
     cl_kernel kn = cc->k_append;
-    cl_ulong slot_off = kv_head_offset(g, slot, 0);
     cl_long t = t0;
-    cl_int err = CL_SUCCESS;
-    err |= SET(kn, 0, cc->kv), err |= SET(kn, 1, slot_off), err |= SET(kn, 2, g->n_pages);
-    err |= SET(kn, 3, g->n_sink), err |= SET(kn, 4, g->n_ring), err |= SET(kn, 5, t);
-    err |= SET(kn, 6, cc->k), err |= SET(kn, 7, cc->v);
-    size_t global[3] = {3 * (size_t)cc->append_wg, (size_t)Hkv, (size_t)n};
-    size_t local[3] = {(size_t)cc->append_wg, 1, 1};
-    if (err == CL_SUCCESS)
-        err = clEnqueueNDRangeKernel(cb->queue, kn, 3, NULL, global, local, 0, NULL, NULL);
-    check(cc, err, "kv_append");
+    for (int j = 0; j < Hkv;) {
+        kv_run run = kv_run_at(cc, Hkv, slot, j);
+        cl_int err = CL_SUCCESS;
+        err |= SET(kn, 0, run.buf), err |= SET(kn, 1, run.off), err |= SET(kn, 2, g->n_pages);
+        err |= SET(kn, 3, g->n_sink), err |= SET(kn, 4, g->n_ring), err |= SET(kn, 5, t);
+        err |= SET(kn, 6, cc->k), err |= SET(kn, 7, cc->v), err |= SET(kn, 8, run.j0);
+        err |= SET(kn, 9, Hkv);
+        size_t global[3] = {3 * (size_t)cc->append_wg, (size_t)run.n, (size_t)n};
+        size_t local[3] = {(size_t)cc->append_wg, 1, 1};
+        if (err == CL_SUCCESS)
+            err = clEnqueueNDRangeKernel(cb->queue, kn, 3, NULL, global, local, 0, NULL, NULL);
+        check(cc, err, "kv_append");
+        j += run.n;
+    }
     return op_status(cc);
 }
 
@@ -494,7 +753,6 @@ static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const dattn_
     cl_cache *cc = c->be_state;
     const kv_geom *g = &c->g;
     int H = l->shape.n_heads, Hkv = l->shape.n_kv_heads;
-    cl_ulong slot_off = kv_head_offset(g, slot, 0);
     cl_mem q_sink = g->policy == DATTN_POLICY_SINK_WINDOW ? cc->q_sink : cc->q;
     float lambda = l->lambda, out_scale = 1.0f - l->lambda_init;
     cl_long t = t0;
@@ -503,37 +761,48 @@ static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const dattn_
     load_layer(cb, cc, l);
     if (!decode) {
         cl_kernel kn = cc->k_prefill;
-        err |= SET(kn, 0, cc->kv), err |= SET(kn, 1, slot_off), err |= SET(kn, 2, g->n_pages);
-        err |= SET(kn, 3, g->n_sink), err |= SET(kn, 4, g->n_window), err |= SET(kn, 5, g->n_ring);
-        err |= SET(kn, 6, t), err |= SET(kn, 7, n), err |= SET(kn, 8, cc->q);
-        err |= SET(kn, 9, q_sink), err |= SET(kn, 10, lambda), err |= SET(kn, 11, out_scale);
-        err |= SET(kn, 12, cc->subln), err |= SET(kn, 13, cc->attn);
-        size_t global[2] = {(size_t)H * cc->prefill_wg,
-                            (size_t)(n + (int)cc->prefill_qt - 1) / cc->prefill_qt};
-        size_t local[2] = {cc->prefill_wg, 1};
-        if (err == CL_SUCCESS)
-            err = clEnqueueNDRangeKernel(cb->queue, kn, 2, NULL, global, local, 0, NULL, NULL);
-        check(cc, err, "diffattn_prefill");
+        for (int j = 0; j < Hkv;) {
+            kv_run run = kv_run_at(cc, Hkv, slot, j);
+            err = CL_SUCCESS;
+            err |= SET(kn, 0, run.buf), err |= SET(kn, 1, run.off), err |= SET(kn, 2, g->n_pages);
+            err |= SET(kn, 3, g->n_sink), err |= SET(kn, 4, g->n_window);
+            err |= SET(kn, 5, g->n_ring), err |= SET(kn, 6, t), err |= SET(kn, 7, n);
+            err |= SET(kn, 8, cc->q), err |= SET(kn, 9, q_sink), err |= SET(kn, 10, lambda);
+            err |= SET(kn, 11, out_scale), err |= SET(kn, 12, cc->subln);
+            err |= SET(kn, 13, cc->attn), err |= SET(kn, 14, run.j0), err |= SET(kn, 15, H);
+            size_t global[2] = {(size_t)run.n * (size_t)(H / Hkv) * cc->prefill_wg,
+                                (size_t)(n + (int)cc->prefill_qt - 1) / cc->prefill_qt};
+            size_t local[2] = {cc->prefill_wg, 1};
+            if (err == CL_SUCCESS)
+                err = clEnqueueNDRangeKernel(cb->queue, kn, 2, NULL, global, local, 0, NULL, NULL);
+            check(cc, err, "diffattn_prefill");
+            j += run.n;
+        }
         return op_status(cc);
     }
     int64_t n_vis = n_visible(g, t0);
     int n_tiles = (int)((n_vis + cc->wg_decode - 1) / cc->wg_decode);
-    int n_split = tuning_splits(cb->tune, Hkv, n_tiles, cb->info.compute_units);
+    int n_split = tuning_splits(&cb->tune, Hkv, n_tiles, cb->info.compute_units);
     if (n_split > cc->max_split)
         n_split = cc->max_split;
     if (n_split < 1)
         n_split = 1;
     int split_len = (int)((n_vis + n_split - 1) / n_split);
     cl_kernel ks = cc->k_split;
-    err |= SET(ks, 0, cc->kv), err |= SET(ks, 1, slot_off), err |= SET(ks, 2, g->n_pages);
-    err |= SET(ks, 3, g->n_sink), err |= SET(ks, 4, g->n_window), err |= SET(ks, 5, g->n_ring);
-    err |= SET(ks, 6, t), err |= SET(ks, 7, split_len), err |= SET(ks, 8, cc->q);
-    err |= SET(ks, 9, q_sink), err |= SET(ks, 10, cc->partial);
-    size_t global[2] = {(size_t)n_split * cc->wg_decode, (size_t)Hkv};
-    size_t local[2] = {(size_t)cc->wg_decode, 1};
-    if (err == CL_SUCCESS)
-        err = clEnqueueNDRangeKernel(cb->queue, ks, 2, NULL, global, local, 0, NULL, NULL);
-    check(cc, err, "diffattn_decode_split");
+    for (int j = 0; j < Hkv;) {
+        kv_run run = kv_run_at(cc, Hkv, slot, j);
+        err = CL_SUCCESS;
+        err |= SET(ks, 0, run.buf), err |= SET(ks, 1, run.off), err |= SET(ks, 2, g->n_pages);
+        err |= SET(ks, 3, g->n_sink), err |= SET(ks, 4, g->n_window), err |= SET(ks, 5, g->n_ring);
+        err |= SET(ks, 6, t), err |= SET(ks, 7, split_len), err |= SET(ks, 8, cc->q);
+        err |= SET(ks, 9, q_sink), err |= SET(ks, 10, cc->partial), err |= SET(ks, 11, run.j0);
+        size_t global[2] = {(size_t)n_split * cc->wg_decode, (size_t)run.n};
+        size_t local[2] = {(size_t)cc->wg_decode, 1};
+        if (err == CL_SUCCESS)
+            err = clEnqueueNDRangeKernel(cb->queue, ks, 2, NULL, global, local, 0, NULL, NULL);
+        check(cc, err, "diffattn_decode_split");
+        j += run.n;
+    }
     cl_kernel kc = cc->k_combine;
     err = CL_SUCCESS;
     err |= SET(kc, 0, cc->partial), err |= SET(kc, 1, n_split), err |= SET(kc, 2, lambda);
@@ -553,6 +822,67 @@ static dattn_status cl_project_out(dattn_backend *be, dattn_cache *c, const datt
     int E = l->shape.model_dim;
     op_begin(cc);
     matmul(cb, cc, l->w_out, cc->attn, E, n, cc->y, E);
+    check(cc, clEnqueueReadBuffer(cb->queue, cc->y, CL_TRUE, 0, sizeof(float) * (size_t)n * E, y,
+                                  0, NULL, NULL), "clEnqueueReadBuffer(y)");
+    return op_status(cc);
+}
+
+/* The rows of the model's blocks must fit the scratch the cache was made with. */
+static dattn_status check_rows(const cl_cache *cc, const dattn_cache *c, const char *op, int n,
+                               int k, int m)
+{
+    if (n < 1 || n > c->g.max_batch || k > cc->x_cols || m > cc->y_cols)
+        return dattn_fail(DATTN_E_INVALID_ARG, "opencl: %s of %d rows, %d inputs, %d outputs: this "
+                          "cache holds 1..%d rows of up to %d inputs and %d outputs (kv_geom's "
+                          "ffn_dim and n_vocab size them)", op, n, k, m, c->g.max_batch,
+                          cc->x_cols, cc->y_cols);
+    return DATTN_OK;
+}
+
+static dattn_status cl_linear(dattn_backend *be, dattn_cache *c, const backend_weight *w,
+                              const float *x, int n, float *y)
+{
+    cl_backend *cb = be->impl;
+    cl_cache *cc = c->be_state;
+    dattn_status st = check_rows(cc, c, "linear", n, w->k, w->m);
+    if (st != DATTN_OK)
+        return st;
+    op_begin(cc);
+    check(cc, clEnqueueWriteBuffer(cb->queue, cc->x, CL_FALSE, 0, sizeof(float) * (size_t)n * w->k,
+                                   x, 0, NULL, NULL), "clEnqueueWriteBuffer(x)");
+    matmul(cb, cc, w, cc->x, w->k, n, cc->y, w->m);
+    check(cc, clEnqueueReadBuffer(cb->queue, cc->y, CL_TRUE, 0, sizeof(float) * (size_t)n * w->m,
+                                  y, 0, NULL, NULL), "clEnqueueReadBuffer(y)");
+    return op_status(cc);
+}
+
+/* hidden [n][2F] = x W13^T; its first F columns become silu(x W1^T) * (x W3^T) in place
+ * (swiglu_rows); y = those columns W2^T, read with row stride 2F. */
+static dattn_status cl_ffn(dattn_backend *be, dattn_cache *c, const backend_weight *w13,
+                           const backend_weight *w2, const float *x, int n, float *y)
+{
+    cl_backend *cb = be->impl;
+    cl_cache *cc = c->be_state;
+    int E = w2->m, F = w2->k;
+    if (w13->m != 2 * F || w13->k != E || F > cc->ffn_dim)
+        return dattn_fail(DATTN_E_SHAPE, "opencl: ffn with w13 [%d][%d] and w2 [%d][%d]: needs w13 "
+                          "[2F][E], w2 [E][F] with F <= this cache's ffn_dim %d", w13->m, w13->k,
+                          w2->m, w2->k, cc->ffn_dim);
+    dattn_status st = check_rows(cc, c, "ffn", n, E, E);
+    if (st != DATTN_OK)
+        return st;
+    op_begin(cc);
+    check(cc, clEnqueueWriteBuffer(cb->queue, cc->x, CL_FALSE, 0, sizeof(float) * (size_t)n * E,
+                                   x, 0, NULL, NULL), "clEnqueueWriteBuffer(x)");
+    matmul(cb, cc, w13, cc->x, E, n, cc->hidden, 2 * F);
+    cl_kernel kn = cc->k_swiglu;
+    cl_int err = CL_SUCCESS;
+    err |= SET(kn, 0, cc->hidden), err |= SET(kn, 1, F);
+    size_t global[2] = {round_up((size_t)F, 64), (size_t)n}, local[2] = {64, 1};
+    if (err == CL_SUCCESS)
+        err = clEnqueueNDRangeKernel(cb->queue, kn, 2, NULL, global, local, 0, NULL, NULL);
+    check(cc, err, "swiglu_rows");
+    matmul(cb, cc, w2, cc->hidden, 2 * F, n, cc->y, E);
     check(cc, clEnqueueReadBuffer(cb->queue, cc->y, CL_TRUE, 0, sizeof(float) * (size_t)n * E, y,
                                   0, NULL, NULL), "clEnqueueReadBuffer(y)");
     return op_status(cc);
@@ -593,9 +923,37 @@ static const backend_ops cl_ops = {
     .rope_append = cl_rope_append,
     .attention = cl_attention,
     .project_out = cl_project_out,
+    .linear = cl_linear,
+    .ffn = cl_ffn,
     .sync = cl_sync,
     .act_write = cl_act_write,
 };
+
+/* The device's limits, its tuning row and the caller's overrides of both (backend params). */
+static dattn_status read_knobs(cl_backend *cb, const dattn_backend_params *p)
+{
+    cb->tune = *tuning_lookup(cb->info.vendor, cb->info.name);
+    snprintf(cb->tune_label, sizeof cb->tune_label, "%s", cb->tune.name);
+    cb->max_alloc = cb->info.max_alloc_bytes;
+    cb->max_alloc_from = "CL_DEVICE_MAX_MEM_ALLOC_SIZE";
+    size_t max_wg = 0;
+    if (clGetDeviceInfo(cb->dev.device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg,
+                        NULL) != CL_SUCCESS || max_wg == 0)
+        max_wg = 64;   /* the least a device may report is 1; 64 is what every GPU takes */
+    cb->max_wg = max_wg;
+    if (p->max_buffer_bytes && p->max_buffer_bytes < cb->max_alloc) {
+        cb->max_alloc = p->max_buffer_bytes;
+        cb->max_alloc_from = "max_buffer_bytes";
+    }
+    if (p->tuning && *p->tuning) {
+        char why[256];
+        if (tuning_override(&cb->tune, p->tuning, why, sizeof why) != 0)
+            return dattn_fail(DATTN_E_INVALID_ARG, "opencl: tuning override: %s", why);
+        snprintf(cb->tune_label, sizeof cb->tune_label, "%.40s+override", cb->tune.name);
+        dattn_log(DATTN_LOG_INFO, "opencl: tuning row '%s' with '%s'", cb->tune.name, p->tuning);
+    }
+    return DATTN_OK;
+}
 
 dattn_status cl_backend_create(const dattn_backend_params *p, dattn_backend **out)
 {
@@ -611,7 +969,8 @@ dattn_status cl_backend_create(const dattn_backend_params *p, dattn_backend **ou
     if ((st = cl_select(p->device, &cb->dev)) != DATTN_OK)
         goto fail;
     cl_describe(&cb->dev, &cb->info);
-    cb->tune = tuning_lookup(cb->info.vendor, cb->info.name);
+    if ((st = read_knobs(cb, p)) != DATTN_OK)
+        goto fail;
     cb->ctx = clCreateContext(NULL, 1, &cb->dev.device, NULL, NULL, &err);
     if (err != CL_SUCCESS) {
         st = dattn_fail(DATTN_E_OPENCL, "opencl: clCreateContext on '%s': %s", cb->info.name,
@@ -629,7 +988,7 @@ dattn_status cl_backend_create(const dattn_backend_params *p, dattn_backend **ou
     /* Long device names are cut to fit the line. */
     snprintf(be->describe, sizeof be->describe, "opencl %d:%d %.60s (%.40s), tuning %.30s",
              cb->info.platform_index, cb->info.device_index, cb->info.name, cb->info.platform,
-             cb->tune->name);
+             cb->tune_label);
     dattn_log(DATTN_LOG_INFO, "backend: %s", be->describe);
     *out = be;
     return DATTN_OK;

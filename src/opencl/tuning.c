@@ -2,6 +2,7 @@
  * for a device (device name -> family -> vendor -> default), decides the KV split count of tiled
  * flash decoding with flash-attention's heuristic, and writes the -D build options. Plain C: no
  * OpenCL header, no allocation, no I/O. */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -199,4 +200,51 @@ int tuning_build_options(const tuning_row *row, char *buf, size_t n)
         return -1;
     }
     return w;
+}
+
+int tuning_override(tuning_row *row, const char *spec, char *why, size_t why_n)
+{
+    static const struct { const char *name; size_t off; } fields[] = {
+        {"wg_decode", offsetof(tuning_row, wg_decode)},
+        {"decode_tile", offsetof(tuning_row, decode_tile)},
+        {"prefill_qt", offsetof(tuning_row, prefill_qt)},
+        {"prefill_kt", offsetof(tuning_row, prefill_kt)},
+        {"gemv_wg", offsetof(tuning_row, gemv_wg)},
+        {"gemv_rows", offsetof(tuning_row, gemv_rows)},
+        {"n_split", offsetof(tuning_row, n_split)},
+        {"max_split", offsetof(tuning_row, max_split)},
+    };
+    for (const char *p = spec; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        size_t i, key_len = eq ? (size_t)(eq - p) : len;
+        for (i = 0; i < sizeof fields / sizeof *fields; i++)
+            if (strlen(fields[i].name) == key_len && !strncmp(fields[i].name, p, key_len))
+                break;
+        if (!eq || i == sizeof fields / sizeof *fields) {
+            snprintf(why, why_n, "'%.*s' is not field=value with a tuning.tsv column (wg_decode, "
+                     "decode_tile, prefill_qt, prefill_kt, gemv_wg, gemv_rows, n_split, max_split)",
+                     (int)len, p);
+            return -1;
+        }
+        const char *v = eq + 1;
+        size_t v_len = len - key_len - 1;
+        long value = 0;
+        int ok = v_len > 0 && v_len < 8;
+        if (ok && v_len == 4 && !strncmp(v, "auto", 4) && !strcmp(fields[i].name, "n_split"))
+            value = 0;
+        else
+            for (size_t c = 0; ok && c < v_len; c++) {
+                ok = v[c] >= '0' && v[c] <= '9';
+                value = value * 10 + (v[c] - '0');
+            }
+        if (!ok || value > 4096 || (value < 1 && strcmp(fields[i].name, "n_split"))) {
+            snprintf(why, why_n, "'%.*s': the value must be a whole number 1..4096", (int)len, p);
+            return -1;
+        }
+        *(int *)((char *)row + fields[i].off) = (int)value;
+        p = end ? end + 1 : p + len;
+    }
+    return 0;
 }

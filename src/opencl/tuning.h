@@ -66,4 +66,10 @@ int tuning_splits(const tuning_row *row, int n_work_items, int n_kv_tiles, int n
  * characters written (without the NUL), or -1 if they do not fit in n (buf is then "" if n > 0). */
 int tuning_build_options(const tuning_row *row, char *buf, size_t n);
 
+/* Applies "field=value,field=value" (the tuning.tsv column names, e.g. "prefill_qt=64,wg_decode=32";
+ * n_split also takes "auto") to a copy of a row: the override of the backend params (the tools' DATTN_TUNING),
+ * applied at creation, to try values without rebuilding. Returns 0, or -1 with the fault in why. Values
+ * are only range-checked here; the host checks them against the device before any launch. */
+int tuning_override(tuning_row *row, const char *spec, char *why, size_t why_n);
+
 #endif
