@@ -18,6 +18,11 @@ import time
 
 import torch
 
+# The safetensors writer is the one of the model script (tools/dtmodel.py): one writer for every
+# file the tests make; what is independent here is the math.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from dtmodel import write_safetensors  # noqa: E402
+
 DEFAULT_SEED = 20241007
 RMS_EPS = 1e-5
 
@@ -185,38 +190,6 @@ def make_case(gen, H, Hkv, d, T, wdtype):
     used = {n: t.to(torch.float64) for n, t in stored.items()}
     x32 = torch.randn(T, E, generator=gen, dtype=torch.float64).to(torch.float32)
     return stored, used, x32
-
-
-def tensor_bytes(t):
-    t = t.contiguous()
-    if t.dtype == torch.float32:
-        return t.numpy().astype("<f4").tobytes()
-    if t.dtype == torch.float16:
-        return t.numpy().astype("<f2").tobytes()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().astype("<i2").tobytes()
-    raise ValueError(t.dtype)
-
-
-def write_safetensors(path, tensors, metadata):
-    """tensors: list of (name, torch tensor). Data blocks and the header end 8-byte aligned."""
-    names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
-    header = {"__metadata__": {k: str(v) for k, v in metadata.items()}}
-    blobs, off = [], 0
-    for name, t in tensors:
-        b = tensor_bytes(t)
-        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [off, off + len(b)]}
-        pad = (-len(b)) % 8
-        blobs.append(b + b"\0" * pad)
-        off += len(b) + pad
-    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    h += b" " * ((-(8 + len(h))) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 def fmt_theta(theta):

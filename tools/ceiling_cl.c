@@ -10,6 +10,62 @@
 #include "cl_common.h"
 #include "ceiling.h"
 
+/* One probe kernel on the device a selector picks: its context, queue, program, kernel and
+ * buffers, released together. */
+typedef struct probe {
+    cl_device_entry dev;
+    dattn_device_info info;
+    cl_context ctx;
+    cl_command_queue q;
+    cl_program prog;
+    cl_kernel k;
+    cl_mem in, out;
+} probe;
+
+/* Selects and describes the device, then builds `kernel` from src. DATTN/CL faults go to why;
+ * returns CL_SUCCESS or the failing code (CL_DEVICE_NOT_FOUND when nothing was selected). */
+static cl_int probe_open(probe *p, const char *selector, const char *src, const char *kernel,
+                         char *why, size_t why_n)
+{
+    cl_int err;
+    memset(p, 0, sizeof *p);
+    snprintf(why, why_n, "ok");
+    if (cl_select(selector, &p->dev) != DATTN_OK) {
+        snprintf(why, why_n, "%s", dattn_last_error());
+        return CL_DEVICE_NOT_FOUND;
+    }
+    cl_describe(&p->dev, &p->info);
+    p->ctx = clCreateContext(NULL, 1, &p->dev.device, NULL, NULL, &err);
+    if (err == CL_SUCCESS)
+        p->q = clCreateCommandQueue(p->ctx, p->dev.device, 0, &err);
+    if (err == CL_SUCCESS)
+        p->prog = clCreateProgramWithSource(p->ctx, 1, &src, NULL, &err);
+    if (err == CL_SUCCESS)
+        err = clBuildProgram(p->prog, 1, &p->dev.device, "", NULL, NULL);
+    if (err == CL_SUCCESS)
+        p->k = clCreateKernel(p->prog, kernel, &err);
+    return err;
+}
+
+/* Releases what was made; a failure code (not CL_SUCCESS) is named in why. */
+static void probe_close(probe *p, cl_int err, char *why, size_t why_n)
+{
+    if (err != CL_SUCCESS && err != CL_DEVICE_NOT_FOUND)
+        snprintf(why, why_n, "OpenCL: %s", cl_error_name(err));
+    if (p->out)
+        clReleaseMemObject(p->out);
+    if (p->in)
+        clReleaseMemObject(p->in);
+    if (p->k)
+        clReleaseKernel(p->k);
+    if (p->prog)
+        clReleaseProgram(p->prog);
+    if (p->q)
+        clReleaseCommandQueue(p->q);
+    if (p->ctx)
+        clReleaseContext(p->ctx);
+}
+
 static const char *read_src =
     "__kernel void read_sum(__global const float4 *p, ulong n4, __global float *out) {\n"
     "    float4 acc = (float4)(0.0f);\n"
@@ -20,78 +76,42 @@ static const char *read_src =
 
 double ceiling_cl_read_gbps(const char *selector, char *why, size_t why_n)
 {
-    cl_device_entry dev;
-    dattn_device_info info;
-    cl_int err;
+    probe p;
     double best = 0.0;
-    cl_context ctx = NULL;
-    cl_command_queue q = NULL;
-    cl_program prog = NULL;
-    cl_kernel k = NULL;
-    cl_mem buf = NULL, out = NULL;
-    snprintf(why, why_n, "ok");
-    if (cl_select(selector, &dev) != DATTN_OK) {
-        snprintf(why, why_n, "%s", dattn_last_error());
-        return 0.0;
-    }
-    cl_describe(&dev, &info);
+    cl_int err = probe_open(&p, selector, read_src, "read_sum", why, why_n);
     /* Far larger than any cache, within one buffer and a quarter of the device's memory. */
     size_t bytes = (size_t)1 << 30;
-    if (bytes > info.max_alloc_bytes)
-        bytes = (size_t)info.max_alloc_bytes;
-    if (bytes > info.global_mem_bytes / 4)
-        bytes = (size_t)(info.global_mem_bytes / 4);
+    if (bytes > p.info.max_alloc_bytes)
+        bytes = (size_t)p.info.max_alloc_bytes;
+    if (bytes > p.info.global_mem_bytes / 4)
+        bytes = (size_t)(p.info.global_mem_bytes / 4);
     bytes &= ~(size_t)4095;
-    size_t groups = (size_t)(info.compute_units > 0 ? info.compute_units : 1) * 8, local = 256;
+    size_t groups = (size_t)(p.info.compute_units > 0 ? p.info.compute_units : 1) * 8, local = 256;
     size_t global = groups * local;
-    ctx = clCreateContext(NULL, 1, &dev.device, NULL, NULL, &err);
     if (err == CL_SUCCESS)
-        q = clCreateCommandQueue(ctx, dev.device, 0, &err);
+        p.in = clCreateBuffer(p.ctx, CL_MEM_READ_ONLY, bytes, NULL, &err);
     if (err == CL_SUCCESS)
-        prog = clCreateProgramWithSource(ctx, 1, &read_src, NULL, &err);
-    if (err == CL_SUCCESS)
-        err = clBuildProgram(prog, 1, &dev.device, "", NULL, NULL);
-    if (err == CL_SUCCESS)
-        k = clCreateKernel(prog, "read_sum", &err);
-    if (err == CL_SUCCESS)
-        buf = clCreateBuffer(ctx, CL_MEM_READ_ONLY, bytes, NULL, &err);
-    if (err == CL_SUCCESS)
-        out = clCreateBuffer(ctx, CL_MEM_WRITE_ONLY, global * sizeof(float), NULL, &err);
+        p.out = clCreateBuffer(p.ctx, CL_MEM_WRITE_ONLY, global * sizeof(float), NULL, &err);
     if (err == CL_SUCCESS) {
         /* Distinct contents, so no layer can share pages of equal bytes. */
         cl_uint pattern = 0x3f8ccccdu;
-        err = clEnqueueFillBuffer(q, buf, &pattern, sizeof pattern, 0, bytes, 0, NULL, NULL);
+        err = clEnqueueFillBuffer(p.q, p.in, &pattern, sizeof pattern, 0, bytes, 0, NULL, NULL);
     }
     cl_ulong n4 = bytes / 16;
     if (err == CL_SUCCESS)
-        err = clSetKernelArg(k, 0, sizeof buf, &buf) | clSetKernelArg(k, 1, sizeof n4, &n4) |
-              clSetKernelArg(k, 2, sizeof out, &out);
+        err = clSetKernelArg(p.k, 0, sizeof p.in, &p.in) | clSetKernelArg(p.k, 1, sizeof n4, &n4) |
+              clSetKernelArg(p.k, 2, sizeof p.out, &p.out);
     for (int pass = 0; pass < 6 && err == CL_SUCCESS; pass++) {
         double t0 = ceiling_now_seconds();
-        err = clEnqueueNDRangeKernel(q, k, 1, NULL, &global, &local, 0, NULL, NULL);
+        err = clEnqueueNDRangeKernel(p.q, p.k, 1, NULL, &global, &local, 0, NULL, NULL);
         if (err == CL_SUCCESS)
-            err = clFinish(q);
+            err = clFinish(p.q);
         double gbps = (double)bytes / (ceiling_now_seconds() - t0) / 1e9;
         if (pass > 0 && gbps > best)   /* pass 0 warms up */
             best = gbps;
     }
-    if (err != CL_SUCCESS) {
-        snprintf(why, why_n, "OpenCL: %s", cl_error_name(err));
-        best = 0.0;
-    }
-    if (out)
-        clReleaseMemObject(out);
-    if (buf)
-        clReleaseMemObject(buf);
-    if (k)
-        clReleaseKernel(k);
-    if (prog)
-        clReleaseProgram(prog);
-    if (q)
-        clReleaseCommandQueue(q);
-    if (ctx)
-        clReleaseContext(ctx);
-    return best;
+    probe_close(&p, err, why, why_n);
+    return err == CL_SUCCESS ? best : 0.0;
 }
 
 /* Each item runs 8 independent float4 fma chains (enough to cover the FMA latency), 2 FLOP per
@@ -110,71 +130,39 @@ static const char *fma_src =
 
 double ceiling_cl_fma_gflops(const char *selector, char *why, size_t why_n)
 {
-    cl_device_entry dev;
-    dattn_device_info info;
-    cl_int err;
+    probe p;
     double best = 0.0;
-    cl_context ctx = NULL;
-    cl_command_queue q = NULL;
-    cl_program prog = NULL;
-    cl_kernel k = NULL;
-    cl_mem out = NULL;
-    snprintf(why, why_n, "ok");
-    if (cl_select(selector, &dev) != DATTN_OK) {
-        snprintf(why, why_n, "%s", dattn_last_error());
-        return 0.0;
-    }
-    cl_describe(&dev, &info);
+    cl_int err = probe_open(&p, selector, fma_src, "fma_peak", why, why_n);
     /* Enough work-groups to fill every compute unit several times over. */
-    size_t local = 64, global = (size_t)(info.compute_units > 0 ? info.compute_units : 1) * 16 * local;
+    size_t local = 64;
+    size_t global = (size_t)(p.info.compute_units > 0 ? p.info.compute_units : 1) * 16 * local;
     cl_int iters = 256;
     cl_float a = 0.999f, b = 1e-3f;   /* converges to a fixed point: no overflow, no denormals */
-    ctx = clCreateContext(NULL, 1, &dev.device, NULL, NULL, &err);
     if (err == CL_SUCCESS)
-        q = clCreateCommandQueue(ctx, dev.device, 0, &err);
+        p.out = clCreateBuffer(p.ctx, CL_MEM_WRITE_ONLY, global * sizeof(float), NULL, &err);
     if (err == CL_SUCCESS)
-        prog = clCreateProgramWithSource(ctx, 1, &fma_src, NULL, &err);
-    if (err == CL_SUCCESS)
-        err = clBuildProgram(prog, 1, &dev.device, "", NULL, NULL);
-    if (err == CL_SUCCESS)
-        k = clCreateKernel(prog, "fma_peak", &err);
-    if (err == CL_SUCCESS)
-        out = clCreateBuffer(ctx, CL_MEM_WRITE_ONLY, global * sizeof(float), NULL, &err);
-    if (err == CL_SUCCESS)
-        err = clSetKernelArg(k, 0, sizeof out, &out) | clSetKernelArg(k, 1, sizeof iters, &iters) |
-              clSetKernelArg(k, 2, sizeof a, &a) | clSetKernelArg(k, 3, sizeof b, &b);
+        err = clSetKernelArg(p.k, 0, sizeof p.out, &p.out) |
+              clSetKernelArg(p.k, 1, sizeof iters, &iters) | clSetKernelArg(p.k, 2, sizeof a, &a) |
+              clSetKernelArg(p.k, 3, sizeof b, &b);
     /* Grow the loop until one pass takes 20 ms or more, so launch overhead stays small; then the
      * best of 5 passes. */
     for (int timed = 0; timed < 5 && err == CL_SUCCESS;) {
         double t0 = ceiling_now_seconds();
-        err = clEnqueueNDRangeKernel(q, k, 1, NULL, &global, &local, 0, NULL, NULL);
+        err = clEnqueueNDRangeKernel(p.q, p.k, 1, NULL, &global, &local, 0, NULL, NULL);
         if (err == CL_SUCCESS)
-            err = clFinish(q);
-        double s = ceiling_now_seconds() - t0;
-        if (s < 0.02 && iters < (1 << 24)) {
+            err = clFinish(p.q);
+        double sec = ceiling_now_seconds() - t0;
+        if (sec < 0.02 && iters < (1 << 24)) {
             iters *= 2;
             if (err == CL_SUCCESS)
-                err = clSetKernelArg(k, 1, sizeof iters, &iters);
+                err = clSetKernelArg(p.k, 1, sizeof iters, &iters);
             continue;
         }
-        double gflops = (double)global * iters * 8 * 4 * 2 / s / 1e9;
+        double gflops = (double)global * iters * 8 * 4 * 2 / sec / 1e9;
         if (gflops > best)
             best = gflops;
         timed++;
     }
-    if (err != CL_SUCCESS) {
-        snprintf(why, why_n, "OpenCL: %s", cl_error_name(err));
-        best = 0.0;
-    }
-    if (out)
-        clReleaseMemObject(out);
-    if (k)
-        clReleaseKernel(k);
-    if (prog)
-        clReleaseProgram(prog);
-    if (q)
-        clReleaseCommandQueue(q);
-    if (ctx)
-        clReleaseContext(ctx);
-    return best;
+    probe_close(&p, err, why, why_n);
+    return err == CL_SUCCESS ? best : 0.0;
 }

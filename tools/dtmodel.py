@@ -225,9 +225,16 @@ ST_NAMES = {v: k for k, v in ST_DTYPES.items()}
 
 
 def tensor_bytes(t):
-    """Raw little-endian bytes of t (numpy-free: reinterpret as uint8 and go through a list)."""
+    """Raw little-endian bytes of t: reinterpreted as uint8, through numpy when torch has it
+    (fast), else through a list."""
     t = t.detach().contiguous().cpu()
-    return bytes(t.view(-1).view(torch.uint8).tolist()) if t.numel() else b""
+    if not t.numel():
+        return b""
+    raw = t.view(-1).view(torch.uint8)
+    try:
+        return raw.numpy().tobytes()
+    except (RuntimeError, TypeError):
+        return bytes(raw.tolist())
 
 
 def write_safetensors(path, tensors, metadata=None):
