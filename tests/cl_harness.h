@@ -272,4 +272,25 @@ static void harness_close(void)
     clReleaseContext(g_ctx);
 }
 
+/* ---- launching --------------------------------------------------------------------------- */
+
+static inline void upload(cl_mem m, const void *src, size_t bytes)
+{
+    CL_OK(clEnqueueWriteBuffer(g_queue, m, CL_TRUE, 0, bytes, src, 0, NULL, NULL));
+}
+
+#define ARG(k, i, type, val)                                                                   \
+    do {                                                                                       \
+        type v_ = (val);                                                                       \
+        CL_OK(clSetKernelArg((k), (i), sizeof v_, &v_));                                       \
+    } while (0)
+
+static inline void launch(cl_kernel k, cl_uint dims, const size_t *global, const size_t *local)
+{
+    CL_OK(clEnqueueNDRangeKernel(g_queue, k, dims, NULL, global, local, 0, NULL, NULL));
+    CL_OK(clFinish(g_queue));
+}
+
+static inline size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
 #endif

@@ -7,129 +7,7 @@
  * exists. Seeds: DATTN_TEST_SEED replays. */
 #define HARNESS_NAME "test_cl_prefill"
 #include "cl_harness.h"
-
-#define ARG(k, i, type, val)                                                                   \
-    do {                                                                                       \
-        type v_ = (val);                                                                       \
-        CL_OK(clSetKernelArg((k), (i), sizeof v_, &v_));                                       \
-    } while (0)
-
-static void launch(cl_kernel k, cl_uint dims, const size_t *global, const size_t *local)
-{
-    CL_OK(clEnqueueNDRangeKernel(g_queue, k, dims, NULL, global, local, 0, NULL, NULL));
-    CL_OK(clFinish(g_queue));
-}
-
-static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
-
-/* ---- the KV cache layout, written from src/kv.h's description ----------------------------- */
-
-enum { PAGE = 32 };
-enum { KV_F32 = 0, KV_F16 = 1, KV_Q8 = 2 };
-
-typedef struct layout {
-    int type, d, n_kv_heads, n_slots, n_sink, n_ring, n_pages;
-    size_t elem, khalf, kpage, vrow, v_off, vscale_off, head_bytes, total;
-} layout;
-
-/* head block (slot, j) at (slot * n_kv_heads + j) * head_bytes; inside it K pages of
- * k1 [d][32], k2 [d][32] (+ q8: k1_scale[32], k2_scale[32] f32), 64-byte multiple each; V rows [2d]
- * per physical position; q8: v_scale per physical position */
-static layout make_layout(int type, int d, int n_kv_heads, int n_slots, int n_sink, int n_ring)
-{
-    layout L = {type, d, n_kv_heads, n_slots, n_sink, n_ring, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-    L.n_pages = (n_sink + n_ring + PAGE - 1) / PAGE;
-    L.elem = type == KV_F32 ? 4 : type == KV_F16 ? 2 : 1;
-    L.khalf = (size_t)d * PAGE * L.elem;
-    L.kpage = round_up(2 * L.khalf + (type == KV_Q8 ? 2 * PAGE * 4 : 0), 64);
-    L.vrow = 2 * (size_t)d * L.elem;
-    L.v_off = (size_t)L.n_pages * L.kpage;
-    L.vscale_off = L.v_off + round_up((size_t)L.n_pages * PAGE * L.vrow, 64);
-    L.head_bytes = L.vscale_off + (type == KV_Q8 ? round_up((size_t)L.n_pages * PAGE * 4, 64) : 0);
-    L.total = L.head_bytes * n_kv_heads * n_slots;
-    return L;
-}
-
-/* IEEE half, round to nearest even (written from the format's definition) */
-static uint16_t to_half(float f)
-{
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
-    uint32_t ax = x & 0x7fffffffu;
-    if (ax > 0x7f800000u)
-        return sign | 0x7e00;
-    if (ax >= 0x477ff000u)                                 /* >= 65520 rounds to inf */
-        return sign | 0x7c00;
-    if (ax < 0x38800000u) {                                /* subnormal half: units of 2^-24 */
-        float a;
-        memcpy(&a, &ax, 4);
-        return (uint16_t)(sign | (uint16_t)nearbyint((double)a * 16777216.0));
-    }
-    uint32_t r = ax + 0xfffu + ((ax >> 13) & 1);
-    return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
-}
-
-static double from_half(uint16_t h)
-{
-    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(1024 + m, e - 25);
-    return (h & 0x8000) ? -v : v;
-}
-
-/* One row of n values at byte offset off, element stride `stride`; dq gets the stored values.
- * Returns the q8 scale (1 otherwise). */
-static float store_row(const layout *L, uint8_t *buf, size_t off, size_t stride, const float *x,
-                       int n, double *dq)
-{
-    float scale = 1.0f;
-    if (L->type == KV_Q8) {
-        float amax = 0;
-        for (int i = 0; i < n; i++)
-            amax = fmaxf(amax, fabsf(x[i]));
-        scale = amax > 0 ? amax / 127.0f : 1.0f;
-    }
-    float inv = 1.0f / scale;
-    for (int i = 0; i < n; i++) {
-        size_t o = off + (size_t)i * stride * L->elem;
-        if (L->type == KV_F32) {
-            memcpy(buf + o, &x[i], 4);
-            dq[i] = x[i];
-        } else if (L->type == KV_F16) {
-            uint16_t h = to_half(x[i]);
-            memcpy(buf + o, &h, 2);
-            dq[i] = from_half(h);
-        } else {
-            int8_t qv = (int8_t)lrintf(x[i] * inv);
-            memcpy(buf + o, &qv, 1);
-            dq[i] = qv * (double)scale;
-        }
-    }
-    return scale;
-}
-
-static int phys_of(const layout *L, long long t)
-{
-    return t < L->n_sink ? (int)t : L->n_sink + (int)((t - L->n_sink) % L->n_ring);
-}
-
-/* Token at stream index t of KV head j in slot `slot`: k1, k2 [d], v [2d]; dq [4d] gets the
- * stored (rounded) values in the order k1, k2, v. */
-static void store_token(const layout *L, uint8_t *buf, int slot, int j, long long t,
-                        const float *k1, const float *k2, const float *v, double *dq)
-{
-    int ph = phys_of(L, t), col = ph % PAGE, d = L->d;
-    size_t head = ((size_t)slot * L->n_kv_heads + j) * L->head_bytes;
-    size_t page = head + (size_t)(ph / PAGE) * L->kpage;
-    float s1 = store_row(L, buf, page + col * L->elem, PAGE, k1, d, dq);
-    float s2 = store_row(L, buf, page + L->khalf + col * L->elem, PAGE, k2, d, dq + d);
-    float sv = store_row(L, buf, head + L->v_off + (size_t)ph * L->vrow, 1, v, 2 * d, dq + 2 * d);
-    if (L->type == KV_Q8) {
-        memcpy(buf + page + 2 * L->khalf + (size_t)col * 4, &s1, 4);
-        memcpy(buf + page + 2 * L->khalf + (size_t)(PAGE + col) * 4, &s2, 4);
-        memcpy(buf + head + L->vscale_off + (size_t)ph * 4, &sv, 4);
-    }
-}
+#include "cl_kv_host.h"
 
 /* ---- diff-attention prefill --------------------------------------------------------------- */
 
@@ -195,7 +73,7 @@ static void prefill_case(const pcase *c, int type)
     const long long t0 = c->t0, n_tok = t0 + n;
     if (c->n_window < 1 || c->n_ring < c->n_window || (c->n_sink > 0 && c->n_ring < c->n_window + n - 1))
         fail_msg("bad case '%s': the ring must hold the window and the chunk", c->name);
-    layout L = make_layout(type, d, hkv, 2, c->n_sink, c->n_ring);
+    layout L = make_layout(type, d, hkv, 2, c->n_sink, c->n_ring, c->n_ring);
     uint8_t *cache = xcalloc(L.total, 1);
     memset(cache, 0xff, L.total);                          /* NaN / -1 in every unwritten slot */
 
@@ -210,7 +88,7 @@ static void prefill_case(const pcase *c, int type)
             size_t o = (size_t)u * per + (size_t)j * 4 * d;
             for (int i = 0; i < 4 * d; i++)
                 ex[o + i] = row[i];
-            store_token(&L, cache, slot, j, u, row, row + d, row + 2 * d, dq + o);
+            store_token(&L, cache, NULL, slot, j, u, row, row + d, row + 2 * d, dq + o);
         }
 
     size_t qrow = (size_t)2 * H * d, qn = (size_t)n * qrow;
