@@ -56,18 +56,9 @@
 #define KV_TYPE 1            /* cache element: 0 f32, 1 f16, 2 q8 */
 #endif
 #ifndef WG_DECODE
-#ifdef WG_SIZE
-#define WG_DECODE WG_SIZE    /* the name older builds and checks pass */
-#else
 #define WG_DECODE 64         /* split work-group size = keys per tile (tuning.tsv wg_decode) */
 #endif
-#endif
-#ifndef WG_SIZE
 #define WG_SIZE WG_DECODE    /* the name used below */
-#endif
-#if WG_SIZE != WG_DECODE
-#error "WG_SIZE and WG_DECODE name the same work-group size: give one"
-#endif
 #ifndef COMBINE_WG_SIZE
 #define COMBINE_WG_SIZE 64   /* combine work-group size; a power of two */
 #endif

@@ -340,7 +340,7 @@ static void decode_case(const dcase *c, int type)
     }
 
     char defs[160];
-    snprintf(defs, sizeof defs, "-DKV_TYPE=%d -DHEAD_DIM=%d -DGROUP=%d -DWG_SIZE=%d -DCOMBINE_WG_SIZE=%d",
+    snprintf(defs, sizeof defs, "-DKV_TYPE=%d -DHEAD_DIM=%d -DGROUP=%d -DWG_DECODE=%d -DCOMBINE_WG_SIZE=%d",
              type, d, r, c->wg, c->cwg);
     cl_program prog = build("diffattn_decode.cl", defs);
     cl_kernel ks = kernel(prog, "diffattn_decode_split"), kc = kernel(prog, "diffattn_decode_combine");
