@@ -44,6 +44,7 @@ typedef enum dattn_status {
     DATTN_E_UNSUPPORTED = -9,  /* the backend or build cannot do what was asked */
     DATTN_E_OPENCL = -10,      /* an OpenCL call failed */
     DATTN_E_THREAD = -11,      /* a thread could not be started */
+    DATTN_E_NONFINITE = -12,   /* a weight, an input or an activation is NaN or infinite */
 } dattn_status;
 
 /* "DATTN_E_SHAPE"; "DATTN_E_UNKNOWN" for a code that is not in the list. */
@@ -116,10 +117,18 @@ DATTN_API dattn_status dattn_devices(dattn_device_info *out, int max, int *n);
 
 typedef struct dattn_layer dattn_layer;
 
+/* Element types of weights (F32, F16, BF16) and of the other tensors a safetensors file holds. */
 typedef enum dattn_dtype {
     DATTN_DTYPE_F32 = 0,
     DATTN_DTYPE_F16 = 1,
     DATTN_DTYPE_BF16 = 2,
+    DATTN_DTYPE_F64 = 3,
+    DATTN_DTYPE_I64 = 4,
+    DATTN_DTYPE_I32 = 5,
+    DATTN_DTYPE_I16 = 6,
+    DATTN_DTYPE_I8 = 7,
+    DATTN_DTYPE_U8 = 8,
+    DATTN_DTYPE_BOOL = 9,
 } dattn_dtype;
 
 /* E = model_dim, H = n_heads (diff heads), Hkv = n_kv_heads, d = E / H / 2 (one softmax half).
@@ -209,6 +218,15 @@ DATTN_API dattn_status dattn_layer_prefill(dattn_layer *layer, dattn_cache *cach
 /* One token through tiled flash decoding: x, y are [E]. */
 DATTN_API dattn_status dattn_layer_decode(dattn_layer *layer, dattn_cache *cache, int slot, int pos,
                                           const float *x, float *y);
+/* The attention alone, for callers that project q/k/v themselves (as flash-attention's
+ * flash_attn_with_kvcache): q [n_tokens][2H][d] and k [n_tokens][2Hkv][d] as projected (RoPE is
+ * applied here, at positions pos ..), v [n_tokens][Hkv][2d]. k and v are appended to slot `slot`;
+ * out [n_tokens][H][2d] gets each head's normalized output before out_proj (DESIGN §1 steps 2-6).
+ * q and out NULL: only append (fill a cache). One token takes the flash-decoding path. Positions
+ * follow dattn_layer_prefill's rules; inputs must be finite. */
+DATTN_API dattn_status dattn_layer_attend(dattn_layer *layer, dattn_cache *cache, int slot, int pos,
+                                          const float *q, const float *k, const float *v,
+                                          int n_tokens, float *out);
 
 /* ---- a whole model ------------------------------------------------------------------------ */
 
@@ -271,6 +289,34 @@ DATTN_API dattn_status dattn_session_reset(dattn_session *session);
  * cache params. A file made for another model, or corrupt, changes nothing. */
 DATTN_API dattn_status dattn_session_save(const dattn_session *session, const char *path);
 DATTN_API dattn_status dattn_session_load(dattn_session *session, const char *path);
+
+/* ---- safetensors files ------------------------------------------------------------------ */
+/* The format of models, layer cases and logits (DESIGN §6): read mapped and checked, written
+ * through a temporary file that replaces `path` only once it is complete. */
+typedef struct dattn_tensor_file dattn_tensor_file;
+
+typedef struct dattn_tensor {
+    const char *name;
+    dattn_dtype dtype;
+    int n_dims;                /* 0..8; 0 is a scalar */
+    int64_t shape[8];
+    const void *data;          /* little-endian elements, any alignment; read: valid until close */
+} dattn_tensor;
+
+DATTN_API dattn_status dattn_tensor_file_open(const char *path, dattn_tensor_file **out);
+DATTN_API void dattn_tensor_file_close(dattn_tensor_file *file);
+/* The tensor called `name`; DATTN_E_FORMAT naming it and the file when there is none. */
+DATTN_API dattn_status dattn_tensor_file_find(const dattn_tensor_file *file, const char *name,
+                                              dattn_tensor *out);
+/* A __metadata__ value, or NULL. */
+DATTN_API const char *dattn_tensor_file_meta(const dattn_tensor_file *file, const char *key);
+/* The elements of an F32, F16 or BF16 tensor as f32 (dst holds the product of the shape). */
+DATTN_API dattn_status dattn_tensor_to_f32(const dattn_tensor *t, float *dst);
+/* Writes the tensors in order with __metadata__ meta_kv = key0, value0, key1, ... (n_meta
+ * pairs). An existing file at path is replaced only when the new one is whole. */
+DATTN_API dattn_status dattn_tensor_file_write(const char *path, const dattn_tensor *tensors,
+                                               int n_tensors, const char *const *meta_kv,
+                                               int n_meta);
 
 /* ---- sampling ----------------------------------------------------------------------------- */
 typedef struct dattn_sampler dattn_sampler;

@@ -66,6 +66,9 @@ static void to_f32(dattn_dtype t, const void *src, size_t n, float *dst)
             memcpy(&h, b + 2 * i, 2);
             dst[i] = bf16_to_f32(h);
             break;
+        default:   /* dattn_layer_create takes float dtypes only */
+            dst[i] = 0.0f;
+            break;
         }
     }
 }

@@ -18,7 +18,8 @@
     X(DATTN_E_FORMAT, "malformed file")                                                  \
     X(DATTN_E_UNSUPPORTED, "not supported by this backend or build")                     \
     X(DATTN_E_OPENCL, "an OpenCL call failed")                                           \
-    X(DATTN_E_THREAD, "a thread could not be started")
+    X(DATTN_E_THREAD, "a thread could not be started")                                   \
+    X(DATTN_E_NONFINITE, "a weight, input or activation is NaN or infinite")
 
 const char *dattn_status_name(dattn_status st)
 {

@@ -9,18 +9,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "safetensors.h"
+#include "dattn.h"
 #include "test_util.h"
 
 typedef struct tm_config {
     int dim, n_layers, n_heads, n_kv_heads, vocab, ffn, tie;
-    st_dtype dtype;
+    dattn_dtype dtype;
 } tm_config;
 
 enum { TM_MAX_TENSORS = 256, TM_MAX_META = 16 };
 
 typedef struct tm_file {
-    st_write_tensor t[TM_MAX_TENSORS];
+    dattn_tensor t[TM_MAX_TENSORS];
     char names[TM_MAX_TENSORS][64];
     void *data[TM_MAX_TENSORS];
     int n;
@@ -34,21 +34,21 @@ static inline void tm_add(tm_file *f, const char *name, const tm_config *c, int6
 {
     int i = f->n++;
     snprintf(f->names[i], sizeof f->names[i], "%s", name);
-    st_write_tensor *t = &f->t[i];
+    dattn_tensor *t = &f->t[i];
     t->name = f->names[i];
     t->dtype = c->dtype;
     t->n_dims = b ? 2 : 1;
     t->shape[0] = a;
     t->shape[1] = b;
     size_t n = (size_t)a * (size_t)(b ? b : 1);
-    size_t es = c->dtype == ST_F32 ? 4 : 2;
+    size_t es = c->dtype == DATTN_DTYPE_F32 ? 4 : 2;
     uint8_t *d = malloc(n * es);
     for (size_t k = 0; k < n; k++) {
         float v = (float)(offset + scale * tu_gauss());
-        if (c->dtype == ST_F32) {
+        if (c->dtype == DATTN_DTYPE_F32) {
             memcpy(d + 4 * k, &v, 4);
         } else {
-            uint16_t h = c->dtype == ST_F16 ? tu_double_to_f16(v) : tu_float_to_bf16(v);
+            uint16_t h = c->dtype == DATTN_DTYPE_F16 ? tu_double_to_f16(v) : tu_float_to_bf16(v);
             memcpy(d + 2 * k, &h, 2);
         }
     }
@@ -114,7 +114,7 @@ static inline void tm_build(tm_file *f, const tm_config *c)
         tm_add(f, "output.weight", c, c->vocab, E, ws, 0.0);
 }
 
-static inline st_write_tensor *tm_find(tm_file *f, const char *name)
+static inline dattn_tensor *tm_find(tm_file *f, const char *name)
 {
     for (int i = 0; i < f->n; i++)
         if (!strcmp(f->names[i], name))
@@ -147,7 +147,7 @@ static inline void tm_drop(tm_file *f, const char *name)
 
 static inline int tm_write(const tm_file *f, const char *path)
 {
-    return st_write(path, f->t, f->n, f->meta, f->n_meta) == DATTN_OK ? 0 : -1;
+    return dattn_tensor_file_write(path, f->t, f->n, f->meta, f->n_meta) == DATTN_OK ? 0 : -1;
 }
 
 static inline void tm_free(tm_file *f)

@@ -305,7 +305,7 @@ static void test_no_alloc_model_stream(void **state)
 {
     (void)state;
     tu_seed_case(__func__);
-    const tm_config c = {32, 2, 2, 1, 256, 48, 1, ST_F16};
+    const tm_config c = {32, 2, 2, 1, 256, 48, 1, DATTN_DTYPE_F16};
     char path[256];
     snprintf(path, sizeof path, "/tmp/dattn_alloc_model_%ld", (long)getpid());
     assert_int_equal(tm_make(&c, path), 0);

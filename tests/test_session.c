@@ -41,7 +41,7 @@ static void tmp_path(char *buf, size_t n, const char *tag)
     snprintf(buf, n, "%s/dattn_session_%ld_%s", dir && *dir ? dir : "/tmp", (long)getpid(), tag);
 }
 
-static const tm_config k_gqa = {32, 2, 2, 1, 260, 48, 0, ST_F16};   /* r = 2, d = 8 */
+static const tm_config k_gqa = {32, 2, 2, 1, 260, 48, 0, DATTN_DTYPE_F16};   /* r = 2, d = 8 */
 
 static dattn_model *load(const tm_config *c, const char *tag)
 {
@@ -74,7 +74,7 @@ static void test_prefill_chunks_decode_agree(void **state)
 {
     (void)state;
     tu_seed_case(__func__);
-    const tm_config cfgs[] = {k_gqa, {48, 1, 3, 3, 256, 40, 1, ST_BF16}, {64, 3, 4, 1, 300, 96, 0, ST_F32}};
+    const tm_config cfgs[] = {k_gqa, {48, 1, 3, 3, 256, 40, 1, DATTN_DTYPE_BF16}, {64, 3, 4, 1, 300, 96, 0, DATTN_DTYPE_F32}};
     for (size_t ci = 0; ci < sizeof cfgs / sizeof *cfgs; ci++) {
         const tm_config *c = &cfgs[ci];
         dattn_model *m = load(c, "agree");
@@ -127,7 +127,7 @@ typedef struct bad_case {
 static void drop_k(tm_file *f) { tm_drop(f, "layers.1.attn.k_proj.weight"); }
 static void swap_w2(tm_file *f)
 {
-    st_write_tensor *t = tm_find(f, "layers.0.feed_forward.w2.weight");
+    dattn_tensor *t = tm_find(f, "layers.0.feed_forward.w2.weight");
     int64_t a = t->shape[0];
     t->shape[0] = t->shape[1];
     t->shape[1] = a;
@@ -139,7 +139,7 @@ static void vocab(tm_file *f) { tm_set_meta(f, "vocab_size", "259"); }
 static void dim_text(tm_file *f) { tm_set_meta(f, "dim", "32x"); }
 static void tie_with_output(tm_file *f) { tm_set_meta(f, "tie_embeddings", "true"); }
 static void untie_without_output(tm_file *f) { tm_drop(f, "output.weight"); }
-static void int_lambda(tm_file *f) { tm_find(f, "layers.0.attn.lambda_q1")->dtype = ST_I16; }
+static void int_lambda(tm_file *f) { tm_find(f, "layers.0.attn.lambda_q1")->dtype = DATTN_DTYPE_I16; }
 static void odd_heads(tm_file *f) { tm_set_meta(f, "n_heads", "3"); }
 static void small_vocab(tm_file *f) { tm_set_meta(f, "vocab_size", "100"); }
 static void no_dim(tm_file *f) { f->meta[0] = "width"; }
