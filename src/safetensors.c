@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "file_replace.h"
 #include "half.h"
 #include "json.h"
 #include "status.h"
@@ -632,30 +633,33 @@ dattn_status st_write(const char *path, const st_write_tensor *tensors, int n_te
     build_header(&fill, tensors, n_tensors, meta_kv, n_meta);
     memset(header + 8 + fill.len, ' ', header_bytes - fill.len);
 
+    /* Into a temporary beside the target, renamed over it only when all of it is written: a
+     * failure leaves what was at `path` (and never removes a device such as /dev/full). */
     static const char zeros[8];
-    FILE *fp = fopen(path, "wb");
-    if (!fp) {
-        st = dattn_fail(DATTN_E_IO, "safetensors: cannot create '%.200s': %s", path,
-                        strerror(errno));
+    file_replace fr;
+    st = file_replace_open(&fr, path);
+    if (st != DATTN_OK) {
+        dattn_error_prefix("safetensors: ");
         goto done;
     }
-    bool ok = fwrite(header, 1, 8 + header_bytes, fp) == 8 + header_bytes;
+    bool ok = fwrite(header, 1, 8 + header_bytes, fr.f) == 8 + header_bytes;
     size_t offset = 0;
     for (int i = 0; ok && i < n_tensors; i++) {
         size_t pad = align8(offset) - offset, nbytes = write_nbytes(&tensors[i]);
-        ok = fwrite(zeros, 1, pad, fp) == pad &&
-             (nbytes == 0 || fwrite(tensors[i].data, 1, nbytes, fp) == nbytes);
+        ok = fwrite(zeros, 1, pad, fr.f) == pad &&
+             (nbytes == 0 || fwrite(tensors[i].data, 1, nbytes, fr.f) == nbytes);
         offset += pad + nbytes;
     }
-    int err = errno;
-    if (fclose(fp) != 0 && ok) {
-        ok = false;
-        err = errno;
-    }
     if (!ok) {
-        remove(path);
-        st = dattn_fail(DATTN_E_IO, "safetensors: cannot write '%.200s': %s", path, strerror(err));
+        int err = errno;
+        file_replace_abort(&fr);
+        st = dattn_fail(DATTN_E_IO, "safetensors: cannot write '%.200s': %s", path,
+                        strerror(err ? err : EIO));
+        goto done;
     }
+    st = file_replace_commit(&fr);
+    if (st != DATTN_OK)
+        dattn_error_prefix("safetensors: ");
 done:
     dattn_free(header);
     return st;

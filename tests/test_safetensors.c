@@ -1,8 +1,9 @@
 /* Tests for the safetensors reader/writer and its JSON parser (DESIGN §6, §8): round trips of
  * F32/F16/BF16 and metadata through a real file, every malformed-header case the reader must
- * refuse (with the word that locates the fault), truncations and random corruptions.
+ * refuse (with the word that locates the fault), truncations and random corruptions, and writes
+ * that fail (a full device, a file that may not grow) without costing what was at the path.
  * Random data comes from a printed seed; DATTN_TEST_SEED=<n> replays it. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700   /* mknod (tests/file_util.h), mkdtemp, symlink */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "file_util.h"
 #include "json.h"
 #include "safetensors.h"
 #include "status.h"
@@ -723,6 +725,183 @@ static void test_write_rejects(void **state)
     assert_int_equal(st_write(path, t, 2, null_meta, 1), DATTN_E_INVALID_ARG);
 }
 
+/* ---- a failed write keeps what was at the path ------------------------------------------------ */
+
+enum { BIG_FLOATS = 16384 };   /* 64 KiB of data: far past the 4 KiB the failing writes may use */
+
+/* Random non-zero floats of the seeded stream. */
+static void rand_floats(float *v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        v[i] = (float)((double)(rng_next() >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
+        if (v[i] == 0.0f)
+            v[i] = 0.25f;
+    }
+}
+
+static int same_bytes(const char *path, const uint8_t *want, size_t n)
+{
+    size_t got_n = 0;
+    uint8_t *got = fu_read(path, &got_n);
+    int same = got && got_n == n && memcmp(got, want, n) == 0;
+    free(got);
+    return same;
+}
+
+typedef struct write_job {
+    const char *path;
+    const st_write_tensor *t;
+    dattn_status st;
+} write_job;
+
+static int run_write(void *arg)
+{
+    write_job *j = arg;
+    j->st = st_write(j->path, j->t, 1, NULL, 0);
+    return 0;
+}
+
+/* Devices are written, never replaced or removed: as root, the old writer's remove() after the
+ * failed write to /dev/full deleted the device node. */
+static void test_write_to_devices(void **state)
+{
+    (void)state;
+    static float big[BIG_FLOATS];
+    rand_floats(big, BIG_FLOATS);
+    const st_write_tensor t = {"big", ST_F32, 1, {BIG_FLOATS}, big};
+    struct stat full, null;
+    if (stat("/dev/full", &full) != 0 || !S_ISCHR(full.st_mode) || stat("/dev/null", &null) != 0 ||
+        !S_ISCHR(null.st_mode)) {
+        printf("  no /dev/full or /dev/null character device here: skipped\n");
+        skip();
+    }
+    dattn_status st = st_write("/dev/full", &t, 1, NULL, 0);
+    printf("  st_write /dev/full (euid %d) -> %s: %s\n", (int)geteuid(), dattn_status_name(st),
+           dattn_last_error());
+    int intact = fu_char_device_intact("/dev/full", full.st_rdev);
+    assert_int_equal(st, DATTN_E_IO);
+    assert_msg_has("/dev/full");
+    if (!intact)
+        fail_msg("a failed write to /dev/full removed or replaced it (put back)");
+    /* the same through the public API */
+    const dattn_tensor pt = {"big", DATTN_DTYPE_F32, 1, {BIG_FLOATS}, big};
+    st = dattn_tensor_file_write("/dev/full", &pt, 1, NULL, 0);
+    intact = fu_char_device_intact("/dev/full", full.st_rdev);
+    assert_int_equal(st, DATTN_E_IO);
+    if (!intact)
+        fail_msg("dattn_tensor_file_write to /dev/full removed or replaced it (put back)");
+    /* a write that succeeds on a device goes to the device: /dev/null stays /dev/null */
+    st = st_write("/dev/null", &t, 1, NULL, 0);
+    intact = fu_char_device_intact("/dev/null", null.st_rdev);
+    if (st != DATTN_OK)
+        fail_msg("st_write /dev/null: %s", dattn_last_error());
+    if (!intact)
+        fail_msg("writing /dev/null replaced it with a file (put back)");
+
+    /* a directory as the target: refused, and nothing is left beside it */
+    char dir[512], sub[600];
+    assert_int_equal(fu_tmp_dir(dir, sizeof dir, "st_dirtarget"), 0);
+    snprintf(sub, sizeof sub, "%s/sub", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    assert_int_equal(st_write(sub, &t, 1, NULL, 0), DATTN_E_IO);
+    assert_msg_has(sub);
+    struct stat sb;
+    assert_int_equal(stat(sub, &sb), 0);
+    assert_true(S_ISDIR(sb.st_mode));
+    assert_int_equal(fu_dir_entries(dir), 1);
+    assert_int_equal(fu_dir_entries(sub), 0);
+    rmdir(sub);
+    fu_rm_dir(dir);
+}
+
+/* A write that fails part-way (here: the file may not grow past 4 KiB) leaves the existing file
+ * byte for byte and no temporary beside it; one that succeeds replaces it whole, keeping its
+ * mode. A symlink is followed: the file it names is replaced, the link stays a link. */
+static void test_write_failure_keeps_file(void **state)
+{
+    (void)state;
+    static float big[BIG_FLOATS], small[8];
+    rand_floats(big, BIG_FLOATS);
+    rand_floats(small, 8);
+    const st_write_tensor t_big = {"big", ST_F32, 1, {BIG_FLOATS}, big};
+    const st_write_tensor t_small = {"small", ST_F32, 1, {8}, small};
+    char dir[512], path[600], fresh[600], link[600], dangling[600], dangling_to[600];
+    assert_int_equal(fu_tmp_dir(dir, sizeof dir, "st_keep"), 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(fresh, sizeof fresh, "%s/fresh.safetensors", dir);
+    snprintf(link, sizeof link, "%s/link.safetensors", dir);
+    snprintf(dangling, sizeof dangling, "%s/dangling.safetensors", dir);
+    snprintf(dangling_to, sizeof dangling_to, "%s/made.safetensors", dir);
+
+    assert_int_equal(st_write(path, &t_small, 1, NULL, 0), DATTN_OK);
+    assert_int_equal(chmod(path, 0640), 0);
+    size_t old_n = 0;
+    uint8_t *old = fu_read(path, &old_n);
+    assert_non_null(old);
+
+    write_job job = {path, &t_big, DATTN_OK};
+    assert_int_equal(fu_with_fsize_limit(run_write, &job, 4096), 0);
+    printf("  write of 64 KiB over a file, 4 KiB allowed -> %s: %s\n", dattn_status_name(job.st),
+           dattn_last_error());
+    assert_int_equal(job.st, DATTN_E_IO);
+    assert_msg_has(path);
+    if (!same_bytes(path, old, old_n))
+        fail_msg("the failed write changed or removed '%s'", path);
+    if (fu_dir_entries(dir) != 1)
+        fail_msg("the failed write left %d entries in %s (a temporary?)", fu_dir_entries(dir), dir);
+
+    /* success replaces the file whole and keeps its mode */
+    assert_int_equal(st_write(path, &t_big, 1, NULL, 0), DATTN_OK);
+    st_file *f = NULL;
+    assert_int_equal(st_open(path, &f), DATTN_OK);
+    const st_tensor *got = st_find(f, "big");
+    assert_non_null(got);
+    assert_null(st_find(f, "small"));
+    assert_memory_equal(got->data, big, sizeof big);
+    st_close(f);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0640);
+    assert_int_equal(fu_dir_entries(dir), 1);
+
+    /* a new file gets 0666 less the umask, as fopen gives */
+    mode_t old_mask = umask(027);
+    dattn_status st = st_write(fresh, &t_small, 1, NULL, 0);
+    umask(old_mask);
+    assert_int_equal(st, DATTN_OK);
+    assert_int_equal(stat(fresh, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0640);
+    unlink(fresh);
+
+    /* through a symlink: the file it names is replaced (or kept, on failure), the link stays */
+    assert_int_equal(st_write(path, &t_small, 1, NULL, 0), DATTN_OK);
+    assert_int_equal(symlink("model.safetensors", link), 0);
+    job.path = link;
+    assert_int_equal(fu_with_fsize_limit(run_write, &job, 4096), 0);
+    assert_int_equal(job.st, DATTN_E_IO);
+    if (!same_bytes(path, old, old_n))
+        fail_msg("a failed write through a symlink changed or removed the file it names");
+    assert_int_equal(lstat(link, &sb), 0);
+    assert_true(S_ISLNK(sb.st_mode));
+    assert_int_equal(fu_dir_entries(dir), 2);
+    assert_int_equal(st_write(link, &t_big, 1, NULL, 0), DATTN_OK);
+    assert_int_equal(lstat(link, &sb), 0);
+    assert_true(S_ISLNK(sb.st_mode));
+    assert_int_equal(st_open(path, &f), DATTN_OK);
+    assert_non_null(st_find(f, "big"));
+    st_close(f);
+    assert_int_equal(fu_dir_entries(dir), 2);
+    /* a dangling symlink is written through, as fopen would: the file it names appears */
+    assert_int_equal(symlink("made.safetensors", dangling), 0);
+    assert_int_equal(st_write(dangling, &t_small, 1, NULL, 0), DATTN_OK);
+    assert_int_equal(lstat(dangling, &sb), 0);
+    assert_true(S_ISLNK(sb.st_mode));
+    assert_true(same_bytes(dangling_to, old, old_n));
+    assert_int_equal(fu_dir_entries(dir), 4);
+    free(old);
+    fu_rm_dir(dir);
+}
+
 /* Every proper prefix of a valid file fails cleanly: exact-size copies, so ASan sees over-reads. */
 static void test_truncations(void **state)
 {
@@ -816,6 +995,8 @@ int main(void)
         cmocka_unit_test(test_expect_messages),
         cmocka_unit_test(test_io_errors),
         cmocka_unit_test(test_write_rejects),
+        cmocka_unit_test_setup(test_write_to_devices, reset_rng),
+        cmocka_unit_test_setup(test_write_failure_keeps_file, reset_rng),
         cmocka_unit_test_setup(test_truncations, reset_rng),
         cmocka_unit_test_setup(test_random_corruption, reset_rng),
     };
