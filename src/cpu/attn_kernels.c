@@ -104,14 +104,25 @@ static const float *widen(const kv_geom *g, const uint8_t *base, int rows, int l
 /* ---- exp for softmax: inputs <= 0 after the max is taken ---------------------------------- */
 
 /* e^x on a chunk, written so the loop vectorizes: 2^k by exponent bits, e^r by a degree-6
- * polynomial on |r| <= ln2/2 (relative error ~2e-7). -inf and very negative inputs give 0. */
+ * polynomial on |r| <= ln2/2 (relative error ~2e-7). Inputs below -87 (-inf too) give 0, above 88
+ * (+inf too) e^88; a NaN comes back as that NaN, so the layer's finiteness check sees it. The
+ * range tests and selects work on the bit patterns with masks: under the default
+ * -ftrapping-math GCC will not if-convert float compares, so a float ?: here leaves the loop
+ * scalar. The clamped value is always inside [-87, 88], so the float-to-int conversion and the
+ * exponent shift below are defined for every input. */
 static inline void exp_chunk(float *restrict x, int n)
 {
     for (int i = 0; i < n; i++) {
-        float v = x[i];
-        int zero = v < -87.0f;
-        v = v < -87.0f ? -87.0f : v;
-        v = v > 88.0f ? 88.0f : v;
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        uint32_t mag = u & 0x7fffffffu, neg = 0u - (u >> 31);
+        uint32_t nan = 0u - (uint32_t)(mag > 0x7f800000u);
+        uint32_t low = neg & (0u - (uint32_t)(mag > 0x42ae0000u)) & ~nan;    /* < -87 */
+        uint32_t high = ~neg & (0u - (uint32_t)(mag > 0x42b00000u)) & ~nan;  /* > 88 */
+        uint32_t vb = (u & ~(low | high | nan)) | ((low | nan) & 0xc2ae0000u) |
+                      (high & 0x42b00000u);
+        float v;
+        memcpy(&v, &vb, 4);
         float kf = v * 1.44269504f + 12582912.0f;
         kf -= 12582912.0f;
         float r = v - kf * 0.693145751953125f;
@@ -123,11 +134,27 @@ static inline void exp_chunk(float *restrict x, int n)
         p = p * r + 0.5f;
         p = p * r + 1.0f;
         p = p * r + 1.0f;
-        int32_t bits = ((int32_t)kf + 127) << 23;
-        float scale;
+        uint32_t bits = (uint32_t)((int32_t)kf + 127) << 23;   /* kf in [-126, 127] */
+        float scale, e;
         memcpy(&scale, &bits, 4);
-        x[i] = zero ? 0.0f : p * scale;
+        e = p * scale;
+        uint32_t eb;
+        memcpy(&eb, &e, 4);
+        eb = (eb & ~(nan | low)) | (u & nan);
+        memcpy(&x[i], &eb, 4);
     }
+}
+
+/* 1 when any of e[0..n) is NaN (bit tests: vectorizes, and never traps). */
+static inline int any_nan(const float *e, int n)
+{
+    uint32_t any = 0;
+    for (int p = 0; p < n; p++) {
+        uint32_t u;
+        memcpy(&u, &e[p], 4);
+        any |= (uint32_t)((u & 0x7fffffffu) > 0x7f800000u);
+    }
+    return any != 0;
 }
 
 /* Max and sum of a piece's scores. A plain loop is a chain of dependent scalar ops (the compiler
@@ -527,7 +554,8 @@ static void finish_row(const attn_args *a, const float *o1, float l1, const floa
                        float *out)
 {
     int dv = 2 * a->head_dim;
-    float i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f, i2 = l2 > 0.0f ? a->lambda / l2 : 0.0f;
+    /* l = 0: no visible key (the row is 0). A NaN l stays NaN in the output. */
+    float i1 = l1 == 0.0f ? 0.0f : 1.0f / l1, i2 = l2 == 0.0f ? 0.0f : a->lambda / l2;
     float ss = 0.0f;
     for (int c = 0; c < dv; c++) {
         out[c] = o1[c] * i1 - o2[c] * i2;
@@ -586,8 +614,13 @@ static void prefill(const attn_args *a, int j, int r0, int r1, float *tmp)
                     float mx = *m;
                     for (int p = 0; p < len; p++)
                         mx = e[p] > mx ? e[p] : mx;
-                    if (mx == -INFINITY)
-                        continue;
+                    if (mx == -INFINITY) {
+                        /* Every score masked: nothing to add. But no comparison picks a NaN, so
+                         * scores that are all NaN look the same; those must reach the output. */
+                        if (!any_nan(e, len))
+                            continue;
+                        mx = NAN;
+                    }
                     for (int p = 0; p < len; p++)
                         e[p] -= mx;
                     exp_chunk(e, len);
