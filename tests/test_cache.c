@@ -2,9 +2,11 @@
  * exactly what create takes (also at unaligned addresses, and nothing is written outside it),
  * full-cache and position errors leave the cache unchanged, impossible shapes are refused with a
  * message, save/restore round trips bit-exactly and refuses foreign, truncated or corrupt files
- * without touching the target, and every status has a name and a text.
+ * without touching the target (every header field, the magic and the positions are each pinned
+ * by an edited file whose checksum is recomputed, so only that check can refuse it), a failed
+ * save keeps what was at the path, and every status has a name and a text.
  * Random data comes from a printed seed; DATTN_TEST_SEED=<n> replays it. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700   /* mknod (tests/file_util.h), mkdtemp */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +20,7 @@
 #include <cmocka.h>
 
 #include "dattn.h"
+#include "file_util.h"
 #include "ref_f64.h"
 #include "test_util.h"
 
@@ -639,6 +642,281 @@ static void test_restore_rejects(void **state)
     tu_layer_free(&t_kv);
 }
 
+/* The saved image of cache params p after `tokens` tokens of x (random), as bytes. */
+static uint8_t *saved_image(const tu_layer *t, dattn_layer *l, dattn_cache_params p, int tokens,
+                            const char *path, size_t *n)
+{
+    dattn_cache *c = new_cache(t, p);
+    if (tokens > 0) {
+        float *x = rand_tokens(tokens, t->E), *y = malloc(sizeof(float) * (size_t)tokens * t->E);
+        TU_OK(dattn_layer_prefill(l, c, 0, 0, x, tokens, y), "source prefill of %d", tokens);
+        free(x);
+        free(y);
+    }
+    TU_OK(dattn_cache_save(c, path), "save");
+    dattn_cache_free(c);
+    uint8_t *b = fu_read(path, n);
+    assert_non_null(b);
+    if (!fu_kv_sealed(b, *n))
+        fail_msg("the saved file's last 8 bytes are not the FNV-1a 64 of the rest: the test's "
+                 "idea of the format is wrong");
+    return b;
+}
+
+/* Each of the 14 header fields edited in turn (two other values each) with the checksum
+ * recomputed: only the field check stands between the file and the cache, and each must refuse
+ * it with DATTN_E_FORMAT, naming the field, and leave the cache as it was. A field rewritten
+ * with its own value (resealed) must still restore: the edit, not the resealing, is refused. */
+static void test_restore_every_field(void **state)
+{
+    (void)state;
+    tu_seed_case(__func__);
+    tu_layer t;
+    assert_int_equal(tu_layer_init(&t, 4, 2, 8, 4, 10000.0f, DATTN_DTYPE_F32, 1.5), 0);
+    dattn_layer *l = new_layer(&t);
+    char path[512], bad[512];
+    tmp_path(path, sizeof path, "fields_src");
+    tmp_path(bad, sizeof bad, "fields_bad");
+    for (int pol = 0; pol < 2; pol++) {
+        dattn_cache_params p = pol ? tu_cache_params(20, 6, DATTN_KV_F16, DATTN_POLICY_SINK_WINDOW, 4)
+                                   : tu_cache_params(100, 16, DATTN_KV_F16, DATTN_POLICY_FULL, 0);
+        size_t n;
+        uint8_t *file = saved_image(&t, l, p, pol ? 67 : 70, path, &n);
+        uint8_t *edit = malloc(n);
+        for (int f = 0; f < FU_KV_N_FIELDS; f++) {
+            uint32_t v = fu_get_u32(file + fu_kv_field_at(f)), alt[2];
+            switch (f) {
+            case FU_KV_VERSION:   alt[0] = v + 1, alt[1] = v - 1; break;
+            case FU_KV_KV_TYPE:   alt[0] = (v + 1) % 3, alt[1] = (v + 2) % 3; break;
+            case FU_KV_POLICY:    alt[0] = 1 - v, alt[1] = 7; break;
+            case FU_KV_N_SINK:    alt[0] = v + 4, alt[1] = v ? v - 1 : 1; break;
+            case FU_KV_PAGE_LEN:  alt[0] = 2 * v, alt[1] = v / 2; break;
+            case FU_KV_MODEL_LO:  alt[0] = v ^ 1u, alt[1] = v ^ 0x80000000u; break;
+            case FU_KV_MODEL_HI:  alt[0] = v ^ 1u, alt[1] = v ^ 0x80000000u; break;
+            default:              alt[0] = v + 1, alt[1] = 2 * v; break;
+            }
+            for (int k = 0; k < 2; k++) {
+                memcpy(edit, file, n);
+                fu_put_u32(edit + fu_kv_field_at(f), alt[k]);
+                fu_kv_reseal(edit, n);
+                assert_int_equal(fu_write(bad, edit, n), 0);
+                char what[96];
+                snprintf(what, sizeof what, "%s: %s %u -> %u", pol ? "sink+window" : "full",
+                         fu_kv_field_word[f], v, alt[k]);
+                expect_refused(&t, l, p, bad, DATTN_E_FORMAT, fu_kv_field_word[f], what);
+            }
+        }
+        /* the control: an unchanged field, resealed, restores */
+        memcpy(edit, file, n);
+        fu_put_u32(edit + fu_kv_field_at(FU_KV_N_SINK), fu_get_u32(file + fu_kv_field_at(FU_KV_N_SINK)));
+        fu_kv_reseal(edit, n);
+        assert_memory_equal(edit, file, n);
+        assert_int_equal(fu_write(bad, edit, n), 0);
+        dattn_cache *c = new_cache(&t, p);
+        TU_OK(dattn_cache_restore(c, bad), "restore of the resealed, unchanged file");
+        assert_int_equal(n_past_of(c, 0), pol ? 67 : 70);
+        dattn_cache_free(c);
+        free(edit);
+        free(file);
+    }
+    remove(path);
+    remove(bad);
+    dattn_layer_free(l);
+    tu_layer_free(&t);
+}
+
+/* Each of the 8 magic bytes ("DATTNKV\0", the NUL too) changed, checksum recomputed: refused. */
+static void test_restore_magic(void **state)
+{
+    (void)state;
+    tu_seed_case(__func__);
+    tu_layer t;
+    assert_int_equal(tu_layer_init(&t, 4, 2, 8, 4, 10000.0f, DATTN_DTYPE_F32, 1.5), 0);
+    dattn_layer *l = new_layer(&t);
+    dattn_cache_params p = tu_cache_params(100, 16, DATTN_KV_F32, DATTN_POLICY_FULL, 0);
+    char path[512], bad[512];
+    tmp_path(path, sizeof path, "magic_src");
+    tmp_path(bad, sizeof bad, "magic_bad");
+    size_t n;
+    uint8_t *file = saved_image(&t, l, p, 40, path, &n);
+    static const char magic[8] = {'D', 'A', 'T', 'T', 'N', 'K', 'V', 0};
+    assert_memory_equal(file, magic, 8);
+    for (int i = 0; i < 8; i++) {
+        uint8_t keep = file[i];
+        file[i] = (uint8_t)(i == 7 ? (unsigned)tu_int(1, 255) : keep ^ (1u << tu_int(0, 7)));
+        fu_kv_reseal(file, n);
+        assert_int_equal(fu_write(bad, file, n), 0);
+        char what[64];
+        snprintf(what, sizeof what, "magic byte %d 0x%02x -> 0x%02x", i, keep, file[i]);
+        expect_refused(&t, l, p, bad, DATTN_E_FORMAT, NULL, what);
+        file[i] = keep;
+    }
+    fu_kv_reseal(file, n);
+    free(file);
+    remove(path);
+    remove(bad);
+    dattn_layer_free(l);
+    tu_layer_free(&t);
+}
+
+/* Real files of another geometry that the checksum and size would let through: a sink+window
+ * file with 4 sinks into a cache with 8 (and back: the physical rows are the same), another
+ * head split of the same model_dim and n_kv_heads (n_heads, head_dim). */
+static void test_restore_other_geometry(void **state)
+{
+    (void)state;
+    tu_seed_case(__func__);
+    tu_layer t, t_h;
+    assert_int_equal(tu_layer_init(&t, 4, 2, 8, 4, 10000.0f, DATTN_DTYPE_F32, 1.5), 0);
+    assert_int_equal(tu_layer_init(&t_h, 2, 2, 16, 4, 10000.0f, DATTN_DTYPE_F32, 1.5), 0);
+    assert_int_equal(t.E, t_h.E);
+    dattn_layer *l = new_layer(&t), *l_h = new_layer(&t_h);
+    char path[512];
+    tmp_path(path, sizeof path, "geometry");
+    dattn_cache_params s4 = tu_cache_params(20, 6, DATTN_KV_F16, DATTN_POLICY_SINK_WINDOW, 4);
+    dattn_cache_params s8 = s4;
+    s8.n_sink = 8;
+    size_t n;
+    free(saved_image(&t, l, s4, 45, path, &n));
+    expect_refused(&t, l, s8, path, DATTN_E_FORMAT, "n_sink", "4 sinks into a cache with 8");
+    free(saved_image(&t, l, s8, 45, path, &n));
+    expect_refused(&t, l, s4, path, DATTN_E_FORMAT, "n_sink", "8 sinks into a cache with 4");
+    /* 4 sinks but not yet wrapped (fewer tokens than the window) */
+    free(saved_image(&t, l, s4, 6, path, &n));
+    expect_refused(&t, l, s8, path, DATTN_E_FORMAT, "n_sink", "4 sinks (6 tokens) into 8");
+
+    dattn_cache_params p = tu_cache_params(100, 16, DATTN_KV_F16, DATTN_POLICY_FULL, 0);
+    free(saved_image(&t, l, p, 50, path, &n));
+    expect_refused(&t_h, l_h, p, path, DATTN_E_FORMAT, "n_heads", "4 heads of 8 into 2 of 16");
+    remove(path);
+    dattn_layer_free(l);
+    dattn_layer_free(l_h);
+    tu_layer_free(&t);
+    tu_layer_free(&t_h);
+}
+
+/* Positions the file's size and checksum cannot rule out: full, n_past past n_ctx on the same
+ * pages (97 -> 101 of 100) or negative on an empty cache (0 pages either way); sink+window, past
+ * 2^31 (the ring is full either way). */
+static void test_restore_positions(void **state)
+{
+    (void)state;
+    tu_seed_case(__func__);
+    tu_layer t;
+    assert_int_equal(tu_layer_init(&t, 4, 2, 8, 4, 10000.0f, DATTN_DTYPE_F32, 1.5), 0);
+    dattn_layer *l = new_layer(&t);
+    char path[512], bad[512];
+    tmp_path(path, sizeof path, "pos_src");
+    tmp_path(bad, sizeof bad, "pos_bad");
+    const struct { int pol, tokens; int64_t n_past; } cases[] = {
+        {0, 97, 101}, {0, 97, 1000}, {0, 0, -1}, {0, 0, INT64_MIN},
+        {1, 67, (int64_t)1 << 31}, {1, 67, (int64_t)1 << 40},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        dattn_cache_params p = cases[i].pol
+                                   ? tu_cache_params(20, 6, DATTN_KV_F16, DATTN_POLICY_SINK_WINDOW, 4)
+                                   : tu_cache_params(100, 16, DATTN_KV_F16, DATTN_POLICY_FULL, 0);
+        size_t n;
+        uint8_t *file = saved_image(&t, l, p, cases[i].tokens, path, &n);
+        assert_int_equal((int64_t)fu_get_u64(file + fu_kv_n_past_at(0)), cases[i].tokens);
+        fu_put_u64(file + fu_kv_n_past_at(0), (uint64_t)cases[i].n_past);
+        fu_kv_reseal(file, n);
+        assert_int_equal(fu_write(bad, file, n), 0);
+        char what[96];
+        snprintf(what, sizeof what, "%s: n_past %d -> %lld", cases[i].pol ? "sink+window" : "full",
+                 cases[i].tokens, (long long)cases[i].n_past);
+        expect_refused(&t, l, p, bad, DATTN_E_FORMAT, "n_past", what);
+        free(file);
+    }
+    remove(path);
+    remove(bad);
+    dattn_layer_free(l);
+    tu_layer_free(&t);
+}
+
+typedef struct save_job {
+    const dattn_cache *c;
+    const char *path;
+    dattn_status st;
+} save_job;
+
+static int run_save(void *arg)
+{
+    save_job *j = arg;
+    j->st = dattn_cache_save(j->c, j->path);
+    return 0;
+}
+
+/* A save that fails keeps what was at the path: /dev/full (as root the old save removed the
+ * device), and an existing file when the new one may not grow past 4 KiB. No temporary is left
+ * beside it; a save that works replaces the file. */
+static void test_save_failure_keeps_file(void **state)
+{
+    (void)state;
+    tu_seed_case(__func__);
+    if (tu_on_opencl())
+        skip();   /* the file handling does not depend on the backend */
+    tu_layer t;
+    assert_int_equal(tu_layer_init(&t, 4, 2, 8, 4, 10000.0f, DATTN_DTYPE_F32, 1.5), 0);
+    dattn_layer *l = new_layer(&t);
+    dattn_cache_params p = tu_cache_params(100, 16, DATTN_KV_F32, DATTN_POLICY_FULL, 0);
+    dattn_cache *c = new_cache(&t, p), *empty = new_cache(&t, p);
+    float *x = rand_tokens(70, t.E), *y = malloc(sizeof(float) * 70 * t.E);
+    TU_OK(dattn_layer_prefill(l, c, 0, 0, x, 70, y), "prefill");
+
+    struct stat full;
+    if (stat("/dev/full", &full) == 0 && S_ISCHR(full.st_mode)) {
+        dattn_status st = dattn_cache_save(c, "/dev/full");
+        printf("  save to /dev/full (euid %d) -> %s: %s\n", (int)geteuid(), dattn_status_name(st),
+               dattn_last_error());
+        int intact = fu_char_device_intact("/dev/full", full.st_rdev);
+        TU_CHECK_ST(st, DATTN_E_IO, "save to /dev/full");
+        if (!intact)
+            fail_msg("a failed save to /dev/full removed or replaced it (put back)");
+    } else {
+        printf("  no /dev/full here: that part is skipped\n");
+    }
+
+    char dir[512], path[600];
+    assert_int_equal(fu_tmp_dir(dir, sizeof dir, "cache_keep"), 0);
+    snprintf(path, sizeof path, "%s/session.kv", dir);
+    TU_OK(dattn_cache_save(empty, path), "save of the empty cache");
+    size_t old_n = 0;
+    uint8_t *old = fu_read(path, &old_n);
+    assert_non_null(old);
+    save_job job = {c, path, DATTN_OK};
+    assert_int_equal(fu_with_fsize_limit(run_save, &job, 4096), 0);
+    printf("  save of 70 tokens over a file, 4 KiB allowed -> %s: %s\n",
+           dattn_status_name(job.st), dattn_last_error());
+    TU_CHECK_ST(job.st, DATTN_E_IO, "save that cannot grow past 4 KiB");
+    if (!strstr(dattn_last_error(), path))
+        fail_msg("message '%s' does not name '%s'", dattn_last_error(), path);
+    size_t got_n = 0;
+    uint8_t *got = fu_read(path, &got_n);
+    if (!got || got_n != old_n || memcmp(got, old, old_n) != 0)
+        fail_msg("the failed save %s '%s'", got ? "changed" : "removed", path);
+    free(got);
+    if (fu_dir_entries(dir) != 1)
+        fail_msg("the failed save left %d entries in %s (a temporary?)", fu_dir_entries(dir), dir);
+    /* the file still restores (the empty cache), and a save that works replaces it */
+    dattn_cache *r = new_cache(&t, p);
+    TU_OK(dattn_cache_restore(r, path), "restore of the kept file");
+    assert_int_equal(n_past_of(r, 0), 0);
+    TU_OK(dattn_cache_save(c, path), "save");
+    TU_OK(dattn_cache_restore(r, path), "restore of the replaced file");
+    assert_int_equal(n_past_of(r, 0), 70);
+    assert_int_equal(fu_dir_entries(dir), 1);
+    dattn_cache_free(r);
+    fu_rm_dir(dir);
+    free(old);
+    free(x);
+    free(y);
+    dattn_cache_free(c);
+    dattn_cache_free(empty);
+    dattn_layer_free(l);
+    tu_layer_free(&t);
+}
+
 /* ---- statuses and messages ----------------------------------------------------------------- */
 
 static void test_status_names(void **state)
@@ -657,6 +935,7 @@ static void test_status_names(void **state)
         {DATTN_E_UNSUPPORTED, "DATTN_E_UNSUPPORTED"},
         {DATTN_E_OPENCL, "DATTN_E_OPENCL"},
         {DATTN_E_THREAD, "DATTN_E_THREAD"},
+        {DATTN_E_NONFINITE, "DATTN_E_NONFINITE"},
     };
     enum { N = sizeof codes / sizeof *codes };
     for (int i = 0; i < N; i++) {
@@ -667,7 +946,7 @@ static void test_status_names(void **state)
         for (int k = 0; k < i; k++)
             assert_string_not_equal(text, dattn_status_text(codes[k].st));
     }
-    static const int unknown[4] = {1, -12, -100, 12345};
+    static const int unknown[4] = {1, -1000, -100000, 12345};
     for (int i = 0; i < 4; i++) {
         assert_string_equal(dattn_status_name((dattn_status)unknown[i]), "DATTN_E_UNKNOWN");
         assert_non_null(dattn_status_text((dattn_status)unknown[i]));
@@ -732,6 +1011,11 @@ int main(void)
         cmocka_unit_test(test_bad_shapes),
         cmocka_unit_test(test_save_restore),
         cmocka_unit_test(test_restore_rejects),
+        cmocka_unit_test(test_restore_every_field),
+        cmocka_unit_test(test_restore_magic),
+        cmocka_unit_test(test_restore_other_geometry),
+        cmocka_unit_test(test_restore_positions),
+        cmocka_unit_test(test_save_failure_keeps_file),
         cmocka_unit_test(test_status_names),
         cmocka_unit_test(test_last_error),
     };

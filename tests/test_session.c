@@ -1,6 +1,8 @@
 /* Whole-model sessions (issue 5): loading checks, the forward pass run three ways (one prefill,
  * prefill in small chunks, token-by-token decode) agreeing, context limits, save/load across
- * models, and the sampler against a float64 reference distribution. The logits themselves are
+ * models (a file whose layers disagree on the position is refused), extra or unknown tensors in a
+ * model file, and the sampler against a float64 reference distribution and the exact window of
+ * its repetition penalty. The logits themselves are
  * checked against PyTorch by tests/test_model_parity.py. DATTN_TEST_BACKEND=opencl runs the model
  * cases on the OpenCL device. */
 #define _POSIX_C_SOURCE 200809L
@@ -17,6 +19,7 @@
 #include <cmocka.h>
 
 #include "dattn.h"
+#include "file_util.h"
 #include "model_util.h"
 #include "test_util.h"
 
@@ -196,6 +199,55 @@ static void test_bad_models(void **state)
     assert_int_equal(dattn_model_load(g_be, path, &m), DATTN_E_IO);
 }
 
+/* Tensors the model does not have: a layer index outside 0..n_layers-1 (also spelled so that
+ * strtol would read one inside), a name no layer or top-level tensor has. Each is refused with
+ * DATTN_E_FORMAT and a message naming the tensor and the file. */
+static void test_unknown_tensors(void **state)
+{
+    (void)state;
+    tu_seed_case(__func__);
+    static const struct { const char *name; int64_t a, b; } extra[] = {
+        {"layers.-1.attn.q_proj.weight", 32, 32},
+        {"layers.-0.attn.q_proj.weight", 32, 32},
+        {"layers.+1.attn.q_proj.weight", 32, 32},
+        {"layers. 1.attn.q_proj.weight", 32, 32},
+        {"layers.01.attn.q_proj.weight", 32, 32},
+        {"layers.0x1.attn.q_proj.weight", 32, 32},
+        {"layers.0.attn.q_proj.bias", 32, 0},
+        {"layers.1.attn.q_proj.weight.extra", 32, 32},
+        {"layers.1", 4, 0},
+        {"layers.", 4, 0},
+        {"foo", 4, 0},
+        {"tok_embeddings.bias", 32, 0},
+        {"norm.bias", 32, 0},
+    };
+    char path[256];
+    tmp_path(path, sizeof path, "extra");
+    int n_bad = 0;
+    for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) {
+        tm_file *f = malloc(sizeof *f);
+        tm_build(f, &k_gqa);
+        tm_add(f, extra[i].name, &k_gqa, extra[i].a, extra[i].b, 0.1, 0.0);
+        assert_int_equal(tm_write(f, path), 0);
+        tm_free(f);
+        free(f);
+        dattn_model *m = (dattn_model *)&m;
+        dattn_status st = dattn_model_load(g_be, path, &m);
+        const char *msg = dattn_last_error();
+        printf("  extra '%s' -> %s: %s\n", extra[i].name, dattn_status_name(st), msg);
+        if (st != DATTN_E_FORMAT || m != NULL || !strstr(msg, extra[i].name) || !strstr(msg, path)) {
+            printf("    FAILS: should be DATTN_E_FORMAT naming the tensor and the file\n");
+            if (st == DATTN_OK)
+                dattn_model_free(m);
+            n_bad++;
+        }
+    }
+    remove(path);
+    if (n_bad)
+        fail_msg("%d of %zu files with a tensor the model does not have were not refused as they "
+                 "should be", n_bad, sizeof extra / sizeof *extra);
+}
+
 /* ---- context limits and bad tokens ----------------------------------------------------------- */
 
 static void test_context_full(void **state)
@@ -284,6 +336,72 @@ static void test_save_load(void **state)
     free(c);
     dattn_model_free(m);
     dattn_model_free(other);
+}
+
+/* A session file whose layers carry different positions (one slot's n_past edited, checksum
+ * recomputed, the page count unchanged so the size still fits) is refused with DATTN_E_FORMAT,
+ * and the session keeps what it had: the next eval matches a twin's. */
+static void test_load_layers_disagree(void **state)
+{
+    (void)state;
+    tu_seed_case(__func__);
+    dattn_model *m = load(&k_gqa, "disagree");
+    size_t V = (size_t)k_gqa.vocab;
+    int32_t tok[40];
+    random_tokens(tok, 40, k_gqa.vocab);
+    char path[256], bad[256];
+    tmp_path(path, sizeof path, "disagree.kv");
+    tmp_path(bad, sizeof bad, "disagree_bad.kv");
+    dattn_session *src = session(m, 64, 16, DATTN_POLICY_FULL);
+    TU_OK(dattn_session_eval(src, tok, 30, NULL, 0), "prefill 30");
+    TU_OK(dattn_session_save(src, path), "save");
+    dattn_session_free(src);
+    size_t n;
+    uint8_t *file = fu_read(path, &n);
+    assert_non_null(file);
+    assert_true(fu_kv_sealed(file, n));
+    assert_int_equal(fu_get_u32(file + fu_kv_field_at(FU_KV_N_LAYERS)), k_gqa.n_layers);
+    for (int l = 0; l < k_gqa.n_layers; l++)
+        assert_int_equal((int64_t)fu_get_u64(file + fu_kv_n_past_at(l)), 30);
+    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+    const struct { int slot; int64_t n_past; } edits[] = {{1, 20}, {0, 20}, {1, 31}, {0, 1}};
+    for (size_t e = 0; e < sizeof edits / sizeof *edits; e++) {
+        uint8_t *copy = malloc(n);
+        memcpy(copy, file, n);
+        fu_put_u64(copy + fu_kv_n_past_at(edits[e].slot), (uint64_t)edits[e].n_past);
+        fu_kv_reseal(copy, n);
+        assert_int_equal(fu_write(bad, copy, n), 0);
+        free(copy);
+        dattn_session *s = session(m, 64, 16, DATTN_POLICY_FULL);
+        dattn_session *twin = session(m, 64, 16, DATTN_POLICY_FULL);
+        TU_OK(dattn_session_eval(s, tok + 30, 5, NULL, 0), "target prefill");
+        TU_OK(dattn_session_eval(twin, tok + 30, 5, NULL, 0), "twin prefill");
+        dattn_status st = dattn_session_load(s, bad);
+        printf("  layer %d at %lld, the other at 30 -> %s: %s\n", edits[e].slot,
+               (long long)edits[e].n_past, dattn_status_name(st), dattn_last_error());
+        TU_CHECK_ST(st, DATTN_E_FORMAT, "session file with layer %d at n_past %lld, the other at "
+                    "30", edits[e].slot, (long long)edits[e].n_past);
+        assert_int_equal(dattn_session_n_past(s), 5);
+        TU_OK(dattn_session_eval(s, tok + 35, 1, a, 0), "target goes on");
+        TU_OK(dattn_session_eval(twin, tok + 35, 1, b, 0), "twin goes on");
+        if (memcmp(a, b, sizeof(float) * V) != 0)
+            fail_msg("the refused load changed the session");
+        dattn_session_free(s);
+        dattn_session_free(twin);
+    }
+    /* the control: the file as saved, rewritten and resealed, loads */
+    fu_kv_reseal(file, n);
+    assert_int_equal(fu_write(bad, file, n), 0);
+    dattn_session *s = session(m, 64, 16, DATTN_POLICY_FULL);
+    TU_OK(dattn_session_load(s, bad), "load of the unchanged file");
+    assert_int_equal(dattn_session_n_past(s), 30);
+    dattn_session_free(s);
+    remove(path);
+    remove(bad);
+    free(file);
+    free(a);
+    free(b);
+    dattn_model_free(m);
 }
 
 /* ---- tokenizer ----------------------------------------------------------------------------------- */
@@ -476,16 +594,90 @@ static void test_sampler(void **state)
     dattn_sampler_free(s);
 }
 
+/* The repetition penalty's window is exactly the last repeat_last_n tokens: a token last seen
+ * repeat_last_n tokens ago is penalized, one seen repeat_last_n + 1 ago is not. Each probe
+ * replays a random history (with repeats) into a reset sampler and makes one candidate the
+ * favourite by a margin the penalty undoes; the greedy pick is compared with an independent
+ * reference (penalty applied once to each distinct token of the last N, then the argmax, lowest
+ * id on a tie). */
+static void test_repeat_window(void **state)
+{
+    (void)state;
+    tu_seed_case(__func__);
+    enum { V = 96, HIST = 80 };
+    static const int windows[] = {1, 2, 3, 5, 8, 17, 64, 79, 80, 81, 0};
+    dattn_sampler_params p = dattn_sampler_default_params();
+    p.temperature = 0.0f;
+    dattn_sampler *s = NULL;
+    TU_OK(dattn_sampler_create(&p, V, &s), "create");
+    int32_t hist[HIST];
+    for (int i = 0; i < HIST; i++)   /* repeats: draws from half the vocabulary */
+        hist[i] = tu_int(0, V / 2 - 1);
+    for (size_t wi = 0; wi < sizeof windows / sizeof *windows; wi++) {
+        int N = windows[wi];
+        for (int sign = 0; sign < 2; sign++) {
+            p.repeat_last_n = N;
+            p.repeat_penalty = (float)(1.5 + tu_unif());
+            TU_OK(dattn_sampler_set_params(s, &p), "repeat_last_n %d", N);
+            /* every token of the history (at each distance), and one never seen */
+            for (int probe = 0; probe <= HIST; probe++) {
+                int32_t cand = probe < HIST ? hist[HIST - 1 - probe] : V - 1;
+                float v[V];
+                for (int i = 0; i < V; i++)   /* distinct, all one sign */
+                    v[i] = sign ? -1.0f - 0.001f * (float)i : 1.0f + 0.001f * (float)(V - i);
+                /* the favourite by 10%: penalized (>= 1.5x) it falls below the rest */
+                v[cand] = sign ? 0.9f * (-1.0f) : 1.1f * (1.0f + 0.001f * V);
+                /* reference */
+                double ref[V];
+                int pen[V] = {0};
+                for (int i = 0; i < N && i < HIST; i++)
+                    pen[hist[HIST - 1 - i]] = 1;
+                for (int i = 0; i < V; i++) {
+                    ref[i] = v[i];
+                    if (pen[i])
+                        ref[i] = ref[i] > 0 ? ref[i] / p.repeat_penalty : ref[i] * p.repeat_penalty;
+                }
+                int want = 0;
+                for (int i = 1; i < V; i++)
+                    if (ref[i] > ref[want])
+                        want = i;
+                dattn_sampler_reset(s);
+                for (int i = 0; i < HIST; i++)
+                    dattn_sampler_accept(s, hist[i]);
+                int32_t got = -1;
+                TU_OK(dattn_sample(s, v, &got), "sample");
+                if (got != want) {
+                    int last_seen = -1;
+                    for (int i = 0; i < HIST; i++)
+                        if (hist[HIST - 1 - i] == cand) {
+                            last_seen = i + 1;
+                            break;
+                        }
+                    fail_msg("repeat_last_n %d, %s logits: candidate %d last seen %d tokens ago "
+                             "(penalized: %s): sampled %d, reference %d (seed %llu)", N,
+                             sign ? "negative" : "positive", cand, last_seen,
+                             pen[cand] ? "yes" : "no", got, want,
+                             (unsigned long long)tu_case_seed);
+                }
+            }
+        }
+    }
+    dattn_sampler_free(s);
+}
+
 int main(void)
 {
     tu_init_seed("test_session");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prefill_chunks_decode_agree),
         cmocka_unit_test(test_bad_models),
+        cmocka_unit_test(test_unknown_tensors),
         cmocka_unit_test(test_context_full),
         cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_load_layers_disagree),
         cmocka_unit_test(test_byte_tokenizer),
         cmocka_unit_test(test_sampler),
+        cmocka_unit_test(test_repeat_window),
     };
     return cmocka_run_group_tests(tests, suite_setup, suite_teardown);
 }
