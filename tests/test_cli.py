@@ -70,6 +70,10 @@ def main():
 
     expect(0, ["pass"], "check-layer", good)
     expect(1, ["fail"], "check-layer", good, "--tol", "0")
+    # A bound that passes everything (inf, or 1e999 which reads as inf) or nothing (nan) is no
+    # bound: refused like a negative one.
+    for tol in ("inf", "1e999", "nan", "-1e-3", "-0x1p3"):
+        expect(2, ["--tol"], "check-layer", good, "--tol", tol)
     expect(2, ["unknown command"], "frobnicate")
     expect(2, ["unknown option"], "check-layer", good, "--bogus", "1")
     expect(2, ["--kv"], "check-layer", good, "--kv", "f8")
@@ -161,12 +165,55 @@ def model_cases(exe, tmp, expect):
     expect(2, ["seed"], "run", "-m", model, "--seed", "-5", "-p", "x")
     expect(2, ["n takes"], "run", "-m", model, "-n", "-3", "-p", "x")
     # A prompt longer than the context under the full policy: refused, said why, nothing runs.
-    expect(2, ["cache_full", "n_ctx = 8"], "run", "-m", model, "--ctx", "8", "-p",
-           "a prompt longer than eight bytes")
+    expect(2, ["cache_full", "n_ctx = 8"], "run", "-m", model, "--ctx", "8", "--policy", "full",
+           "-p", "a prompt longer than eight bytes")
+    # Without --policy, run streams past the context (sink+window) and says so once.
+    rc, out, err = run(exe, "run", "-m", model, "--ctx", "8", "-p", "a prompt longer than eight "
+                       "bytes", "-n", "20")
+    check(rc == 0 and err.count("passed the context of 8 tokens") == 1
+          and "sink:4,window:4" in err,
+          f"run without --policy streams past --ctx 8 under sink:4,window:4 (exit {rc})", err)
+    rc, out, err = run(exe, "run", "-m", model, "--ctx", "3", "-p", "abcdef", "-n", "2")
+    check(rc == 0 and "sink:1,window:2" in err,
+          f"run's default sinks shrink to fit --ctx 3 (exit {rc})", err)
     expect(2, ["no tokens"], "run", "-m", model, "-p", "")
+    expect(2, ["seed"], "run", "-m", model, "--seed", " -5", "-p", "x")
     rc, out, err = run(exe, "run", "-m", model, "-p", "Hi", "-n", "5", "--seed", "7")
     check(rc == 0 and "arena_bytes=" in err and "n_past=6" in err,
           f"run -p: exit {rc}, a stats line with n_past and arena_bytes", err)
+
+    # Options past what they can mean: each an error, or one line of warning.
+    # sink + window past 2^30 (their sum overflowed an int before the limit check): refused
+    # while parsing, before anything is printed or sized.
+    for cmd in (["plan", "-m", model], ["run", "-m", model, "-p", "x"]):
+        rc, out, err = run(exe, *cmd, "--policy", "sink:1073741824,window:1073741824")
+        check(rc == 2 and out == "" and "--policy" in err and len(err.splitlines()) == 1
+              and "runtime error" not in err,
+              f"{cmd[0]} --policy sink:2^30,window:2^30: exit {rc}, one line, nothing printed",
+              out + err)
+    expect(2, ["--policy"], "plan", "-m", model, "--policy", "sink:1,window:1073741824")
+    # A context far past the model's max_seq_len (128): one warning line naming both numbers.
+    for args, n in ((["run", "-m", model, "-p", "x", "-n", "1", "--ctx", "100000"], "100000"),
+                    (["run", "-m", model, "-p", "x", "-n", "1", "--policy", "sink:4,window:5000"],
+                     "5004"),
+                    (["plan", "-m", model, "--ctx", "100000"], "100000"),
+                    (["logits", "-m", model, "--tokens", "1,2", "--ctx", "4096", "-o",
+                      os.path.join(tmp, "long.safetensors")], "4096")):
+        rc, out, err = run(exe, *args)
+        warn = [l for l in err.splitlines() if "warning" in l and n in l and "128" in l]
+        check(rc == 0 and len(warn) == 1,
+              f"{args[0]} with a context of {n}: exit {rc}, one warning with {n} and max_seq_len "
+              f"128", err)
+    rc, out, err = run(exe, "run", "-m", model, "-p", "x", "-n", "1", "--ctx", "128")
+    check(rc == 0 and "warning" not in err, "run --ctx max_seq_len: no warning", err)
+    # --device names an OpenCL device: with the cpu backend (the default) it is refused;
+    # $DATTN_DEVICE, set for every command, is not.
+    expect(2, ["--device", "cpu"], "run", "-m", model, "--backend", "cpu", "--device", "0:0",
+           "-p", "x")
+    expect(2, ["--device", "cpu"], "run", "-m", model, "--device", "0:0", "-p", "x")
+    expect(2, ["--device", "cpu"], "plan", "-m", model, "--device", "gpu", "--ctx", "16")
+    expect(0, [], "run", "-m", model, "-p", "x", "-n", "1", env={"DATTN_DEVICE": "0:0"})
+    expect(2, ["--reps"], "bench", "model", "-m", model, "--reps", "0")
 
     # Malformed models: each error names what is wrong and where.
     def bad_model(name, **kw):
@@ -223,14 +270,15 @@ def model_cases(exe, tmp, expect):
         check(math.sqrt(num / den) < 1e-5, "logits of a prefix equal the first rows (causal)",
               f"rel {math.sqrt(num / den):.3e}")
 
-    # plan: its arena bytes are the ones `run` really reserves.
+    # plan: its arena bytes are the ones `run` really reserves (no policy: run's default).
     expect(2, ["--mem", "--ctx"], "plan", "-m", model)
     expect(2, ["--mem"], "plan", "-m", model, "--mem", "12X")
     expect(2, ["--mem"], "plan", "-m", model, "--mem", "-1G")
     expect(2, ["not both"], "plan", "-m", model, "--mem", "1G", "--ctx", "5")
     expect(0, ["none fits"], "plan", "-m", model, "--mem", "1000")
-    for policy, ctx in (("full", "100"), ("sink:4,window:60", None), ("sink:4", "48")):
-        extra = ["--policy", policy] + (["--ctx", ctx] if ctx else [])
+    for policy, ctx in (("full", "100"), ("sink:4,window:60", None), ("sink:4", "48"),
+                        (None, "100")):
+        extra = (["--policy", policy] if policy else []) + (["--ctx", ctx] if ctx else [])
         rc, out, err = run(exe, "plan", "-m", model, *extra)
         for kv in ("f32", "f16", "q8"):
             line = next((l for l in out.splitlines() if l.startswith(f"plan kv={kv} ")), "")

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 # `dattn run`'s REPL, driven as a user would: through a pipe (prompts and commands one per line,
-# unknown commands, a :save/:load round trip, a :load that fails, a full cache, EOF) and through
-# a pseudo-terminal (line editing on, Ctrl-C stopping an endless sink+window generation and the
-# prompt coming back, Ctrl-C dropping a half-typed line, :quit, Ctrl-D). Every step has a time
-# limit. Without MODEL (or when it does not exist) a tiny random model is written here.
+# unknown commands, a :save/:load round trip, a :load that fails, a full cache under --policy
+# full, 20 prompts streaming past the context under the default policy, the exit status of a
+# script with failures, EOF) and through a pseudo-terminal (the prompt, Ctrl-C stopping an
+# endless sink+window generation and the prompt coming back, Ctrl-C dropping a half-typed line,
+# :quit, Ctrl-D), with libedit's line editing where the tool has it (`dattn --version`) and plain
+# reads where it does not. Every step has a time limit. MODEL (a tiny random one written here
+# when not given or absent) runs every case but the 20 prompts, which run on BUNDLED (the
+# bundled model) when given and present.
 #
-# usage: test_repl.py DATTN_EXE [MODEL]
+# usage: test_repl.py DATTN_EXE [MODEL] [--bundled BUNDLED]
 import os
 import pty
 import re
@@ -35,7 +39,7 @@ def check(ok, what, detail=""):
     return ok
 
 
-def pipe(exe, model, script, *args, timeout=60):
+def pipe(exe, model, script, *args, timeout=120):
     """Runs the REPL on script (a list of lines) through a pipe: (rc, stdout, stderr) as text."""
     p = subprocess.run([exe, "run", "-m", model, *args], input="".join(l + "\n" for l in script).encode(),
                        capture_output=True, timeout=timeout)
@@ -48,7 +52,10 @@ def pipe_tests(exe, model, tmp):
               f":load {state}", f":load {os.path.join(tmp, 'no-such-session.bin')}",
               ":set top_p 7", ":set nonsense 1", "last line", ":help"]
     rc, out, err = pipe(exe, model, script, "-n", "16")
-    check(rc == 0, f"pipe: script of {len(script)} lines, EOF exits 0 (exit {rc})", err)
+    check(rc == 2, f"pipe: script of {len(script)} lines, 4 of them failing, runs to EOF and "
+          f"exits 2 (exit {rc})", err)
+    check(len(re.findall(r"^dattn: ", err, re.M)) >= 4,
+          "pipe: every failure is said (one line each)", err)
     check("last turn:" in out and "arena_bytes=" in out and "cache:" in out and "backend:" in out,
           ":stats prints the last turn, cache, arena and backend", out)
     check("temp = 0" in out, ":set temp 0 is confirmed", out)
@@ -73,11 +80,22 @@ def pipe_tests(exe, model, tmp):
           "greedy text after :load equals the text the saved session gave",
           f"{tail1!r}\n{tail2!r}\n{err1}{err2}")
 
+    # Exit status of a script: 0 when every line worked, 2 when any prompt or command failed.
+    rc, out, err = pipe(exe, model, [":frob", ":set top_p 7", ":load", ":set ctx 0"], "-n", "4")
+    check(rc == 2, f"pipe: a script whose every command fails exits 2 (exit {rc})", err)
+    rc, out, err = pipe(exe, model, [":set temp 0", "fine", ":stats", ":help"], "-n", "4")
+    check(rc == 0, f"pipe: a script whose every line works exits 0 (exit {rc})", err)
+    rc, out, err = pipe(exe, model, ["a prompt longer than the context", ":stats"], "--ctx", "8",
+                        "--policy", "full", "-n", "4")
+    check(rc == 2 and "DATTN_E_CACHE_FULL" in err,
+          f"pipe: a prompt the model refuses makes the exit status 2 (exit {rc})", err)
+
     # A full cache under the full policy: said with the way out, and the REPL stays usable.
     rc, out, err = pipe(exe, model, ["abc", ":stats", "more", ":reset", "x"], "--ctx", "32",
-                        "-n", "100")
-    check(rc == 0 and "cache is full" in err and ":reset" in err and "sink" in err,
-          "a full cache is said with :reset and a sink policy as the ways out", err)
+                        "--policy", "full", "-n", "100")
+    check(rc == 2 and "cache is full" in err and ":reset" in err and "sink" in err,
+          f"a full cache is said with :reset and a sink policy as the ways out (exit {rc}, "
+          "want 2: answers were cut short)", err)
     check("32/32 filled" in out and "session reset" in out, "the REPL goes on after a full cache", out)
     check("DATTN_E_CACHE_FULL" in err, "a prompt that does not fit is refused with its reason", err)
 
@@ -90,6 +108,36 @@ def pipe_tests(exe, model, tmp):
     # A prompt that starts with ':' is written '::'.
     rc, out, err = pipe(exe, model, ["::not a command"], "-n", "4")
     check(rc == 0 and "unknown command" not in err, "'::TEXT' is a prompt, not a command", err)
+
+
+def streaming_tests(exe, model):
+    """20 prompts in a row (the issue: the bundled model's chat stopped at the second one, its
+    256-token context full): under the default policy they all run, and one line, once, says the
+    stream passed the context; --policy full still stops there and says so."""
+    script = [f"Tell me a fortune, number {i}." for i in range(20)] + [":stats"]
+    # 32 tokens an answer: 20 turns still fill the context several times over, and stay quick
+    # under an emulator.
+    rc, out, err = pipe(exe, model, script, "-n", "32", timeout=240)
+    notices = re.findall(r"^dattn: the stream passed the context of (\d+) tokens: policy "
+                         r"(sink:\d+,window:\d+)", err, re.M)
+    fill = re.search(r"cache: (\d+)/(\d+) filled \(n_past=(\d+)\)", out)
+    check(rc == 0 and "cache is full" not in err and "CACHE_FULL" not in err,
+          f"20 prompts in a row run without stopping (exit {rc})", err)
+    check(fill and int(fill.group(3)) > 20 * 32 > 2 * int(fill.group(2))
+          and fill.group(1) == fill.group(2),
+          "... and the stream went on far past the context (:stats)", out[-600:])
+    check(len(notices) == 1 and notices[0][1].startswith("sink:4,window:"),
+          f"... and one line, once, names the policy that carries it ({len(notices)} notices)",
+          err)
+    rc, out, err = pipe(exe, model, script, "-n", "32", "--policy", "full", timeout=240)
+    check(rc == 2 and "DATTN_E_CACHE_FULL" in err and "passed the context" not in err,
+          f"--policy full stops at the context with the reason and exits 2 (exit {rc})", err)
+
+
+def has_libedit(exe):
+    """Whether the tool was built with libedit (`dattn --version`'s features line)."""
+    p = subprocess.run([exe, "--version"], capture_output=True, timeout=60)
+    return b"libedit=yes" in p.stdout
 
 
 class Pty:
@@ -119,9 +167,15 @@ class Pty:
                 self.buf += chunk
         return re.search(pattern, self.buf[self.mark:]) is not None
 
+    editing = True   # the tool has libedit: wait for it to take the terminal
+
     def wait_editing(self, timeout):
         """True once the line editor has the terminal (canonical mode off): libedit prints its
-        prompt before it switches, and keys sent earlier would meet the cooked terminal."""
+        prompt before it switches, and keys sent earlier would meet the cooked terminal. Without
+        libedit the terminal stays cooked (the tty driver edits the line) and there is nothing
+        to wait for."""
+        if not self.editing:
+            return True
         end = time.time() + timeout
         while time.time() < end:
             if not termios.tcgetattr(self.fd)[3] & termios.ICANON:
@@ -201,15 +255,30 @@ def pty_tests(exe, model, tmp):
 
 
 def main():
-    exe = sys.argv[1]
+    args = sys.argv[1:]
+    bundled = None
+    if "--bundled" in args:
+        i = args.index("--bundled")
+        bundled = args[i + 1] if i + 1 < len(args) else None
+        del args[i:i + 2]
+    exe = args[0]
     tmp = tempfile.mkdtemp(prefix="dattn_repl_")
-    model = sys.argv[2] if len(sys.argv) > 2 and os.path.exists(sys.argv[2]) else None
+    model = args[1] if len(args) > 1 and os.path.exists(args[1]) else None
     if not model:
         model = tiny_model.write(os.path.join(tmp, "tiny.safetensors"))
         print(f"model: a tiny random one ({model})")
     else:
         print(f"model: {model}")
     pipe_tests(exe, model, tmp)
+    if bundled and os.path.exists(bundled):
+        print(f"20 prompts on the bundled model: {bundled}")
+        streaming_tests(exe, bundled)
+    else:
+        print("20 prompts on the tiny model (the bundled one was not given or is absent)")
+        streaming_tests(exe, model)
+    Pty.editing = has_libedit(exe)
+    print(f"pty: the tool {'has' if Pty.editing else 'has no'} libedit "
+          f"({'line editing' if Pty.editing else 'plain reads on a cooked terminal'})")
     pty_tests(exe, model, tmp)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark table of the README and of issue notes: flash decoding for the S1 and S2 shapes at
+# The benchmark table of the README and of commit notes: flash decoding for the S1 and S2 shapes at
 # 4K/16K/64K with f32 and f16 caches, then prefill of S1 at T = 2048. Each row is the summary line
 # of one `dattn bench` run, which measures its own ceiling.
 #

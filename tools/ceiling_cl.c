@@ -1,26 +1,128 @@
 /* The ceilings of an OpenCL device, for `dattn bench --backend opencl`: read bandwidth (a
  * streaming read of a large device buffer by a grid-stride kernel) and FMA throughput (a kernel
  * of independent fma chains that touches memory once), best of several passes, measured on the
- * device the backend would pick for the same selector. Tools only. */
+ * device the backend would pick for the same selector. Tools only: the device list comes from
+ * the public dattn_devices(), the rest is plain OpenCL. */
+#define _DEFAULT_SOURCE   /* strncasecmp */
+#define CL_TARGET_OPENCL_VERSION 120
+#define CL_USE_DEPRECATED_OPENCL_1_2_APIS
 #include "ceiling_cl.h"
 
+#include <CL/cl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-#include "cl_common.h"
 #include "ceiling.h"
+#include "dattn.h"
 
 /* One probe kernel on the device a selector picks: its context, queue, program, kernel and
  * buffers, released together. */
 typedef struct probe {
-    cl_device_entry dev;
     dattn_device_info info;
+    cl_device_id device;
     cl_context ctx;
     cl_command_queue q;
     cl_program prog;
     cl_kernel k;
     cl_mem in, out;
 } probe;
+
+/* The codes a probe can meet, by name; others by number. */
+static void say_cl_error(cl_int err, char *why, size_t why_n)
+{
+    static const struct { cl_int code; const char *name; } names[] = {
+        {CL_DEVICE_NOT_FOUND, "CL_DEVICE_NOT_FOUND"},
+        {CL_DEVICE_NOT_AVAILABLE, "CL_DEVICE_NOT_AVAILABLE"},
+        {CL_MEM_OBJECT_ALLOCATION_FAILURE, "CL_MEM_OBJECT_ALLOCATION_FAILURE"},
+        {CL_OUT_OF_RESOURCES, "CL_OUT_OF_RESOURCES"},
+        {CL_OUT_OF_HOST_MEMORY, "CL_OUT_OF_HOST_MEMORY"},
+        {CL_BUILD_PROGRAM_FAILURE, "CL_BUILD_PROGRAM_FAILURE"},
+        {CL_INVALID_VALUE, "CL_INVALID_VALUE"},
+        {CL_INVALID_BUFFER_SIZE, "CL_INVALID_BUFFER_SIZE"},
+        {CL_INVALID_WORK_GROUP_SIZE, "CL_INVALID_WORK_GROUP_SIZE"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (names[i].code == err) {
+            snprintf(why, why_n, "OpenCL: %s", names[i].name);
+            return;
+        }
+    snprintf(why, why_n, "OpenCL: error %d", (int)err);
+}
+
+static int contains_nocase(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (; *hay; hay++)
+        if (strncasecmp(hay, needle, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* The device `selector` picks under the rule of dattn_backend_params.device: "P:D" indices,
+ * else the first whose name, vendor or platform holds it (any case); NULL or "" the first GPU,
+ * else the first device. 0 ok; -1 with the reason in why. */
+static int pick(const char *selector, dattn_device_info *out, char *why, size_t why_n)
+{
+    enum { MAX = 256 };
+    dattn_device_info *all = malloc(sizeof *all * MAX);
+    int n = 0, found = -1, p, d;
+    char extra;
+    if (!all) {
+        snprintf(why, why_n, "out of memory for the device list");
+        return -1;
+    }
+    dattn_status st = dattn_devices(all, MAX, &n);
+    if (st != DATTN_OK) {
+        snprintf(why, why_n, "%s", dattn_last_error());
+        free(all);
+        return -1;
+    }
+    n = n < MAX ? n : MAX;
+    int by_index = selector && sscanf(selector, "%d:%d%c", &p, &d, &extra) == 2;
+    for (int i = 0; i < n && found < 0; i++) {
+        if (!selector || !*selector)
+            found = all[i].is_gpu ? i : -1;
+        else if (by_index)
+            found = all[i].platform_index == p && all[i].device_index == d ? i : -1;
+        else if (contains_nocase(all[i].name, selector) ||
+                 contains_nocase(all[i].vendor, selector) ||
+                 contains_nocase(all[i].platform, selector))
+            found = i;
+    }
+    if (found < 0 && n > 0 && (!selector || !*selector))
+        found = 0;
+    if (found < 0 && n == 0)
+        snprintf(why, why_n, "no OpenCL device found");
+    else if (found < 0)
+        snprintf(why, why_n, "no OpenCL device matches '%s' (`dattn devices` lists them)",
+                 selector);
+    else
+        *out = all[found];
+    free(all);
+    return found < 0 ? -1 : 0;
+}
+
+/* The cl_device_id at the "P:D" indices of a dattn_device_info (platform order, then every
+ * device of the platform, as dattn_devices() counts them). */
+static cl_int device_at(const dattn_device_info *info, cl_device_id *dev)
+{
+    cl_platform_id platforms[64];
+    cl_device_id devices[256];
+    cl_uint n_platforms = 0, n_devices = 0;
+    cl_int err = clGetPlatformIDs(64, platforms, &n_platforms);
+    if (err == CL_SUCCESS && (cl_uint)info->platform_index >= n_platforms)
+        err = CL_DEVICE_NOT_FOUND;
+    if (err == CL_SUCCESS)
+        err = clGetDeviceIDs(platforms[info->platform_index], CL_DEVICE_TYPE_ALL, 256, devices,
+                             &n_devices);
+    if (err == CL_SUCCESS && (cl_uint)info->device_index >= n_devices)
+        err = CL_DEVICE_NOT_FOUND;
+    if (err == CL_SUCCESS)
+        *dev = devices[info->device_index];
+    return err;
+}
 
 /* Selects and describes the device, then builds `kernel` from src. DATTN/CL faults go to why;
  * returns CL_SUCCESS or the failing code (CL_DEVICE_NOT_FOUND when nothing was selected). */
@@ -30,18 +132,19 @@ static cl_int probe_open(probe *p, const char *selector, const char *src, const 
     cl_int err;
     memset(p, 0, sizeof *p);
     snprintf(why, why_n, "ok");
-    if (cl_select(selector, &p->dev) != DATTN_OK) {
-        snprintf(why, why_n, "%s", dattn_last_error());
+    if (pick(selector, &p->info, why, why_n))
+        return CL_DEVICE_NOT_FOUND;
+    if ((err = device_at(&p->info, &p->device)) != CL_SUCCESS) {
+        say_cl_error(err, why, why_n);
         return CL_DEVICE_NOT_FOUND;
     }
-    cl_describe(&p->dev, &p->info);
-    p->ctx = clCreateContext(NULL, 1, &p->dev.device, NULL, NULL, &err);
+    p->ctx = clCreateContext(NULL, 1, &p->device, NULL, NULL, &err);
     if (err == CL_SUCCESS)
-        p->q = clCreateCommandQueue(p->ctx, p->dev.device, 0, &err);
+        p->q = clCreateCommandQueue(p->ctx, p->device, 0, &err);
     if (err == CL_SUCCESS)
         p->prog = clCreateProgramWithSource(p->ctx, 1, &src, NULL, &err);
     if (err == CL_SUCCESS)
-        err = clBuildProgram(p->prog, 1, &p->dev.device, "", NULL, NULL);
+        err = clBuildProgram(p->prog, 1, &p->device, "", NULL, NULL);
     if (err == CL_SUCCESS)
         p->k = clCreateKernel(p->prog, kernel, &err);
     return err;
@@ -51,7 +154,7 @@ static cl_int probe_open(probe *p, const char *selector, const char *src, const 
 static void probe_close(probe *p, cl_int err, char *why, size_t why_n)
 {
     if (err != CL_SUCCESS && err != CL_DEVICE_NOT_FOUND)
-        snprintf(why, why_n, "OpenCL: %s", cl_error_name(err));
+        say_cl_error(err, why, why_n);
     if (p->out)
         clReleaseMemObject(p->out);
     if (p->in)

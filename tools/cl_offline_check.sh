@@ -1,5 +1,5 @@
 #!/bin/sh
-# Offline portability check of the OpenCL kernels (DESIGN §8, issue 4 item 9): compiles every
+# Offline portability check of the OpenCL kernels (DESIGN §8): compiles every
 # cl/*.cl as OpenCL C 1.2 with clang-19 for nvptx64 (NVIDIA), amdgcn gfx90a and gfx1100 (AMD) and
 # spir64, warnings as errors, once per -D variant listed below; links the nvptx64/amdgcn modules
 # with libclc-19 and lowers them with llc-19 (PTX / GCN object), and reports any builtin that stays

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "ceiling.h"
-#if DATTN_HAS_OPENCL
+#ifdef DATTN_HAVE_OPENCL
 #include "ceiling_cl.h"
 #endif
 #include "tool.h"
@@ -44,7 +44,7 @@ static int parse_fills(const char *s, long *fills)
 /* Read bandwidth of what runs the model, GB/s (0 when it could not be measured). */
 static double read_ceiling(int opencl, const char *device, int threads)
 {
-#if DATTN_HAS_OPENCL
+#ifdef DATTN_HAVE_OPENCL
     if (opencl) {
         char why[256];
         double g = ceiling_cl_read_gbps(device, why, sizeof why);
@@ -133,6 +133,7 @@ int cmd_bench_model(int argc, char **argv)
         bad("the fills and steps need too long a context", NULL);
         goto done;
     }
+    tool_warn_ctx("bench model", &info, n_ctx);
     dattn_cache_params cp;
     tool_cache_params_at(&o, (int)n_ctx, &cp);
     tokens = malloc(sizeof(int32_t) * (size_t)n_tokens);

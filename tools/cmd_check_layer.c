@@ -1,12 +1,12 @@
 /* dattn check-layer: the PyTorch parity check. Runs one layer from a safetensors file on its
  * input x at positions 0..T-1 (the first N tokens through prefill, the rest one at a time
  * through the KV cache and flash decoding) and compares with the file's y when it has one. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "safetensors.h"
 #include "tool.h"
 
 static int bad(const char *msg, const char *arg)
@@ -48,10 +48,9 @@ int cmd_check_layer(int argc, char **argv)
         } else if (!strcmp(a, "--isa")) {
             isa = v;
         } else if (!strcmp(a, "--tol")) {
-            char *end;
-            tol = strtod(v, &end);
-            if (end == v || *end || !(tol >= 0))
-                return bad("--tol takes a non-negative number, not", v);
+            /* inf would pass anything (and nan nothing): a finite bound only. */
+            if (tool_parse_double(v, 0.0, DBL_MAX, &tol))
+                return bad("--tol takes a finite number >= 0, not", v);
         } else if (!strcmp(a, "--out")) {
             out_path = v;
         } else {
@@ -67,7 +66,7 @@ int cmd_check_layer(int argc, char **argv)
     dattn_backend *be = NULL;
     dattn_layer *layer = NULL;
     dattn_cache *cache = NULL;
-    st_file *f = NULL;
+    dattn_tensor_file *f = NULL;
     float *x = NULL, *y = NULL, *ref = NULL;
     dattn_status st;
 
@@ -86,12 +85,12 @@ int cmd_check_layer(int argc, char **argv)
     }
     dattn_layer_shape shape;
     dattn_layer_get_shape(layer, &shape);
-    if ((st = st_open(path, &f)) != DATTN_OK) {
+    if ((st = dattn_tensor_file_open(path, &f)) != DATTN_OK) {
         tool_report("check-layer", st);
         goto done;
     }
-    const st_tensor *tx = st_find(f, "x");
-    if (!tx) {
+    dattn_tensor tx_, ty_, *tx = &tx_, *ty = &ty_;
+    if (dattn_tensor_file_find(f, "x", tx) != DATTN_OK) {
         fprintf(stderr, "dattn: check-layer: %s has no input tensor 'x'\n", path);
         goto done;
     }
@@ -102,7 +101,8 @@ int cmd_check_layer(int argc, char **argv)
         goto done;
     }
     int T = (int)tx->shape[0], E = shape.model_dim;
-    const st_tensor *ty = st_find(f, "y");
+    if (dattn_tensor_file_find(f, "y", ty) != DATTN_OK)
+        ty = NULL;   /* no reference: run and report only */
     if (ty && (ty->n_dims != 2 || ty->shape[0] != T || ty->shape[1] != E)) {
         fprintf(stderr, "dattn: check-layer: %s: 'y' must be [%d, %d] like x\n", path, T, E);
         goto done;
@@ -121,7 +121,8 @@ int cmd_check_layer(int argc, char **argv)
         fprintf(stderr, "dattn: check-layer: out of memory for %d tokens\n", T);
         goto done;
     }
-    if ((st = st_to_f32(tx, x)) != DATTN_OK || (ty && (st = st_to_f32(ty, ref)) != DATTN_OK)) {
+    if ((st = dattn_tensor_to_f32(tx, x)) != DATTN_OK ||
+        (ty && (st = dattn_tensor_to_f32(ty, ref)) != DATTN_OK)) {
         tool_report("check-layer", st);
         goto done;
     }
@@ -150,8 +151,8 @@ int cmd_check_layer(int argc, char **argv)
            path, E, shape.n_heads, shape.n_kv_heads, E / shape.n_heads / 2, shape.layer_index, T,
            prefill, T - prefill, tool_kv_name(kv), dattn_backend_describe(be));
     if (out_path) {
-        st_write_tensor t = {"y", ST_F32, 2, {T, E}, y};
-        if ((st = st_write(out_path, &t, 1, NULL, 0)) != DATTN_OK) {
+        dattn_tensor t = {"y", DATTN_DTYPE_F32, 2, {T, E}, y};
+        if ((st = dattn_tensor_file_write(out_path, &t, 1, NULL, 0)) != DATTN_OK) {
             tool_report("check-layer", st);
             goto done;
         }
@@ -179,7 +180,7 @@ done:
     free(x);
     free(y);
     free(ref);
-    st_close(f);
+    dattn_tensor_file_close(f);
     dattn_cache_free(cache);
     dattn_layer_free(layer);
     dattn_backend_free(be);

@@ -19,8 +19,12 @@ int cmd_devices(int argc, char **argv)
         return 2;
     }
     if (n == 0) {
-        printf("no OpenCL devices (this build has %s; the cpu backend always works)\n",
-               DATTN_HAS_OPENCL ? "OpenCL, but no ICD or driver was found" : "no OpenCL support");
+#ifdef DATTN_HAVE_OPENCL
+        const char *why = "OpenCL, but no ICD or driver was found";
+#else
+        const char *why = "no OpenCL support";
+#endif
+        printf("no OpenCL devices (this build has %s; the cpu backend always works)\n", why);
         return 0;
     }
     for (int i = 0; i < n && i < MAX; i++) {

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "safetensors.h"
 #include "tool.h"
 
 static int bad(const char *msg, const char *arg)
@@ -118,12 +117,12 @@ int cmd_logits(int argc, char **argv)
         tool_report("logits", st);
         goto done;
     }
-    st_write_tensor t = {"logits", ST_F32, 2, {n, info.vocab_size}, logits};
+    dattn_tensor t = {"logits", DATTN_DTYPE_F32, 2, {n, info.vocab_size}, logits};
     char n_str[32];
     snprintf(n_str, sizeof n_str, "%d", n);
-    const char *meta[] = {"n_tokens", n_str, "kv", tool_kv_name(cp.kv_type),
-                          "backend", dattn_backend_describe(be)};
-    if ((st = st_write(out_path, &t, 1, meta, 3)) != DATTN_OK) {
+    const char *const meta[] = {"n_tokens", n_str, "kv", tool_kv_name(cp.kv_type),
+                                "backend", dattn_backend_describe(be)};
+    if ((st = dattn_tensor_file_write(out_path, &t, 1, meta, 3)) != DATTN_OK) {
         tool_report("logits", st);
         goto done;
     }

@@ -1,5 +1,6 @@
 /* dattn plan: the memory question asked before a long context ("does 64K fit in 80 GB?").
- * --ctx N: the exact arena bytes a session of N tokens reserves, per KV type, under the policy;
+ * --ctx N: the exact arena bytes a session of N tokens reserves, per KV type, under the policy
+ * (`run`'s default, sink+window, unless --policy says otherwise);
  * --mem SIZE: the longest context whose arena and the weights fit in SIZE. The figures are
  * dattn_session_arena_bytes(), what dattn_session_create really reserves (a test holds `run`'s
  * arena_bytes to them); the weights are counted apart. */
@@ -32,7 +33,7 @@ static int longest_ctx(const dattn_model *m, const tool_model_opts *o, uint64_t 
                        uint64_t mem, size_t *arena, int *failed)
 {
     const int max_ctx = 1 << 30;
-    int lo = o->policy == DATTN_POLICY_SINK_WINDOW ? (int)o->n_sink + 1 : 1;
+    int lo = o->policy == DATTN_POLICY_SINK_WINDOW && !o->fit_sinks ? (int)o->n_sink + 1 : 1;
     dattn_status st;
     size_t a = arena_at(m, o, lo, &st);
     *failed = 0;
@@ -74,6 +75,7 @@ int cmd_plan(int argc, char **argv)
     tool_model_opts o;
     const dattn_kv_type any_kv = (dattn_kv_type)-1;
     tool_model_opts_init(&o, any_kv);
+    tool_model_opts_stream(&o);   /* the policy `run` takes when none is given */
     const char *mem_arg = NULL;
     uint64_t mem = 0;
     for (int i = 0; i < argc; i++) {
@@ -106,6 +108,17 @@ int cmd_plan(int argc, char **argv)
         return 2;
     dattn_model_info info;
     dattn_model_get_info(model, &info);
+    /* The context asked for, checked (and a warning past max_seq_len) before anything prints. */
+    dattn_cache_params shown;
+    tool_model_opts o_kv = o;
+    o_kv.kv = o.kv == any_kv ? DATTN_KV_F16 : o.kv;
+    if (by_ctx && tool_cache_params("plan", &o_kv, &info, &shown)) {
+        dattn_model_free(model);
+        dattn_backend_free(be);
+        return 2;
+    }
+    if (!by_ctx)
+        tool_cache_params_at(&o_kv, info.max_seq_len, &shown);
     int rc = 0;
     const dattn_kv_type kvs[] = {DATTN_KV_F32, DATTN_KV_F16, DATTN_KV_Q8};
     char wb[32], memb[32], pol[64];
@@ -113,9 +126,6 @@ int cmd_plan(int argc, char **argv)
     printf("model: %s: ", o.model_path);
     fflush(stdout);
     tool_print_model(stdout, &info);
-    dattn_cache_params shown;
-    tool_cache_params_at(&o, o.ctx ? (int)o.ctx : o.window ? (int)(o.n_sink + o.window)
-                                                           : info.max_seq_len, &shown);
     tool_policy_name(&shown, pol, sizeof pol);
     if (mem_arg) {
         tool_format_bytes(mem, memb, sizeof memb);
@@ -144,15 +154,12 @@ int cmd_plan(int argc, char **argv)
             n_ctx = longest_ctx(model, &ok, info.weight_bytes, mem, &arena, &failed);
             rc = failed ? 2 : 0;
         } else {
-            dattn_cache_params p;
-            dattn_status st = DATTN_OK;
-            if (tool_cache_params("plan", &ok, &info, &p))
-                rc = 2;
-            else if ((st = dattn_session_arena_bytes(model, &p, &arena)) != DATTN_OK) {
+            dattn_status st;
+            n_ctx = shown.n_ctx;
+            if ((arena = arena_at(model, &ok, n_ctx, &st)) == 0) {
                 tool_report("plan", st);
                 rc = 2;
             }
-            n_ctx = p.n_ctx;
         }
         rows[n_rows].kv = kvs[k];
         rows[n_rows].n_ctx = n_ctx;

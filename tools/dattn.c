@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tool.h"
+#include "version.h"
 
 static void usage(FILE *f)
 {
@@ -25,16 +26,35 @@ static void usage(FILE *f)
             "              [--threads N] [--ctx N] [--kv f32|f16|q8] [--policy full|sink:S,window:W]\n"
             "              [--batch N] [--seed N] [--temp X] [--top-k K] [--top-p P]\n"
             "              [--repeat-penalty X] [--repeat-last-n N]\n"
-            "      generate text: with -p, continue PROMPT and exit; without, a REPL (:help)\n"
+            "      generate text: with -p, continue PROMPT and exit; without, a REPL (:help);\n"
+            "      past the context it goes on under sink:4,window:CTX-4 unless --policy full\n"
             "  logits -m MODEL --tokens 1,2,3 -o OUT.safetensors [--backend B] [--kv K]\n"
             "      write logits [n, vocab] f32 for every position (parity with PyTorch)\n"
             "  plan -m MODEL (--mem SIZE | --ctx N) [--kv K] [--policy P] [--backend B]\n"
             "      exact arena bytes for a context, or the longest context that fits in SIZE\n"
             "  devices\n"
             "      list every OpenCL platform and device with its memory, limits and tuning row\n"
+            "  version (--version)\n"
+            "      the git revision and what this build has (opencl, libedit)\n"
             "  help\n"
             "\n"
             "exit status: 0 ok, 1 outside tolerance, 2 bad input or failure\n");
+}
+
+/* "features: opencl=yes libedit=no": what the tests and scripts ask of this build. */
+static void print_version(void)
+{
+#ifdef DATTN_HAVE_OPENCL
+    const char *opencl = "yes";
+#else
+    const char *opencl = "no";
+#endif
+#ifdef DATTN_HAVE_LIBEDIT
+    const char *libedit = "yes";
+#else
+    const char *libedit = "no";
+#endif
+    printf("dattn %s\nfeatures: opencl=%s libedit=%s\n", DATTN_GIT_REV, opencl, libedit);
 }
 
 /* The library's warnings and errors (e.g. why `--backend auto` fell back to the CPU). */
@@ -65,6 +85,10 @@ int main(int argc, char **argv)
         return cmd_plan(argc - 2, argv + 2);
     if (!strcmp(cmd, "devices"))
         return cmd_devices(argc - 2, argv + 2);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        print_version();
+        return 0;
+    }
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         usage(stdout);
         return 0;

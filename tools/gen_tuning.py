@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks platforms/tuning.tsv and turns it into C (issue 4 item 6): a static const array of
+"""Checks platforms/tuning.tsv and turns it into C: a static const array of
 tuning_row (src/opencl/tuning.h), so the library reads no file at run time.
 
 usage: gen_tuning.py TABLE.tsv OUT.c      check, then write OUT.c

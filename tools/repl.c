@@ -1,7 +1,8 @@
 /* The REPL of `dattn run`: each line is a prompt appended to the conversation (the session keeps
  * the whole history) whose continuation streams as it is generated; lines that start with ':'
- * are commands. On a terminal lines come through libedit (editing, history in
- * ~/.dattn_history); anything else is read line by line, so the REPL can be scripted. Ctrl-C
+ * are commands. On a terminal lines come through libedit when the tool has it (editing, history
+ * in ~/.dattn_history), else through plain reads after a "> " prompt; anything else is read line
+ * by line, so the REPL can be scripted, and then a failed line makes the exit status 2. Ctrl-C
  * stops a generation (cmd_run.c's handler sets run_stop) or drops the line being typed. */
 #define _POSIX_C_SOURCE 200809L   /* getline, sigaction, isatty */
 #include <ctype.h>
@@ -12,7 +13,7 @@
 
 #include "repl.h"
 
-#if DATTN_HAVE_LIBEDIT
+#ifdef DATTN_HAVE_LIBEDIT
 #include <histedit.h>
 #endif
 
@@ -22,7 +23,7 @@ typedef struct line_input {
     int terminal;
     char *buf;                 /* getline's buffer */
     size_t cap;
-#if DATTN_HAVE_LIBEDIT
+#ifdef DATTN_HAVE_LIBEDIT
     EditLine *el;
     History *hist;
     char hist_path[4096];      /* "" when $HOME is not set */
@@ -31,7 +32,7 @@ typedef struct line_input {
 
 enum { LINE_EOF = 0, LINE_OK = 1, LINE_CANCELLED = 2 };
 
-#if DATTN_HAVE_LIBEDIT
+#ifdef DATTN_HAVE_LIBEDIT
 static char *prompt_text(EditLine *el)
 {
     (void)el;
@@ -43,7 +44,7 @@ static void input_open(line_input *in, int terminal)
 {
     memset(in, 0, sizeof *in);
     in->terminal = terminal;
-#if DATTN_HAVE_LIBEDIT
+#ifdef DATTN_HAVE_LIBEDIT
     if (!terminal)
         return;
     in->el = el_init("dattn", stdin, stdout, stderr);
@@ -77,7 +78,7 @@ static void input_open(line_input *in, int terminal)
 
 static void input_close(line_input *in)
 {
-#if DATTN_HAVE_LIBEDIT
+#ifdef DATTN_HAVE_LIBEDIT
     if (in->hist) {
         HistEvent ev;
         if (in->hist_path[0])
@@ -95,7 +96,7 @@ static int input_read(line_input *in, const char **line, size_t *len)
 {
     const char *s = NULL;
     size_t n = 0;
-#if DATTN_HAVE_LIBEDIT
+#ifdef DATTN_HAVE_LIBEDIT
     if (in->el) {
         int count = 0;
         errno = 0;
@@ -124,7 +125,7 @@ static int input_read(line_input *in, const char **line, size_t *len)
     }
     while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
         n--;
-#if DATTN_HAVE_LIBEDIT
+#ifdef DATTN_HAVE_LIBEDIT
     if (in->hist && n > 0) {
         /* libedit's line ends in '\n' and is not NUL-terminated before it: enter a copy. */
         char *copy = malloc(n + 1);
@@ -197,78 +198,81 @@ static void print_stats(const run_state *r)
     print_settings(r);
 }
 
-/* :set policy|ctx|kv: a new session with the changed options (said first). */
-static void set_session_option(run_state *r, const char *key, const char *value)
+/* :set policy|ctx|kv: a new session with the changed options (said first). 0 ok, -1 failed
+ * (said). */
+static int set_session_option(run_state *r, const char *key, const char *value)
 {
     tool_model_opts o = r->opts;
     long ctx;
     if (!strcmp(key, "policy")) {
         if (tool_parse_policy(value, &o.policy, &o.n_sink, &o.window)) {
-            fprintf(stderr, "dattn: policy takes full, sink:S or sink:S,window:W, not '%s'\n",
-                    value);
-            return;
+            fprintf(stderr, "dattn: policy takes full, sink:S or sink:S,window:W (S + W at most "
+                            "2^30), not '%s'\n", value);
+            return -1;
         }
+        o.fit_sinks = 0;
         if (o.window)
             o.ctx = 0;   /* the window says the context */
     } else if (!strcmp(key, "ctx")) {
         if (tool_parse_int(value, 1, 1L << 30, &ctx)) {
             fprintf(stderr, "dattn: ctx takes a count of tokens >= 1, not '%s'\n", value);
-            return;
+            return -1;
         }
         o.ctx = ctx;
         if (o.policy == DATTN_POLICY_SINK_WINDOW && o.window) {
             if (ctx <= o.n_sink) {
                 fprintf(stderr, "dattn: ctx %ld leaves no window after %ld sink tokens\n", ctx,
                         o.n_sink);
-                return;
+                return -1;
             }
             o.window = ctx - o.n_sink;
         }
     } else if (tool_parse_kv(value, &o.kv)) {
         fprintf(stderr, "dattn: kv takes f32, f16 or q8, not '%s'\n", value);
-        return;
+        return -1;
     }
     printf("%s %s needs a new session: starting one (the conversation so far is dropped)\n", key,
            value);
     fflush(stdout);
     if (run_new_session(r, &o))
-        return;
+        return -1;
     dattn_sampler_reset(r->sampler);
     char desc[160];
     run_describe_cache(r, desc, sizeof desc);
     printf("new session: %s\n", desc);
+    return 0;
 }
 
-static void set_command(run_state *r, char *args)
+/* :set [KEY VALUE]: 0 ok, -1 failed (said). */
+static int set_command(run_state *r, char *args)
 {
     char *key = strtok(args, " \t"), *value = strtok(NULL, " \t"), *extra = strtok(NULL, " \t");
     if (!key) {
         print_settings(r);
-        return;
+        return 0;
     }
     if (!value || extra) {
         fprintf(stderr, "dattn: :set takes KEY VALUE (:help lists the keys)\n");
-        return;
+        return -1;
     }
-    if (!strcmp(key, "policy") || !strcmp(key, "ctx") || !strcmp(key, "kv")) {
-        set_session_option(r, key, value);
-        return;
-    }
+    if (!strcmp(key, "policy") || !strcmp(key, "ctx") || !strcmp(key, "kv"))
+        return set_session_option(r, key, value);
     dattn_sampler_params sp = r->sp;
     long n_answer = r->n_answer;
     int got = run_parse_sampling("", key, value, &sp, &n_answer);
     if (got == 0)
         fprintf(stderr, "dattn: unknown setting '%s' (:help lists them)\n", key);
     if (got <= 0)
-        return;
+        return -1;
     dattn_status st = dattn_sampler_set_params(r->sampler, &sp);
     if (st != DATTN_OK) {
         tool_report(":set", st);
-        return;
+        return -1;
     }
     r->sp = sp;
     r->n_answer = n_answer;
     printf("%s = %s\n", key, value);
+    return 0;
 }
 
 /* The rest of a command line: its argument with the spaces around it trimmed. */
@@ -282,16 +286,19 @@ static char *argument(char *s)
     return s;
 }
 
-/* One ':' command (NUL-terminated, without the ':'). Returns 1 to quit. */
+enum { COMMAND_FAILED = -1, COMMAND_OK = 0, COMMAND_QUIT = 1 };
+
+/* One ':' command (NUL-terminated, without the ':'); a failure is said. */
 static int command(run_state *r, char *line)
 {
     size_t name_len = strcspn(line, " \t");
     char *args = argument(line + name_len);
     line[name_len] = '\0';
     const char *name = line;
-    dattn_status st;
+    dattn_status st = DATTN_OK;
+    int rc = COMMAND_OK;
     if (!strcmp(name, "quit") || !strcmp(name, "q") || !strcmp(name, "exit"))
-        return 1;
+        return COMMAND_QUIT;
     if (!strcmp(name, "help") || !strcmp(name, "h") || !strcmp(name, "?")) {
         print_help();
     } else if (!strcmp(name, "reset")) {
@@ -304,10 +311,11 @@ static int command(run_state *r, char *line)
     } else if (!strcmp(name, "stats")) {
         print_stats(r);
     } else if (!strcmp(name, "set")) {
-        set_command(r, args);
+        rc = set_command(r, args);
     } else if (!strcmp(name, "save") || !strcmp(name, "load")) {
         if (!*args) {
             fprintf(stderr, "dattn: :%s takes a file name\n", name);
+            rc = COMMAND_FAILED;
         } else if (name[0] == 's') {
             if ((st = dattn_session_save(r->session, args)) != DATTN_OK)
                 tool_report(":save", st);
@@ -321,9 +329,10 @@ static int command(run_state *r, char *line)
         }
     } else {
         fprintf(stderr, "dattn: unknown command ':%s' (:help lists the commands)\n", name);
+        rc = COMMAND_FAILED;
     }
     fflush(stdout);
-    return 0;
+    return st != DATTN_OK ? COMMAND_FAILED : rc;
 }
 
 /* ---- the loop ----------------------------------------------------------------------------- */
@@ -342,6 +351,7 @@ int repl_main(run_state *r, int terminal)
     }
     char *text = NULL;   /* a prompt with the separator before it */
     size_t text_cap = 0;
+    int failed = 0;      /* a prompt or a command failed (or a full cache cut an answer short) */
     for (;;) {
         const char *line;
         size_t len;
@@ -363,6 +373,7 @@ int repl_main(run_state *r, int terminal)
             char *grown = realloc(text, len + 2);
             if (!grown) {
                 fprintf(stderr, "dattn: out of memory for a line of %zu bytes\n", len);
+                failed = 1;
                 continue;
             }
             text = grown;
@@ -371,8 +382,10 @@ int repl_main(run_state *r, int terminal)
         if (line[0] == ':' && (len < 2 || line[1] != ':')) {
             memcpy(text, line + 1, len - 1);
             text[len - 1] = '\0';
-            if (command(r, text))
+            int c = command(r, text);
+            if (c == COMMAND_QUIT)
                 break;
+            failed |= c == COMMAND_FAILED;
             continue;
         }
         /* Turns after the first start on a new line of the conversation. */
@@ -386,8 +399,10 @@ int repl_main(run_state *r, int terminal)
             fputc('\n', stdout);
             fflush(stdout);
         }
+        failed |= t < 0 || (t > 0 && !run_stop);   /* Ctrl-C is the user's choice, not a fault */
     }
     free(text);
     input_close(&in);
-    return 0;
+    /* At a terminal each failure was seen as it happened; a script learns of them here. */
+    return failed && !terminal ? 2 : 0;
 }

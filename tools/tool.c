@@ -114,7 +114,8 @@ int tool_parse_policy(const char *s, dattn_kv_policy *policy, long *n_sink, long
             return -1;
         const char *w = end + 8;
         win = strtol(w, &end, 10);
-        if (errno || end == w || *end || win < 1 || win > (1L << 30))
+        /* Bounded apart and together: sink + window is then an int even where long is 32 bits. */
+        if (errno || end == w || *end || win < 1 || win > (1L << 30) - sink)
             return -1;
     }
     *policy = DATTN_POLICY_SINK_WINDOW;
@@ -163,6 +164,14 @@ void tool_model_opts_init(tool_model_opts *o, dattn_kv_type kv)
     o->policy = DATTN_POLICY_FULL;
 }
 
+void tool_model_opts_stream(tool_model_opts *o)
+{
+    o->policy = DATTN_POLICY_SINK_WINDOW;
+    o->n_sink = TOOL_STREAM_SINKS;
+    o->window = 0;
+    o->fit_sinks = 1;
+}
+
 static int opt_bad(const char *cmd, const char *what, const char *arg)
 {
     fprintf(stderr, "dattn: %s: %s%s%s\n", cmd, what, arg ? " " : "", arg ? arg : "");
@@ -189,6 +198,7 @@ int tool_model_opt(const char *cmd, tool_model_opts *o, int argc, char **argv, i
             return opt_bad(cmd, "--backend takes cpu, opencl or auto, not", v);
     } else if (!strcmp(a, "--device")) {
         o->device = v;
+        o->device_given = 1;
     } else if (!strcmp(a, "--threads")) {
         if (tool_parse_int(v, 0, 1024, &o->threads))
             return opt_bad(cmd, "--threads takes 0..1024, not", v);
@@ -203,7 +213,9 @@ int tool_model_opt(const char *cmd, tool_model_opts *o, int argc, char **argv, i
             return opt_bad(cmd, "--kv takes f32, f16 or q8, not", v);
     } else {
         if (tool_parse_policy(v, &o->policy, &o->n_sink, &o->window))
-            return opt_bad(cmd, "--policy takes full, sink:S or sink:S,window:W, not", v);
+            return opt_bad(cmd, "--policy takes full, sink:S or sink:S,window:W (S + W at most "
+                                "2^30), not", v);
+        o->fit_sinks = 0;
     }
     return 1;
 }
@@ -217,6 +229,14 @@ int tool_open_model(const char *cmd, const tool_model_opts *o, dattn_backend **b
         fprintf(stderr, "dattn: %s: no model (give -m MODEL.safetensors)\n", cmd);
         return -1;
     }
+    if (o->device_given && o->backend == DATTN_BACKEND_CPU) {
+        fprintf(stderr, "dattn: %s: --device %s picks an OpenCL device, and the backend is cpu "
+                        "(give --backend opencl or auto)\n", cmd, o->device);
+        return -1;
+    }
+    if (o->threads && o->backend == DATTN_BACKEND_OPENCL)
+        fprintf(stderr, "dattn: %s: warning: --threads %ld is for the cpu backend; the opencl "
+                        "backend ignores it\n", cmd, o->threads);
     dattn_backend_params bp = dattn_backend_default_params();
     bp.type = o->backend;
     bp.n_threads = (int)o->threads;
@@ -240,7 +260,10 @@ void tool_cache_params_at(const tool_model_opts *o, int n_ctx, dattn_cache_param
     p->n_ctx = n_ctx;
     p->kv_type = o->kv;
     p->policy = o->policy;
-    p->n_sink = o->policy == DATTN_POLICY_SINK_WINDOW ? (int)o->n_sink : 0;
+    long n_sink = o->policy == DATTN_POLICY_SINK_WINDOW ? o->n_sink : 0;
+    if (o->fit_sinks && n_sink > n_ctx / 2)
+        n_sink = n_ctx / 2;
+    p->n_sink = (int)n_sink;
     long batch = o->batch ? o->batch : 512;
     p->max_batch = (int)(batch < n_ctx ? batch : n_ctx);
 }
@@ -263,13 +286,22 @@ int tool_cache_params(const char *cmd, const tool_model_opts *o, const dattn_mod
         fprintf(stderr, "dattn: %s: a context of %ld tokens is too long\n", cmd, n_ctx);
         return -1;
     }
-    if (o->policy == DATTN_POLICY_SINK_WINDOW && o->n_sink >= n_ctx) {
-        fprintf(stderr, "dattn: %s: %ld sink tokens leave no window in a context of %ld\n", cmd,
-                o->n_sink, n_ctx);
+    tool_cache_params_at(o, (int)n_ctx, out);
+    if (out->policy == DATTN_POLICY_SINK_WINDOW && out->n_sink >= n_ctx) {
+        fprintf(stderr, "dattn: %s: %d sink tokens leave no window in a context of %ld\n", cmd,
+                out->n_sink, n_ctx);
         return -1;
     }
-    tool_cache_params_at(o, (int)n_ctx, out);
+    tool_warn_ctx(cmd, info, n_ctx);
     return 0;
+}
+
+void tool_warn_ctx(const char *cmd, const dattn_model_info *info, long n_ctx)
+{
+    if (n_ctx > info->max_seq_len)
+        fprintf(stderr, "dattn: %s: warning: a context of %ld tokens is past the model's "
+                        "max_seq_len of %d (positions it was not trained on)\n", cmd, n_ctx,
+                info->max_seq_len);
 }
 
 void tool_policy_name(const dattn_cache_params *p, char *buf, size_t n)

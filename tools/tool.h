@@ -27,7 +27,8 @@ int tool_parse_double(const char *s, double lo, double hi, double *out);
  * returns 0 on success. */
 int tool_parse_size(const char *s, uint64_t *bytes);
 /* "full", "sink:S,window:W" or "sink:S" (the window is then the context less the sinks);
- * *window = 0 when not given. Returns 0 on success. */
+ * *window = 0 when not given. S + W is at most 2^30 (so their sum fits an int). Returns 0 on
+ * success. */
 int tool_parse_policy(const char *s, dattn_kv_policy *policy, long *n_sink, long *window);
 /* Prints "dattn: CMD: STATUS_NAME: message" for a failed library call. */
 void tool_report(const char *cmd, dattn_status st);
@@ -46,18 +47,29 @@ typedef struct tool_model_opts {
     dattn_backend_type backend;
     const char *device;        /* --device, else $DATTN_DEVICE */
     long threads;              /* 0: every online core */
+    int device_given;          /* device came from --device (not the environment) */
     long ctx;                  /* 0: from the policy's window, else the model's max_seq_len */
     long batch;                /* most tokens per prefill chunk; 0: min(n_ctx, 512) */
     dattn_kv_type kv;
     dattn_kv_policy policy;
     long n_sink, window;       /* sink+window; window 0: n_ctx - n_sink */
+    int fit_sinks;             /* the policy was not given: n_sink shrinks to n_ctx / 2 in a
+                                  short context (see tool_model_opts_stream) */
 } tool_model_opts;
 
+/* The full policy: a session stops when the context is full. */
 void tool_model_opts_init(tool_model_opts *o, dattn_kv_type kv);
+/* The sinks `run` keeps by default (StreamingLLM keeps 4). */
+enum { TOOL_STREAM_SINKS = 4 };
+/* `run`'s default policy until --policy says otherwise: sink+window over the whole context with
+ * TOOL_STREAM_SINKS sinks, so a conversation goes on past the context instead of stopping. */
+void tool_model_opts_stream(tool_model_opts *o);
 /* Takes argv[*i] (and its value, advancing *i) when it is a shared option: 1 taken, 0 not one of
  * them, -1 a bad or missing value (said on stderr as "dattn: CMD: ..."). */
 int tool_model_opt(const char *cmd, tool_model_opts *o, int argc, char **argv, int *i);
-/* Backend, then model. 0 ok; otherwise the failure is said and nothing is left allocated. */
+/* Backend, then model. 0 ok; otherwise the failure is said and nothing is left allocated.
+ * --device with the cpu backend is refused (it names an OpenCL device); --threads with the
+ * opencl backend is a warning (nothing runs on those threads). */
 int tool_open_model(const char *cmd, const tool_model_opts *o, dattn_backend **be,
                     dattn_model **model);
 /* Cache params for a session of `info` under the options, with n_ctx resolved (see ctx above).
@@ -65,7 +77,10 @@ int tool_open_model(const char *cmd, const tool_model_opts *o, dattn_backend **b
  * `run` agree on the arena. */
 int tool_cache_params(const char *cmd, const tool_model_opts *o, const dattn_model_info *info,
                       dattn_cache_params *out);
-/* The same params for another n_ctx (max_batch follows it). */
+/* One line on stderr when n_ctx is past the model's max_seq_len (positions it was never trained
+ * on, and an arena to match). */
+void tool_warn_ctx(const char *cmd, const dattn_model_info *info, long n_ctx);
+/* The same params for another n_ctx (max_batch and, under fit_sinks, n_sink follow it). */
 void tool_cache_params_at(const tool_model_opts *o, int n_ctx, dattn_cache_params *p);
 /* "full" or "sink:4,window:508". */
 void tool_policy_name(const dattn_cache_params *p, char *buf, size_t n);

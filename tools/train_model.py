@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# Trains the bundled Diff Transformer (issue 5 item 7): a byte-level model of tools/dtmodel.py on
+# Trains the bundled Diff Transformer: a byte-level model of tools/dtmodel.py on
 # the fortune cookies that Debian's `fortunes` and `fortunes-min` packages ship, for a bounded time
 # on 2 cores, and exports it as F16 safetensors (DESIGN §6) next to its training log.
 #
