@@ -657,6 +657,7 @@ static void test_status_names(void **state)
         {DATTN_E_UNSUPPORTED, "DATTN_E_UNSUPPORTED"},
         {DATTN_E_OPENCL, "DATTN_E_OPENCL"},
         {DATTN_E_THREAD, "DATTN_E_THREAD"},
+        {DATTN_E_NONFINITE, "DATTN_E_NONFINITE"},
     };
     enum { N = sizeof codes / sizeof *codes };
     for (int i = 0; i < N; i++) {
@@ -667,7 +668,7 @@ static void test_status_names(void **state)
         for (int k = 0; k < i; k++)
             assert_string_not_equal(text, dattn_status_text(codes[k].st));
     }
-    static const int unknown[4] = {1, -12, -100, 12345};
+    static const int unknown[4] = {1, -13, -100, 12345};
     for (int i = 0; i < 4; i++) {
         assert_string_equal(dattn_status_name((dattn_status)unknown[i]), "DATTN_E_UNKNOWN");
         assert_non_null(dattn_status_text((dattn_status)unknown[i]));

@@ -234,11 +234,11 @@ static void test_cache_bytes_exact(void **state)
         c.params = tu_cache_params(300, 24, DATTN_KV_F16, DATTN_POLICY_FULL, 0);
         c.params.n_layers = 2;
         TU_OK(kv_geom_init(&c.g, &s, &c.params), "kv_geom_init");
-        c.g.ffn_dim = widths[i][0];
-        c.g.n_vocab = widths[i][1];
+        c.scratch.ffn_dim = widths[i][0];
+        c.scratch.n_vocab = widths[i][1];
         c.backend = be;
         c.shape = s;
-        size_t want = be->ops->cache_bytes(be, &s, &c.g);
+        size_t want = be->ops->cache_bytes(be, &s, &c.g, &c.scratch);
         atomic_store(&buffer_bytes, 0);
         TU_OK(be->ops->cache_init(be, &c, NULL, want), "cache_init");
         long made = atomic_load(&buffer_bytes);
