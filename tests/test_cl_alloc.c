@@ -1,4 +1,4 @@
-/* Nothing is created on the OpenCL token path (issue 4 item 5): with the backend, a layer and a
+/* Nothing is created on the OpenCL token path: with the backend, a layer and a
  * cache set up, 1,000+ decode steps make no clCreate* call (buffer, sub-buffer, program, kernel,
  * queue, context) and no host allocation by the library; nor do the prefills between them, except
  * that CLBlast (built with -Dclblast) creates its kernels per call, which keeps it off decode.

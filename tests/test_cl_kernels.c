@@ -1,4 +1,4 @@
-/* Each OpenCL kernel of cl/ on its own (DESIGN §8, issue 4 item 8): built from its .cl text
+/* Each OpenCL kernel of cl/ on its own (DESIGN §8): built from its .cl text
  * (directory DATTN_CL_DIR, default "cl") with -D values, run on the first OpenCL device through the
  * ICD loader, and compared with float64 references written here from DESIGN §1/§4/§5 alone; the
  * KV cache is laid out on the host from the byte layout of src/kv.h (written independently here).

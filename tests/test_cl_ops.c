@@ -1,4 +1,4 @@
-/* The OpenCL backend's ops table beyond the layer (issue 4): `linear` and `ffn` (the model's other
+/* The OpenCL backend's ops table beyond the layer: `linear` and `ffn` (the model's other
  * blocks) against a float64 host reference on random data; a KV cache split over several device
  * buffers (max_buffer_bytes forces a small one-buffer cap) against the one-buffer run and the
  * CPU backend; and the messages of a cache or tuning that cannot fit the device. Goes through the
