@@ -13,6 +13,7 @@
 
 #include "alloc.h"
 #include "bytes.h"
+#include "file_replace.h"
 #include "half.h"
 #include "backend.h"
 #include "status.h"
@@ -265,9 +266,13 @@ dattn_status kv_save(const dattn_cache *c, const char *path)
 {
     if (!host_is_little_endian())
         return dattn_fail(DATTN_E_UNSUPPORTED, "kv: saving a cache needs a little-endian host");
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return dattn_fail(DATTN_E_IO, "kv: cannot create '%s': %s", path, strerror(errno));
+    /* A temporary beside the target, renamed over it when whole: a failed save never costs
+     * the file that was there. */
+    file_replace fr;
+    dattn_status st = file_replace_open(&fr, path);
+    if (st != DATTN_OK)
+        return st;
+    FILE *f = fr.f;
     uint8_t buf[1 << 14];
     uint8_t head[8 + 4 * KV_HEADER_FIELDS];
     uint32_t fields[KV_HEADER_FIELDS];
@@ -291,10 +296,9 @@ dattn_status kv_save(const dattn_cache *c, const char *path)
             for (int r = 0, n_runs = head_runs(c, s, j, pages, off, len); ok && r < n_runs; r++)
                 for (size_t done = 0; ok && done < len[r];) {
                     size_t k = len[r] - done < sizeof buf ? len[r] - done : sizeof buf;
-                    dattn_status st = c->backend->ops->kv_read(c->backend, c, off[r] + done, buf, k);
+                    st = c->backend->ops->kv_read(c->backend, c, off[r] + done, buf, k);
                     if (st != DATTN_OK) {
-                        fclose(f);
-                        remove(path);
+                        file_replace_abort(&fr);
                         return st;
                     }
                     ok = fwrite(buf, 1, k, f) == k;
@@ -306,13 +310,12 @@ dattn_status kv_save(const dattn_cache *c, const char *path)
     uint8_t tail[8];
     le_put_u64(tail, h);
     ok = ok && fwrite(tail, 8, 1, f) == 1;
-    if (fclose(f) != 0)
-        ok = 0;
     if (!ok) {
-        remove(path);
-        return dattn_fail(DATTN_E_IO, "kv: writing '%s' failed: %s", path, strerror(errno));
+        int err = errno;
+        file_replace_abort(&fr);
+        return dattn_fail(DATTN_E_IO, "kv: writing '%s' failed: %s", path, strerror(err));
     }
-    return DATTN_OK;
+    return file_replace_commit(&fr);
 }
 
 /* Reads the page runs of a checked file; with `into` 0 only hashes them. */
