@@ -1,5 +1,5 @@
 /* gemm.cl: the projections of a prefill chunk (DESIGN §1 steps 1 and 7 for n tokens at once),
- * the project's own GEMM for builds without CLBlast (issue 4 item 4):
+ * the project's own GEMM for builds without CLBlast:
  *
  *   y[i][c] = sum_t x[i][t] * W[c][t],   i < n, c < m, t < k        (y = x · Wᵀ)
  *

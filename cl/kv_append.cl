@@ -23,14 +23,14 @@
  *   index of the first token), k [n][2*Hkv][d] f32 (token i's k1 of head j = row 2j of block i,
  *   k2 = row 2j+1), v [n][Hkv][2d] f32, j0 (first KV head of the launch), n_kv_heads (Hkv).
  *
- * Work: one work-group of WG_SIZE items per (row r = group id 0 in {0: k1, 1: k2, 2: v}, KV head
+ * Work: one work-group of APPEND_WG items per (row r = group id 0 in {0: k1, 1: k2, 2: v}, KV head
  * j = j0 + group id 1, token i = group id 2, at stream index t0 + i): global size
- * (3 * WG_SIZE, heads of the launch, n).
+ * (3 * APPEND_WG, heads of the launch, n).
  * The n tokens land in distinct slots (n <= max_batch <= the ring). Item l converts elements l,
- * l + WG_SIZE, ...
+ * l + APPEND_WG, ...
  * Access: the source rows are read coalesced (twice for q8: absmax, then store); V stores are
  * coalesced; K stores are dimension-major, 32 elements apart (one token only: d scattered writes).
- * Local memory: WG_SIZE * 4 bytes (q8 absmax reduction; unused otherwise).
+ * Local memory: APPEND_WG * 4 bytes (q8 absmax reduction; unused otherwise).
  * Rounding: 1/scale is an OpenCL division (<= 2.5 ulp on some devices): a q8 element can differ by
  * one step from the CPU store where x/scale is within an ulp of a half-integer. */
 
@@ -40,14 +40,14 @@
 #ifndef KV_TYPE
 #define KV_TYPE 1            /* cache element: 0 f32, 1 f16, 2 q8 */
 #endif
-#ifndef WG_SIZE
-#define WG_SIZE 64           /* work-items per row; a power of two */
+#ifndef APPEND_WG
+#define APPEND_WG 64           /* work-items per row; a power of two */
 #endif
 #if HEAD_DIM < 1
 #error "HEAD_DIM must be positive"
 #endif
-#if WG_SIZE < 1 || (WG_SIZE & (WG_SIZE - 1)) != 0
-#error "WG_SIZE must be a power of two"
+#if APPEND_WG < 1 || (APPEND_WG & (APPEND_WG - 1)) != 0
+#error "APPEND_WG must be a power of two"
 #endif
 
 #include "kv_layout.h"
@@ -59,7 +59,7 @@ static ulong head_bytes(int n_pages)
     return vscale_off + (KV_TYPE == 2 ? ROUND64((ulong)n_pages * KV_PAGE * 4) : 0);
 }
 
-__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+__kernel __attribute__((reqd_work_group_size(APPEND_WG, 1, 1)))
 void kv_append(__global uchar *cache, ulong slot_off, int n_pages, int n_sink, int n_ring, long t0,
                __global const float *k, __global const float *v, int j0, int n_kv_heads)
 {
@@ -91,19 +91,19 @@ void kv_append(__global uchar *cache, ulong slot_off, int n_pages, int n_sink, i
     }
 
 #if KV_TYPE == 0
-    for (int i = lid; i < n; i += WG_SIZE)
+    for (int i = lid; i < n; i += APPEND_WG)
         ((__global float *)(cache + dst))[(size_t)i * stride] = src[i];
 #elif KV_TYPE == 1
-    for (int i = lid; i < n; i += WG_SIZE)
+    for (int i = lid; i < n; i += APPEND_WG)
         vstore_half_rte(src[i], (size_t)i * stride, (__global half *)(cache + dst));
 #else
-    __local float red[WG_SIZE];
+    __local float red[APPEND_WG];
     float amax = 0.0f;
-    for (int i = lid; i < n; i += WG_SIZE)
+    for (int i = lid; i < n; i += APPEND_WG)
         amax = fmax(amax, fabs(src[i]));
     red[lid] = amax;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = WG_SIZE / 2; s > 0; s >>= 1) {
+    for (int s = APPEND_WG / 2; s > 0; s >>= 1) {
         if (lid < s)
             red[lid] = fmax(red[lid], red[lid + s]);
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -111,7 +111,7 @@ void kv_append(__global uchar *cache, ulong slot_off, int n_pages, int n_sink, i
     amax = red[0];
     const float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
     const float inv = 1.0f / scale;
-    for (int i = lid; i < n; i += WG_SIZE)
+    for (int i = lid; i < n; i += APPEND_WG)
         ((__global char *)(cache + dst))[(size_t)i * stride] = convert_char_sat_rte(src[i] * inv);
     if (lid == 0) {
         ulong so = row < 2

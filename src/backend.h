@@ -1,30 +1,41 @@
 /* The backend interface (DESIGN §2): a small table of functions plus the backend's own context,
- * as ggml-backend does. The layer code (src/layer.c) is written once against it; the CPU backend
- * fills it in src/cpu/backend_cpu.c and the OpenCL backend will fill the same table. */
+ * as ggml-backend does. The layer and model code (src/layer.c, src/session.c) is written once
+ * against it; src/cpu/backend_cpu.c and src/opencl/backend_cl.c fill it. A backend owns what it
+ * computes with: its weights, its layers (weights and constants in its own memory, made at load)
+ * and each cache's KV pages and scratch. This header is all a backend needs. */
 #ifndef DATTN_BACKEND_H
 #define DATTN_BACKEND_H
 
 #include <stdint.h>
 
-#include "arena.h"
 #include "dattn.h"
 #include "kv.h"
 
 typedef struct backend_weight backend_weight;   /* a packed / uploaded nn.Linear weight */
+typedef struct backend_layer backend_layer;     /* a layer's weights and constants */
 
-/* The activations a layer call keeps in the cache's memory (DESIGN §3: carved with the KV cache,
- * never allocated per token). Rows are max_batch long. */
-typedef enum act_buf {
-    ACT_QKV = 0,   /* [n][E + 2E/r]: q (2H vectors of d), then k (2Hkv of d), then v (Hkv of 2d) */
-    ACT_QSINK,     /* rows like ACT_QKV, q part only: q rotated at the StreamingLLM cache
-                      position (sink+window only) */
-    ACT_ATTN,      /* [n][E]: the normalized output of every head, before out_proj */
-} act_buf;
+/* The numbers of one differential-attention layer (DESIGN §1), plain data. */
+typedef struct layer_desc {
+    int model_dim, n_heads, n_kv_heads;   /* E, H, Hkv */
+    int head_dim, group;                  /* d, r = H / Hkv */
+    int kv_dim, qkv_dim;                  /* E / r, E + 2E/r */
+    float lambda;                         /* step 5 */
+    float out_scale;                      /* 1 - lambda_init (step 6) */
+} layer_desc;
+
+/* A layer's tensors in host memory, f32, handed to layer_create (which copies them). */
+typedef struct layer_tensors {
+    const float *w_qkv;        /* [qkv_dim][E]: q_proj, k_proj, v_proj stacked */
+    const float *w_out;        /* [E][E] */
+    const float *subln;        /* [2d]: sub-layer RMSNorm weight */
+    const double *inv_freq;    /* [d/2]: RoPE theta^(-2i/d) */
+} layer_tensors;
 
 /* Each call of the layer forward is one entry; the layer code (src/layer.c) calls them in the
  * order of DESIGN §1 and never touches backend memory itself. The forward entries fail only when
- * a device does (DATTN_E_OPENCL): arguments are checked before the first of them runs. A backend keeps a cache's KV pages
- * and activations wherever it computes (host memory, device buffers). */
+ * a device does (DATTN_E_OPENCL): arguments are checked before the first of them runs. Rows of
+ * the activations a call keeps between entries (q/k/v, the attention output) live in the cache's
+ * scratch, max_batch rows. */
 typedef struct backend_ops {
     const char *kind;                                   /* "cpu", "opencl" */
     void (*destroy)(dattn_backend *be);
@@ -32,11 +43,17 @@ typedef struct backend_ops {
     dattn_status (*weight_create)(dattn_backend *be, const float *w, int m, int k,
                                   backend_weight **out);
     void (*weight_free)(dattn_backend *be, backend_weight *w);
+    /* A layer in the backend's memory: the numbers are copied, the tensors packed or uploaded. */
+    dattn_status (*layer_create)(dattn_backend *be, const layer_desc *desc,
+                                 const layer_tensors *t, backend_layer **out);
+    void (*layer_free)(dattn_backend *be, backend_layer *l);
 
-    /* Exact bytes of a cache's memory (KV pages + scratch) for this shape and geometry. */
-    size_t (*cache_bytes)(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g);
+    /* Exact bytes of a cache's memory (KV pages + scratch) for this shape, geometry and the
+     * model's blocks (scratch; zeros for a layer-only cache). */
+    size_t (*cache_bytes)(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g,
+                          const cache_scratch *scratch);
     /* Sets up c's memory: in caller_buf (caller_bytes >= cache_bytes) if given, else reserved by
-     * the backend. c->shape and c->g are set. The memory is zeroed. */
+     * the backend. c->shape, c->g and c->scratch are set. The memory is zeroed. */
     dattn_status (*cache_init)(dattn_backend *be, dattn_cache *c, void *caller_buf,
                                size_t caller_bytes);
     void (*cache_release)(dattn_backend *be, dattn_cache *c);
@@ -47,22 +64,29 @@ typedef struct backend_ops {
     dattn_status (*kv_write)(dattn_backend *be, dattn_cache *c, size_t off, const void *src,
                              size_t n);
 
-    /* ACT_QKV[0..n) = x W_qkv^T, x [n][E] in host memory. */
-    dattn_status (*project_in)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, const float *x,
-                       int n);
-    /* RoPE of q (and, for sink+window, q at the cache position into ACT_QSINK), times 1/sqrt(d);
-     * RoPE of k; then k and v of stream positions t0 .. t0+n-1 into the slot's pages. */
-    dattn_status (*rope_append)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
-                        int64_t t0, int n);
-    /* ACT_ATTN[0..n) = differential attention of the n queries (DESIGN §1 steps 3-6); decode
-     * (n == 1) takes the flash-decoding path. */
-    dattn_status (*attention)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
-                      int64_t t0, int n, int decode);
-    /* y [n][E] (host memory) = ACT_ATTN[0..n) W_out^T. */
-    dattn_status (*project_out)(dattn_backend *be, dattn_cache *c, const dattn_layer *l, float *y, int n);
-    /* The model's other blocks (src/model.c). Sessions size their scratch through g.ffn_dim and
-     * g.n_vocab; a layer-only cache has both 0 and never calls these. x and y are host memory,
-     * n <= max_batch rows. */
+    /* q/k/v rows of n tokens = x W_qkv^T, x [n][E] in host memory. */
+    dattn_status (*project_in)(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                               const float *x, int n);
+    /* q/k/v rows from host memory instead (dattn_layer_attend): q [n][E] (NULL: keys and values
+     * only), k [n][kv_dim], v [n][kv_dim], in the layouts of DESIGN §1 step 1. */
+    dattn_status (*qkv_write)(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                              const float *q, const float *k, const float *v, int n);
+    /* RoPE of q (and, for sink+window, of q at the cache position), times 1/sqrt(d); RoPE of k;
+     * then k and v of stream positions t0 .. t0+n-1 into the slot's pages. */
+    dattn_status (*rope_append)(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                int slot, int64_t t0, int n);
+    /* The attention output rows of n queries = differential attention (DESIGN §1 steps 3-6);
+     * decode (n == 1) takes the flash-decoding path. */
+    dattn_status (*attention)(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                              int slot, int64_t t0, int n, int decode);
+    /* y [n][E] (host memory) = attention output W_out^T. */
+    dattn_status (*project_out)(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                float *y, int n);
+    /* The attention output rows themselves, [n][E], to host memory (dattn_layer_attend). */
+    dattn_status (*attn_read)(dattn_backend *be, dattn_cache *c, float *out, int n);
+
+    /* The model's other blocks (src/session.c), sized by the cache's scratch; a layer-only cache
+     * never calls these. x and y are host memory, n <= max_batch rows. */
     /* y [n][m] = x [n][k] W^T for a weight of m rows and k columns, k in {E, ffn_dim},
      * m in {E, n_vocab}. */
     dattn_status (*linear)(dattn_backend *be, dattn_cache *c, const backend_weight *w,
@@ -74,9 +98,6 @@ typedef struct backend_ops {
     /* Waits until the device has finished every call made so far (benchmarks). NULL for host
      * backends, whose calls return when done. */
     void (*sync)(dattn_backend *be);
-    /* Fills an activation buffer from host memory (benchmarks and tests). */
-    void (*act_write)(dattn_backend *be, dattn_cache *c, act_buf which, const float *src,
-                      size_t n_floats);
 } backend_ops;
 
 struct dattn_backend {

@@ -1,5 +1,5 @@
-/* The public cache and backend API: the arena is measured by the same code that carves it
- * (DESIGN §3), so dattn_cache_arena_bytes is exactly what dattn_cache_create takes. */
+/* The public cache API: the arena is measured by the same code that carves it (DESIGN §3), so
+ * dattn_cache_arena_bytes is exactly what dattn_cache_create takes. */
 #include <string.h>
 
 #include "alloc.h"
@@ -8,59 +8,6 @@
 #include "kv.h"
 #include "layer.h"
 #include "status.h"
-
-dattn_backend_params dattn_backend_default_params(void)
-{
-    dattn_backend_params p;
-    memset(&p, 0, sizeof p);
-    p.type = DATTN_BACKEND_AUTO;
-    return p;
-}
-
-dattn_status dattn_backend_create(const dattn_backend_params *p, dattn_backend **out)
-{
-    if (!out)
-        return dattn_fail(DATTN_E_INVALID_ARG, "backend: out is NULL");
-    *out = NULL;
-    dattn_backend_params def = dattn_backend_default_params();
-    if (!p)
-        p = &def;
-    switch (p->type) {
-    case DATTN_BACKEND_AUTO:
-#ifdef DATTN_HAVE_OPENCL
-        if (cl_has_gpu()) {
-            dattn_status st = cl_backend_create(p, out);
-            if (st == DATTN_OK)
-                return st;
-            dattn_log(DATTN_LOG_WARN, "backend: the OpenCL GPU failed at start-up (%s: %s); "
-                      "using the CPU", dattn_status_name(st), dattn_last_error());
-        } else {
-            dattn_log(DATTN_LOG_INFO, "backend: auto found no OpenCL GPU; using the CPU");
-        }
-#else
-        dattn_log(DATTN_LOG_INFO, "backend: auto picked the CPU (this build has no OpenCL)");
-#endif
-        return cpu_backend_create(p, out);
-    case DATTN_BACKEND_CPU:
-        return cpu_backend_create(p, out);
-    case DATTN_BACKEND_OPENCL:
-#ifdef DATTN_HAVE_OPENCL
-        return cl_backend_create(p, out);
-#else
-        return dattn_fail(DATTN_E_UNSUPPORTED, "backend: this build has no OpenCL (configure with "
-                          "-Dopencl=enabled and ocl-icd-opencl-dev installed); use the cpu backend");
-#endif
-    }
-    return dattn_fail(DATTN_E_INVALID_ARG, "backend: unknown backend type %d", (int)p->type);
-}
-
-void dattn_backend_free(dattn_backend *be)
-{
-    if (be)
-        be->ops->destroy(be);
-}
-
-const char *dattn_backend_describe(const dattn_backend *be) { return be ? be->describe : "(none)"; }
 
 dattn_cache_params dattn_cache_default_params(void)
 {
@@ -86,9 +33,7 @@ static dattn_status measure(const dattn_backend *be, const dattn_layer_shape *s,
         st = kv_geom_init(g, s, p);
     if (st != DATTN_OK)
         return st;
-    g->ffn_dim = extra->ffn_dim;
-    g->n_vocab = extra->n_vocab;
-    size_t n = kv_bytes(g) == SIZE_MAX ? SIZE_MAX : be->ops->cache_bytes(be, s, g);
+    size_t n = kv_bytes(g) == SIZE_MAX ? SIZE_MAX : be->ops->cache_bytes(be, s, g, &extra->scratch);
     if (n == SIZE_MAX)
         return dattn_fail(DATTN_E_ARENA, "cache: n_ctx %d with %d layers does not fit in memory",
                           p->n_ctx, p->n_layers);
@@ -149,6 +94,7 @@ dattn_status cache_create(dattn_backend *be, const dattn_layer_shape *s,
     c->shape = *s;
     c->params = *p;
     c->g = g;
+    c->scratch = extra->scratch;
     c->arena_bytes = need;
     c->model_tag = extra->model_tag;
     st = be->ops->cache_init(be, c, buf, buf ? buf_bytes : need);
@@ -193,8 +139,7 @@ dattn_status dattn_cache_reset(dattn_cache *c)
 {
     if (!c)
         return dattn_fail(DATTN_E_INVALID_ARG, "cache: NULL cache");
-    for (int s = 0; s < c->g.n_slots; s++)
-        c->n_past[s] = 0;
+    kv_set_n_past(c, -1, 0);
     return DATTN_OK;
 }
 

@@ -6,7 +6,7 @@
 #include "kv.h"
 
 typedef struct cache_extra {
-    int ffn_dim, n_vocab;      /* the model's scratch (kv_geom's fields); 0 for a bare cache */
+    cache_scratch scratch;     /* the model's FFN and logits rows; zeros for a bare cache */
     uint64_t model_tag;        /* saved with the cache, checked on restore */
 } cache_extra;
 

@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "bytes.h"
+#include "file_replace.h"
 #include "half.h"
 #include "backend.h"
 #include "status.h"
@@ -95,7 +97,20 @@ int kv_max_pieces(const kv_geom *g, int n_query)
     int64_t span = (int64_t)g->n_sink + g->n_window + n_query;
     if (span > g->n_phys)
         span = g->n_phys;
-    return (int)(span / KV_CHUNK) + 6;
+    return (int)(span / KV_PAGE) + 6;
+}
+
+int64_t kv_n_visible(const kv_geom *g, int64_t t)
+{
+    int64_t sinks = t + 1 < g->n_sink ? t + 1 : g->n_sink;
+    int64_t w0 = t - g->n_window + 1 > g->n_sink ? t - g->n_window + 1 : g->n_sink;
+    return sinks + (t >= w0 ? t - w0 + 1 : 0);
+}
+
+void kv_set_n_past(dattn_cache *c, int slot, int64_t n_past)
+{
+    for (int s = slot < 0 ? 0 : slot; s < (slot < 0 ? c->g.n_slots : slot + 1); s++)
+        c->n_past[s] = (int)n_past;
 }
 
 /* Cut stream run [t0, t1) into pieces that stay inside one chunk and do not cross the ring's end. */
@@ -104,7 +119,7 @@ static int cut_run(const kv_geom *g, int64_t t0, int64_t t1, int sink, int vis, 
     int n = 0;
     while (t0 < t1) {
         int phys = kv_phys(g, t0);
-        int64_t len = KV_CHUNK - phys % KV_CHUNK;
+        int64_t len = KV_PAGE - phys % KV_PAGE;
         if (!sink) {
             int64_t to_ring_end = (int64_t)g->n_sink + g->n_ring - phys;
             if (len > to_ring_end)
@@ -195,41 +210,6 @@ static int host_is_little_endian(void)
     return b == 1;
 }
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 static void header_fields(const dattn_cache *c, uint32_t f[KV_HEADER_FIELDS])
 {
     const kv_geom *g = &c->g;
@@ -286,22 +266,26 @@ dattn_status kv_save(const dattn_cache *c, const char *path)
 {
     if (!host_is_little_endian())
         return dattn_fail(DATTN_E_UNSUPPORTED, "kv: saving a cache needs a little-endian host");
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return dattn_fail(DATTN_E_IO, "kv: cannot create '%s': %s", path, strerror(errno));
+    /* A temporary beside the target, renamed over it when whole: a failed save never costs
+     * the file that was there. */
+    file_replace fr;
+    dattn_status st = file_replace_open(&fr, path);
+    if (st != DATTN_OK)
+        return st;
+    FILE *f = fr.f;
     uint8_t buf[1 << 14];
     uint8_t head[8 + 4 * KV_HEADER_FIELDS];
     uint32_t fields[KV_HEADER_FIELDS];
     header_fields(c, fields);
     memcpy(head, kv_magic, 8);
     for (int i = 0; i < KV_HEADER_FIELDS; i++)
-        put_u32(head + 8 + 4 * i, fields[i]);
-    uint64_t h = 0xcbf29ce484222325ull;
+        le_put_u32(head + 8 + 4 * i, fields[i]);
+    uint64_t h = FNV1A_INIT;
     int ok = fwrite(head, sizeof head, 1, f) == 1;
     h = fnv1a(h, head, sizeof head);
     for (int s = 0; ok && s < c->g.n_slots; s++) {
         uint8_t b[8];
-        put_u64(b, (uint64_t)c->n_past[s]);
+        le_put_u64(b, (uint64_t)c->n_past[s]);
         ok = fwrite(b, 8, 1, f) == 1;
         h = fnv1a(h, b, 8);
     }
@@ -312,10 +296,9 @@ dattn_status kv_save(const dattn_cache *c, const char *path)
             for (int r = 0, n_runs = head_runs(c, s, j, pages, off, len); ok && r < n_runs; r++)
                 for (size_t done = 0; ok && done < len[r];) {
                     size_t k = len[r] - done < sizeof buf ? len[r] - done : sizeof buf;
-                    dattn_status st = c->backend->ops->kv_read(c->backend, c, off[r] + done, buf, k);
+                    st = c->backend->ops->kv_read(c->backend, c, off[r] + done, buf, k);
                     if (st != DATTN_OK) {
-                        fclose(f);
-                        remove(path);
+                        file_replace_abort(&fr);
                         return st;
                     }
                     ok = fwrite(buf, 1, k, f) == k;
@@ -325,15 +308,14 @@ dattn_status kv_save(const dattn_cache *c, const char *path)
         }
     }
     uint8_t tail[8];
-    put_u64(tail, h);
+    le_put_u64(tail, h);
     ok = ok && fwrite(tail, 8, 1, f) == 1;
-    if (fclose(f) != 0)
-        ok = 0;
     if (!ok) {
-        remove(path);
-        return dattn_fail(DATTN_E_IO, "kv: writing '%s' failed: %s", path, strerror(errno));
+        int err = errno;
+        file_replace_abort(&fr);
+        return dattn_fail(DATTN_E_IO, "kv: writing '%s' failed: %s", path, strerror(err));
     }
-    return DATTN_OK;
+    return file_replace_commit(&fr);
 }
 
 /* Reads the page runs of a checked file; with `into` 0 only hashes them. */
@@ -377,10 +359,10 @@ dattn_status kv_restore(dattn_cache *c, const char *path)
     uint32_t want[KV_HEADER_FIELDS];
     header_fields(c, want);
     for (int i = 0; i < KV_HEADER_FIELDS; i++) {
-        uint32_t got = get_u32(head + 8 + 4 * i);
+        uint32_t got = le_get_u32(head + 8 + 4 * i);
         if (i >= KV_MODEL_FIELD && got != want[i]) {
-            uint64_t file_tag = get_u32(head + 8 + 4 * KV_MODEL_FIELD) |
-                                (uint64_t)get_u32(head + 8 + 4 * (KV_MODEL_FIELD + 1)) << 32;
+            uint64_t file_tag = le_get_u32(head + 8 + 4 * KV_MODEL_FIELD) |
+                                (uint64_t)le_get_u32(head + 8 + 4 * (KV_MODEL_FIELD + 1)) << 32;
             st = dattn_fail(DATTN_E_FORMAT, "kv: '%s' was saved for another model (fingerprint "
                             "%016llx; this one is %016llx)", path, (unsigned long long)file_tag,
                             (unsigned long long)c->model_tag);
@@ -392,7 +374,7 @@ dattn_status kv_restore(dattn_cache *c, const char *path)
             goto fail;
         }
     }
-    uint64_t h = fnv1a(0xcbf29ce484222325ull, head, sizeof head);
+    uint64_t h = fnv1a(FNV1A_INIT, head, sizeof head);
     n_past = dattn_alloc(sizeof *n_past * (size_t)c->g.n_slots, "restored positions");
     if (!n_past) {
         st = DATTN_E_NOMEM;
@@ -405,11 +387,18 @@ dattn_status kv_restore(dattn_cache *c, const char *path)
             goto fail;
         }
         h = fnv1a(h, b, 8);
-        n_past[s] = (int64_t)get_u64(b);
+        n_past[s] = (int64_t)le_get_u64(b);
         int64_t limit = c->g.policy == DATTN_POLICY_FULL ? c->g.n_ctx : INT32_MAX;
         if (n_past[s] < 0 || n_past[s] > limit) {
             st = dattn_fail(DATTN_E_FORMAT, "kv: '%s' gives layer %d an impossible n_past %lld",
                             path, s, (long long)n_past[s]);
+            goto fail;
+        }
+        /* A session runs every layer at one position: its layers must agree. */
+        if (c->model_tag && n_past[s] != n_past[0]) {
+            st = dattn_fail(DATTN_E_FORMAT, "kv: '%s' is a session whose layer %d is at position "
+                            "%lld and layer 0 at %lld; a session's layers move together", path, s,
+                            (long long)n_past[s], (long long)n_past[0]);
             goto fail;
         }
     }
@@ -424,19 +413,18 @@ dattn_status kv_restore(dattn_cache *c, const char *path)
     uint64_t h1 = h, h2 = h;
     uint8_t tail[8];
     if (fseek(f, data_at, SEEK_SET) != 0 || !read_pages(c, f, n_past, 0, &h1) ||
-        fread(tail, 8, 1, f) != 1 || get_u64(tail) != h1) {
+        fread(tail, 8, 1, f) != 1 || le_get_u64(tail) != h1) {
         st = dattn_fail(DATTN_E_FORMAT, "kv: '%s' fails its checksum (corrupt file)", path);
         goto fail;
     }
     if (fseek(f, data_at, SEEK_SET) != 0 || !read_pages(c, f, n_past, 1, &h2) || h2 != h1) {
         /* The file changed under us: the pages are now mixed, so empty the cache. */
-        for (int s = 0; s < c->g.n_slots; s++)
-            c->n_past[s] = 0;
+        kv_set_n_past(c, -1, 0);
         st = dattn_fail(DATTN_E_IO, "kv: '%s' changed while it was read; the cache was emptied", path);
         goto fail;
     }
     for (int s = 0; s < c->g.n_slots; s++)
-        c->n_past[s] = (int)n_past[s];
+        kv_set_n_past(c, s, n_past[s]);
 fail:
     dattn_free(n_past);
     fclose(f);

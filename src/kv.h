@@ -29,7 +29,6 @@
 #include "dattn.h"
 
 enum { KV_PAGE = 32 };   /* positions per page: the unit of attention work */
-#define KV_CHUNK KV_PAGE
 
 typedef struct kv_geom {
     int n_slots, n_kv_heads, head_dim;
@@ -46,9 +45,13 @@ typedef struct kv_geom {
     size_t v_row_bytes;        /* 2 * head_dim * elem_bytes */
     size_t v_off, vscale_off;  /* where V rows and V scales start in a head block */
     size_t head_bytes;         /* one head block, 64-byte multiple */
-    /* Scratch of the model's other blocks (sessions, src/model.c); 0 for a layer-only cache. */
-    int ffn_dim, n_vocab;
 } kv_geom;
+
+/* What a session's cache also makes room for: the model's FFN and logits rows (src/session.c).
+ * Zeros for a layer-only cache. */
+typedef struct cache_scratch {
+    int ffn_dim, n_vocab;
+} cache_scratch;
 
 /* A run of cached keys that lies in one page: what attention streams. */
 typedef struct kv_piece {
@@ -64,7 +67,8 @@ struct dattn_cache {
     dattn_layer_shape shape;
     dattn_cache_params params;
     kv_geom g;
-    int *n_past;               /* [n_slots] tokens seen so far */
+    cache_scratch scratch;
+    int *n_past;               /* [n_slots] tokens seen so far; written by kv_set_n_past only */
     uint8_t *pages;            /* [n_slots][n_kv_heads] head blocks, where the backend keeps them
                                   in host memory (the CPU backend); NULL otherwise */
     void *be_state;            /* the backend's per-cache state (its scratch and buffers) */
@@ -114,6 +118,11 @@ static inline int kv_visible(const kv_geom *g, int64_t tk, int64_t t)
 {
     return tk <= t && (tk < g->n_sink || tk > t - g->n_window);
 }
+/* How many keys the query at stream index t sees: the sinks it has passed and its window. */
+int64_t kv_n_visible(const kv_geom *g, int64_t t);
+
+/* Sets the tokens seen by `slot` (every slot when slot < 0): the one place positions change. */
+void kv_set_n_past(dattn_cache *c, int slot, int64_t n_past);
 
 /* Store one token's K halves ([head_dim] each, already rotated) and V ([2*head_dim]) of KV head j
  * at stream index t, converting to the cache's element type. */

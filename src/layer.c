@@ -3,13 +3,13 @@
  * attention with lambda and sub-layer norm, output projection). */
 #include "layer.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
-#include "half.h"
+#include "convert.h"
+#include "meta.h"
 #include "safetensors.h"
 #include "status.h"
 
@@ -48,41 +48,23 @@ dattn_status layer_check_shape(const dattn_layer_shape *s)
     return DATTN_OK;
 }
 
-/* n values of a weight in dtype -> f32. */
-static void to_f32(dattn_dtype t, const void *src, size_t n, float *dst)
+/* n values of weight `name` as f32; a NaN or inf is refused, naming the weight. */
+static dattn_status weight_f32(dattn_dtype t, const void *src, size_t n, const char *name,
+                               float *dst)
 {
-    const uint8_t *b = src;
-    for (size_t i = 0; i < n; i++) {
-        uint16_t h;
-        switch (t) {
-        case DATTN_DTYPE_F32:
-            memcpy(&dst[i], b + 4 * i, 4);
-            break;
-        case DATTN_DTYPE_F16:
-            memcpy(&h, b + 2 * i, 2);
-            dst[i] = f16_to_f32(h);
-            break;
-        case DATTN_DTYPE_BF16:
-            memcpy(&h, b + 2 * i, 2);
-            dst[i] = bf16_to_f32(h);
-            break;
-        default:   /* dattn_layer_create takes float dtypes only */
-            dst[i] = 0.0f;
-            break;
-        }
-    }
+    size_t bad = convert_f32(t, src, n, dst);
+    if (bad < n)
+        return dattn_fail(DATTN_E_NONFINITE, "layer: weight %s holds a NaN or infinite value "
+                          "(element %zu)", name, bad);
+    return DATTN_OK;
 }
 
 void dattn_layer_free(dattn_layer *l)
 {
     if (!l)
         return;
-    if (l->be) {
-        l->be->ops->weight_free(l->be, l->w_qkv);
-        l->be->ops->weight_free(l->be, l->w_out);
-    }
-    dattn_free(l->subln);
-    dattn_free(l->inv_freq);
+    if (l->impl)
+        l->be->ops->layer_free(l->be, l->impl);
     dattn_free(l);
 }
 
@@ -107,43 +89,32 @@ dattn_status dattn_layer_create(dattn_backend *be, const dattn_layer_shape *shap
         if (!need[i])
             return dattn_fail(DATTN_E_INVALID_ARG, "layer: weight %s is NULL", names[i]);
 
-    dattn_layer *l = dattn_alloc(sizeof *l, "layer");
-    if (!l)
+    int E = shape->model_dim, d = E / shape->n_heads / 2, r = shape->n_heads / shape->n_kv_heads;
+    layer_desc desc = {
+        .model_dim = E, .n_heads = shape->n_heads, .n_kv_heads = shape->n_kv_heads,
+        .head_dim = d, .group = r, .kv_dim = E / r, .qkv_dim = E + 2 * (E / r),
+    };
+    size_t qkv_n = (size_t)desc.qkv_dim * E, out_n = (size_t)E * E;
+    /* One block: w_qkv, w_out, the four lambda vectors, subln; then the RoPE table. */
+    float *tmp = dattn_alloc(sizeof(float) * (qkv_n + out_n + 6 * (size_t)d) +
+                                 sizeof(double) * (size_t)(d / 2), "weight conversion");
+    if (!tmp)
         return DATTN_E_NOMEM;
-    int E = shape->model_dim, d = E / shape->n_heads / 2;
-    l->be = be;
-    l->shape = *shape;
-    l->head_dim = d;
-    l->group = shape->n_heads / shape->n_kv_heads;
-    l->kv_dim = E / l->group;
-    l->qkv_dim = E + 2 * l->kv_dim;
-    size_t qkv_n = (size_t)l->qkv_dim * E;
-    float *tmp = dattn_alloc(sizeof(float) * (qkv_n > (size_t)E * E ? qkv_n : (size_t)E * E) +
-                                 sizeof(float) * 4 * (size_t)d,
-                             "weight conversion");
-    l->subln = dattn_alloc(sizeof(float) * 2 * (size_t)d, "subln weight");
-    l->inv_freq = dattn_alloc(sizeof(double) * (size_t)(d / 2), "RoPE table");
-    if (!tmp || !l->subln || !l->inv_freq) {
-        st = DATTN_E_NOMEM;
-        goto fail;
-    }
-    to_f32(w->dtype, w->q_proj, (size_t)E * E, tmp);
-    to_f32(w->dtype, w->k_proj, (size_t)l->kv_dim * E, tmp + (size_t)E * E);
-    to_f32(w->dtype, w->v_proj, (size_t)l->kv_dim * E, tmp + (size_t)(E + l->kv_dim) * E);
-    st = be->ops->weight_create(be, tmp, l->qkv_dim, E, &l->w_qkv);
-    if (st != DATTN_OK)
-        goto fail;
-    to_f32(w->dtype, w->out_proj, (size_t)E * E, tmp);
-    st = be->ops->weight_create(be, tmp, E, E, &l->w_out);
-    if (st != DATTN_OK)
+    float *w_qkv = tmp, *w_out = w_qkv + qkv_n, *lam = w_out + out_n, *subln = lam + 4 * d;
+    double *inv_freq = (double *)(subln + 2 * d);   /* 8-aligned: 6d floats with d even */
+    size_t kv_n = (size_t)desc.kv_dim * E;
+    if ((st = weight_f32(w->dtype, w->q_proj, out_n, "q_proj", w_qkv)) != DATTN_OK ||
+        (st = weight_f32(w->dtype, w->k_proj, kv_n, "k_proj", w_qkv + out_n)) != DATTN_OK ||
+        (st = weight_f32(w->dtype, w->v_proj, kv_n, "v_proj", w_qkv + out_n + kv_n)) != DATTN_OK ||
+        (st = weight_f32(w->dtype, w->out_proj, out_n, "out_proj", w_out)) != DATTN_OK ||
+        (st = weight_f32(w->dtype, w->lambda_q1, (size_t)d, "lambda_q1", lam)) != DATTN_OK ||
+        (st = weight_f32(w->dtype, w->lambda_k1, (size_t)d, "lambda_k1", lam + d)) != DATTN_OK ||
+        (st = weight_f32(w->dtype, w->lambda_q2, (size_t)d, "lambda_q2", lam + 2 * d)) != DATTN_OK ||
+        (st = weight_f32(w->dtype, w->lambda_k2, (size_t)d, "lambda_k2", lam + 3 * d)) != DATTN_OK ||
+        (st = weight_f32(w->dtype, w->subln, 2 * (size_t)d, "subln", subln)) != DATTN_OK)
         goto fail;
 
     /* lambda = exp(lq1 . lk1) - exp(lq2 . lk2) + lambda_init, in double (DESIGN §1 step 5). */
-    float *lam = tmp;
-    to_f32(w->dtype, w->lambda_q1, (size_t)d, lam);
-    to_f32(w->dtype, w->lambda_k1, (size_t)d, lam + d);
-    to_f32(w->dtype, w->lambda_q2, (size_t)d, lam + 2 * d);
-    to_f32(w->dtype, w->lambda_k2, (size_t)d, lam + 3 * d);
     double dot1 = 0.0, dot2 = 0.0;
     for (int i = 0; i < d; i++) {
         dot1 += (double)lam[i] * lam[d + i];
@@ -151,22 +122,34 @@ dattn_status dattn_layer_create(dattn_backend *be, const dattn_layer_shape *shap
     }
     double lambda_init = 0.8 - 0.6 * exp(-0.3 * shape->layer_index);
     double lambda = exp(dot1) - exp(dot2) + lambda_init;
-    if (!isfinite(lambda)) {
-        st = dattn_fail(DATTN_E_FORMAT, "layer: lambda is not finite (lambda_q1.lambda_k1 = %g, "
+    if (!isfinite(lambda) || !isfinite((float)lambda)) {
+        st = dattn_fail(DATTN_E_NONFINITE, "layer: lambda is not finite (lambda_q1.lambda_k1 = %g, "
                         "lambda_q2.lambda_k2 = %g)", dot1, dot2);
         goto fail;
     }
-    l->lambda = (float)lambda;
-    l->lambda_init = (float)lambda_init;
-    to_f32(w->dtype, w->subln, 2 * (size_t)d, l->subln);
+    desc.lambda = (float)lambda;
+    desc.out_scale = (float)(1.0 - lambda_init);
     for (int i = 0; i < d / 2; i++)
-        l->inv_freq[i] = pow((double)shape->rope_theta, -2.0 * i / d);
+        inv_freq[i] = pow((double)shape->rope_theta, -2.0 * i / d);
+
+    dattn_layer *l = dattn_alloc(sizeof *l, "layer");
+    if (!l) {
+        st = DATTN_E_NOMEM;
+        goto fail;
+    }
+    l->be = be;
+    l->shape = *shape;
+    l->desc = desc;
+    layer_tensors t = {w_qkv, w_out, subln, inv_freq};
+    if ((st = be->ops->layer_create(be, &desc, &t, &l->impl)) != DATTN_OK) {
+        dattn_free(l);
+        goto fail;
+    }
     dattn_free(tmp);
     *out = l;
     return DATTN_OK;
 fail:
     dattn_free(tmp);
-    dattn_layer_free(l);
     return st;
 }
 
@@ -180,24 +163,6 @@ dattn_status dattn_layer_get_shape(const dattn_layer *l, dattn_layer_shape *out)
 
 /* ---- loading one layer from a safetensors file ------------------------------------------- */
 
-static dattn_status meta_int(const st_file *f, const char *key, int required, int fallback, int *out)
-{
-    const char *v = st_meta(f, key);
-    if (!v) {
-        if (required)
-            return dattn_fail(DATTN_E_FORMAT, "__metadata__ has no '%s'", key);
-        *out = fallback;
-        return DATTN_OK;
-    }
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno || end == v || *end || n < 0 || n > (1L << 24))
-        return dattn_fail(DATTN_E_FORMAT, "__metadata__ '%s' is \"%s\", expected an integer", key, v);
-    *out = (int)n;
-    return DATTN_OK;
-}
-
 dattn_status dattn_layer_load(dattn_backend *be, const char *path, dattn_layer **out)
 {
     if (!out || !path || !be)
@@ -209,22 +174,19 @@ dattn_status dattn_layer_load(dattn_backend *be, const char *path, dattn_layer *
     if (st != DATTN_OK)
         return st;
     dattn_layer_shape s = dattn_layer_default_shape();
-    if ((st = meta_int(f, "embed_dim", 1, 0, &s.model_dim)) != DATTN_OK ||
-        (st = meta_int(f, "num_heads", 1, 0, &s.n_heads)) != DATTN_OK ||
-        (st = meta_int(f, "num_kv_heads", 0, s.n_heads, &s.n_kv_heads)) != DATTN_OK ||
-        (st = meta_int(f, "depth", 1, 0, &s.layer_index)) != DATTN_OK)
+    long dim = 0, heads = 0, kv_heads = 0, depth = 0;
+    double theta = 0;
+    if ((st = meta_long(f, "embed_dim", 1, 1L << 20, 1, 0, &dim)) != DATTN_OK ||
+        (st = meta_long(f, "num_heads", 1, 1L << 16, 1, 0, &heads)) != DATTN_OK ||
+        (st = meta_long(f, "num_kv_heads", 1, 1L << 16, 0, heads, &kv_heads)) != DATTN_OK ||
+        (st = meta_long(f, "depth", 0, 4095, 1, 0, &depth)) != DATTN_OK ||
+        (st = meta_positive(f, "rope_theta", s.rope_theta, &theta)) != DATTN_OK)
         goto fail;
-    const char *theta = st_meta(f, "rope_theta");
-    if (theta) {
-        char *end;
-        double v = strtod(theta, &end);
-        if (end == theta || *end || !(v > 0) || !isfinite(v)) {
-            st = dattn_fail(DATTN_E_FORMAT, "__metadata__ 'rope_theta' is \"%s\", expected a "
-                            "positive number", theta);
-            goto fail;
-        }
-        s.rope_theta = (float)v;
-    }
+    s.model_dim = (int)dim;
+    s.n_heads = (int)heads;
+    s.n_kv_heads = (int)kv_heads;
+    s.layer_index = (int)depth;
+    s.rope_theta = (float)theta;
     if ((st = layer_check_shape(&s)) != DATTN_OK)
         goto fail;
     int64_t E = s.model_dim, kv = E / (s.n_heads / s.n_kv_heads), d = E / s.n_heads / 2;
@@ -262,26 +224,47 @@ fail:
 
 /* ---- the forward pass -------------------------------------------------------------------- */
 
+/* The output rows of a chunk must be finite: a NaN or inf there means weights or inputs that
+ * overflow f32, which no later step can mend. */
+static dattn_status check_rows(const dattn_layer *l, const float *y, int n, const char *what)
+{
+    size_t E = (size_t)l->shape.model_dim, bad = first_nonfinite(y, (size_t)n * E);
+    if (bad == (size_t)n * E)
+        return DATTN_OK;
+    return dattn_fail(DATTN_E_NONFINITE, "layer %d: the %s of token %zu of the chunk is NaN or "
+                      "infinite (weights or inputs that overflow f32)", l->shape.layer_index, what,
+                      bad / E);
+}
+
 /* One chunk of at most max_batch tokens at stream positions t0 .. t0+n-1, DESIGN §1 in order. */
 dattn_status layer_run_chunk(dattn_layer *l, dattn_cache *c, int slot, int64_t t0,
                              const float *x, int n, float *y, int decode)
 {
     const backend_ops *ops = l->be->ops;
     dattn_status st;
-    if ((st = ops->project_in(l->be, c, l, x, n)) != DATTN_OK ||               /* step 1 */
-        (st = ops->rope_append(l->be, c, l, slot, t0, n)) != DATTN_OK ||       /* step 2, cache */
-        (st = ops->attention(l->be, c, l, slot, t0, n, decode)) != DATTN_OK || /* steps 3-6 */
-        (st = ops->project_out(l->be, c, l, y, n)) != DATTN_OK)                /* step 7 */
+    if ((st = ops->project_in(l->be, c, l->impl, x, n)) != DATTN_OK ||               /* step 1 */
+        (st = ops->rope_append(l->be, c, l->impl, slot, t0, n)) != DATTN_OK ||       /* step 2 */
+        (st = ops->attention(l->be, c, l->impl, slot, t0, n, decode)) != DATTN_OK || /* 3-6 */
+        (st = ops->project_out(l->be, c, l->impl, y, n)) != DATTN_OK ||              /* step 7 */
+        (st = check_rows(l, y, n, "attention output")) != DATTN_OK)
         return st;
-    c->n_past[slot] = (int)(t0 + n);
+    kv_set_n_past(c, slot, t0 + n);
     return DATTN_OK;
 }
 
-static dattn_status forward(dattn_layer *l, dattn_cache *c, int slot, int pos, const float *x,
-                            int n, float *y, int decode)
+/* After a chunk failed at some point of a call that began at pos: under `full` the tail is
+ * dropped (what pos had is intact); a ring may have overwritten what an older position needs,
+ * so the slot starts over. */
+static void undo(dattn_cache *c, int slot, int pos)
 {
-    if (!l || !c || !x || !y)
-        return dattn_fail(DATTN_E_INVALID_ARG, "layer: NULL layer, cache, x or y");
+    int back = c->g.policy == DATTN_POLICY_FULL ? pos : 0;
+    kv_set_n_past(c, slot, back);
+    dattn_error_prefix("(cache slot %d now holds %d tokens) ", slot, back);
+}
+
+static dattn_status check_call(const dattn_layer *l, const dattn_cache *c, int slot, int pos,
+                               int n)
+{
     if (l->be != c->backend)
         return dattn_fail(DATTN_E_INVALID_ARG, "layer: the layer and the cache belong to different backends");
     if (l->shape.model_dim != c->shape.model_dim || l->shape.n_heads != c->shape.n_heads ||
@@ -311,14 +294,36 @@ static dattn_status forward(dattn_layer *l, dattn_cache *c, int slot, int pos, c
         if ((int64_t)pos + n > INT32_MAX)
             return dattn_fail(DATTN_E_POSITION, "layer: the stream passed 2^31 tokens");
     }
+    return DATTN_OK;
+}
+
+static dattn_status check_input(const float *x, size_t n, const char *what)
+{
+    size_t bad = first_nonfinite(x, n);
+    if (bad < n)
+        return dattn_fail(DATTN_E_NONFINITE, "layer: %s[%zu] is NaN or infinite", what, bad);
+    return DATTN_OK;
+}
+
+static dattn_status forward(dattn_layer *l, dattn_cache *c, int slot, int pos, const float *x,
+                            int n, float *y, int decode)
+{
+    if (!l || !c || !x || !y)
+        return dattn_fail(DATTN_E_INVALID_ARG, "layer: NULL layer, cache, x or y");
+    dattn_status st = check_call(l, c, slot, pos, n);
+    if (st == DATTN_OK)
+        st = check_input(x, (size_t)n * l->shape.model_dim, "x");
+    if (st != DATTN_OK)
+        return st;
     int step = decode ? 1 : c->g.max_batch;
     for (int i = 0; i < n; i += step) {
         int len = n - i < step ? n - i : step;
-        dattn_status st = layer_run_chunk(l, c, slot, (int64_t)pos + i,
-                                    x + (size_t)i * l->shape.model_dim, len,
-                                    y + (size_t)i * l->shape.model_dim, decode);
-        if (st != DATTN_OK)
+        st = layer_run_chunk(l, c, slot, (int64_t)pos + i, x + (size_t)i * l->shape.model_dim,
+                             len, y + (size_t)i * l->shape.model_dim, decode);
+        if (st != DATTN_OK) {
+            undo(c, slot, pos);
             return st;
+        }
     }
     return DATTN_OK;
 }
@@ -333,4 +338,56 @@ dattn_status dattn_layer_decode(dattn_layer *l, dattn_cache *c, int slot, int po
                                 float *y)
 {
     return forward(l, c, slot, pos, x, 1, y, 1);
+}
+
+/* One chunk of dattn_layer_attend: the caller's q/k/v instead of the projection. */
+static dattn_status attend_chunk(dattn_layer *l, dattn_cache *c, int slot, int64_t t0,
+                                 const float *q, const float *k, const float *v, int n, float *out)
+{
+    const backend_ops *ops = l->be->ops;
+    dattn_status st;
+    if ((st = ops->qkv_write(l->be, c, l->impl, q, k, v, n)) != DATTN_OK ||
+        (st = ops->rope_append(l->be, c, l->impl, slot, t0, n)) != DATTN_OK)
+        return st;
+    if (q) {
+        size_t m = (size_t)n * l->shape.model_dim, bad;
+        if ((st = ops->attention(l->be, c, l->impl, slot, t0, n, n == 1)) != DATTN_OK ||
+            (st = ops->attn_read(l->be, c, out, n)) != DATTN_OK)
+            return st;
+        if ((bad = first_nonfinite(out, m)) < m)
+            return dattn_fail(DATTN_E_NONFINITE, "layer %d: the attention output of token %zu "
+                              "is NaN or infinite", l->shape.layer_index,
+                              bad / (size_t)l->shape.model_dim);
+    }
+    kv_set_n_past(c, slot, t0 + n);
+    return DATTN_OK;
+}
+
+dattn_status dattn_layer_attend(dattn_layer *l, dattn_cache *c, int slot, int pos, const float *q,
+                                const float *k, const float *v, int n, float *out)
+{
+    if (!l || !c || !k || !v || !q != !out)
+        return dattn_fail(DATTN_E_INVALID_ARG, "layer: attend needs a layer, a cache, k and v, "
+                          "and q with out or neither");
+    dattn_status st = check_call(l, c, slot, pos, n);
+    if (st != DATTN_OK)
+        return st;
+    const layer_desc *d = &l->desc;
+    size_t E = (size_t)d->model_dim, kv = (size_t)d->kv_dim;
+    if ((q && (st = check_input(q, (size_t)n * E, "q")) != DATTN_OK) ||
+        (st = check_input(k, (size_t)n * kv, "k")) != DATTN_OK ||
+        (st = check_input(v, (size_t)n * kv, "v")) != DATTN_OK)
+        return st;
+    int step = n == 1 ? 1 : c->g.max_batch;
+    for (int i = 0; i < n; i += step) {
+        int len = n - i < step ? n - i : step;
+        st = attend_chunk(l, c, slot, (int64_t)pos + i, q ? q + (size_t)i * E : NULL,
+                          k + (size_t)i * kv, v + (size_t)i * kv, len,
+                          out ? out + (size_t)i * E : NULL);
+        if (st != DATTN_OK) {
+            undo(c, slot, pos);
+            return st;
+        }
+    }
+    return DATTN_OK;
 }

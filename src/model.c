@@ -2,51 +2,27 @@
  * checked against them before any is used, then the weights handed to the backend. */
 #include "model.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
-#include "half.h"
+#include "bytes.h"
+#include "convert.h"
+#include "meta.h"
 #include "status.h"
 
 /* ---- metadata ---------------------------------------------------------------------------- */
 
-static dattn_status meta_long(const st_file *f, const char *key, long lo, long hi, int required,
-                              long fallback, long *out)
-{
-    const char *v = st_meta(f, key);
-    if (!v) {
-        if (required)
-            return dattn_fail(DATTN_E_FORMAT, "model: __metadata__ has no '%s'", key);
-        *out = fallback;
-        return DATTN_OK;
-    }
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno || end == v || *end || n < lo || n > hi)
-        return dattn_fail(DATTN_E_FORMAT, "model: __metadata__ '%s' is \"%s\", expected an integer "
-                          "in %ld..%ld", key, v, lo, hi);
-    *out = n;
-    return DATTN_OK;
-}
-
 static dattn_status meta_float(const st_file *f, const char *key, double fallback, float *out)
 {
-    const char *v = st_meta(f, key);
-    double x = fallback;
-    if (v) {
-        char *end;
-        x = strtod(v, &end);
-        if (end == v || *end || !isfinite(x) || !(x > 0))
-            return dattn_fail(DATTN_E_FORMAT, "model: __metadata__ '%s' is \"%s\", expected a "
-                              "positive number", key, v);
-    }
+    double x;
+    dattn_status st = meta_positive(f, key, fallback, &x);
+    if (st == DATTN_OK && !isfinite((float)x))
+        st = dattn_fail(DATTN_E_FORMAT, "__metadata__ '%s' is %g, past the range of f32", key, x);
     *out = (float)x;
-    return DATTN_OK;
+    return st;
 }
 
 static dattn_status read_info(const st_file *f, dattn_model_info *in)
@@ -142,8 +118,33 @@ static dattn_status check_tensor(const st_file *f, const want *w, const st_tenso
     return DATTN_OK;
 }
 
+/* Is `name` one of the tensors the metadata asks for? Layer numbers are plain decimal (no sign,
+ * no leading zero) below n_layers, so "layers.-1.x" and "layers.07.x" are strangers. */
+static int expected_name(const dattn_model_info *in, const char *name)
+{
+    static const char *const top[] = {"tok_embeddings.weight", "norm.weight", "output.weight"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, top[i]))
+            return i < 2 || !in->tie_embeddings;
+    if (strncmp(name, "layers.", 7) != 0)
+        return 0;
+    const char *p = name + 7;
+    long l = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9' && digits < 5; p++, digits++)
+        l = l * 10 + (*p - '0');
+    if (digits == 0 || (digits > 1 && name[7] == '0') || *p != '.' || l >= in->n_layers)
+        return 0;
+    want w[W_PER_LAYER];
+    layer_wants(in, (int)l, w);
+    for (int i = 0; i < W_PER_LAYER; i++)
+        if (!strcmp(name, w[i].name))
+            return 1;
+    return 0;
+}
+
 /* Every tensor the metadata asks for, with its shape and dtype, before anything is loaded; and
- * no layer tensor past n_layers (metadata and file disagree). */
+ * no tensor besides them (metadata and file disagree, or a file of another layout). */
 static dattn_status check_tensors(const st_file *f, const dattn_model_info *in)
 {
     want w[W_PER_LAYER];
@@ -170,15 +171,10 @@ static dattn_status check_tensors(const st_file *f, const dattn_model_info *in)
     }
     for (int i = 0; i < st_count(f); i++) {
         const char *name = st_at(f, i)->name;
-        long l;
-        char *end;
-        if (strncmp(name, "layers.", 7) != 0)
-            continue;
-        errno = 0;
-        l = strtol(name + 7, &end, 10);
-        if (end == name + 7 || errno || l >= in->n_layers)
-            return dattn_fail(DATTN_E_FORMAT, "model: tensor '%s' does not belong to one of the "
-                              "n_layers = %d layers of __metadata__", name, in->n_layers);
+        if (!expected_name(in, name))
+            return dattn_fail(DATTN_E_FORMAT, "model: tensor '%.200s' is not part of this model "
+                              "(n_layers = %d in __metadata__; names as in DESIGN §6)", name,
+                              in->n_layers);
     }
     return DATTN_OK;
 }
@@ -188,36 +184,34 @@ static dattn_status check_tensors(const st_file *f, const dattn_model_info *in)
 /* FNV-1a over the metadata, every tensor's name, dtype and shape, and a sample of its bytes (the
  * first 256 and then 64 every 64 KiB): two trainings of one shape differ, and a 10 GB file is
  * fingerprinted without reading it all. */
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
 static uint64_t fingerprint(const st_file *f, const dattn_model_info *in)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = FNV1A_INIT;
     int fields[] = {in->dim, in->n_layers, in->n_heads, in->n_kv_heads, in->vocab_size,
                     in->ffn_dim, in->tie_embeddings};
-    h = fnv(h, fields, sizeof fields);
+    h = fnv1a(h, fields, sizeof fields);
     for (int i = 0; i < st_count(f); i++) {
         const st_tensor *t = st_at(f, i);
-        h = fnv(h, t->name, strlen(t->name));
-        h = fnv(h, &t->dtype, sizeof t->dtype);
-        h = fnv(h, t->shape, sizeof(int64_t) * (size_t)t->n_dims);
+        h = fnv1a(h, t->name, strlen(t->name));
+        h = fnv1a(h, &t->dtype, sizeof t->dtype);
+        h = fnv1a(h, t->shape, sizeof(int64_t) * (size_t)t->n_dims);
         const uint8_t *b = t->data;
-        h = fnv(h, b, t->nbytes < 256 ? t->nbytes : 256);
+        h = fnv1a(h, b, t->nbytes < 256 ? t->nbytes : 256);
         for (size_t off = 65536; off + 64 <= t->nbytes; off += 65536)
-            h = fnv(h, b + off, 64);
+            h = fnv1a(h, b + off, 64);
     }
     return h ? h : 1;   /* 0 means "no model" in a cache file */
 }
 
+/* Tensor `name` (checked present, float) as f32; a NaN or inf is refused, naming the tensor. */
 static dattn_status to_f32(const st_file *f, const char *name, float *dst)
 {
-    return st_to_f32(st_find(f, name), dst);
+    const st_tensor *t = st_find(f, name);
+    size_t bad = convert_f32((dattn_dtype)t->dtype, t->data, t->n_elems, dst);
+    if (bad < t->n_elems)
+        return dattn_fail(DATTN_E_NONFINITE, "model: tensor '%s' holds a NaN or infinite value "
+                          "(element %zu)", name, bad);
+    return DATTN_OK;
 }
 
 static dattn_status make_weight(dattn_model *m, const float *w, int rows, int cols,
@@ -335,6 +329,13 @@ dattn_status dattn_model_load(dattn_backend *be, const char *path, dattn_model *
         (st = check_tensors(m->file, in)) != DATTN_OK)
         goto fail;
     m->embed = st_find(m->file, "tok_embeddings.weight");
+    /* The embedding stays in the file and is read a row at a time: check all of it now. */
+    size_t bad = convert_f32((dattn_dtype)m->embed->dtype, m->embed->data, m->embed->n_elems, NULL);
+    if (bad < m->embed->n_elems) {
+        st = dattn_fail(DATTN_E_NONFINITE, "model: tensor 'tok_embeddings.weight' holds a NaN or "
+                        "infinite value (element %zu)", bad);
+        goto fail;
+    }
     in->dtype = m->embed->dtype == ST_F32 ? DATTN_DTYPE_F32
                 : m->embed->dtype == ST_F16 ? DATTN_DTYPE_F16 : DATTN_DTYPE_BF16;
     for (int i = 0; i < st_count(m->file); i++)
@@ -395,22 +396,7 @@ void model_embed_row(const dattn_model *m, int32_t id, float *dst)
 {
     size_t E = (size_t)m->info.dim;
     const uint8_t *row = (const uint8_t *)m->embed->data + (size_t)id * E * st_dtype_size(m->embed->dtype);
-    for (size_t i = 0; i < E; i++) {
-        uint16_t h;
-        switch (m->embed->dtype) {
-        case ST_F16:
-            memcpy(&h, row + 2 * i, 2);
-            dst[i] = f16_to_f32(h);
-            break;
-        case ST_BF16:
-            memcpy(&h, row + 2 * i, 2);
-            dst[i] = bf16_to_f32(h);
-            break;
-        default:
-            memcpy(&dst[i], row + 4 * i, 4);
-            break;
-        }
-    }
+    convert_f32((dattn_dtype)m->embed->dtype, row, E, dst);   /* checked finite at load */
 }
 
 /* ---- tokenizer ------------------------------------------------------------------------------ */

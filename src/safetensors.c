@@ -18,8 +18,9 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "bytes.h"
+#include "convert.h"
 #include "file_replace.h"
-#include "half.h"
 #include "json.h"
 #include "status.h"
 
@@ -80,14 +81,6 @@ static const char *shape_str(char buf[192], int n_dims, const int64_t *shape)
         at += (size_t)snprintf(buf + at, 192 - at, d ? ",%" PRId64 : "%" PRId64, shape[d]);
     snprintf(buf + at, 192 - at, "]");
     return buf;
-}
-
-static uint64_t read_le64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
 }
 
 static int cmp_tensor_name(const void *a, const void *b)
@@ -239,7 +232,7 @@ static dattn_status parse(st_file *f, const unsigned char *base, size_t len, con
 {
     if (len < 8)
         return bad(src, "file is %zu bytes, shorter than the 8-byte header length", len);
-    uint64_t header_bytes = read_le64(base);
+    uint64_t header_bytes = le_get_u64(base);
     if (header_bytes == 0)
         return bad(src, "header length is 0");
     if (header_bytes > ST_MAX_HEADER_BYTES)
@@ -453,33 +446,14 @@ dattn_status st_to_f32(const st_tensor *t, float *dst)
 {
     if (!t || (!dst && t->n_elems > 0))
         return dattn_fail(DATTN_E_INVALID_ARG, "safetensors: st_to_f32 needs a tensor and dst");
-    const unsigned char *src = t->data;
-    switch (t->dtype) {
-    case ST_F32:
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        if (t->n_elems > 0)
-            memcpy(dst, src, t->n_elems * sizeof(float));
-#else
-        for (size_t i = 0; i < t->n_elems; i++) {
-            const unsigned char *p = src + 4 * i;
-            uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                         (uint32_t)p[3] << 24;
-            memcpy(&dst[i], &u, sizeof u);
-        }
-#endif
-        return DATTN_OK;
-    case ST_F16:
-        for (size_t i = 0; i < t->n_elems; i++)
-            dst[i] = f16_to_f32((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
-        return DATTN_OK;
-    case ST_BF16:
-        for (size_t i = 0; i < t->n_elems; i++)
-            dst[i] = bf16_to_f32((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
-        return DATTN_OK;
-    default:
+    if (!convert_is_float((dattn_dtype)t->dtype))
         return dattn_fail(DATTN_E_FORMAT, "safetensors: tensor '%.200s' is %s; only F32, F16 and "
                           "BF16 convert to f32", t->name ? t->name : "?", st_dtype_name(t->dtype));
-    }
+    size_t bad = convert_f32((dattn_dtype)t->dtype, t->data, t->n_elems, dst);
+    if (bad < t->n_elems)
+        return dattn_fail(DATTN_E_NONFINITE, "safetensors: tensor '%.200s' holds a NaN or infinite "
+                          "value (element %zu)", t->name ? t->name : "?", bad);
+    return DATTN_OK;
 }
 
 /* ---- writer ----------------------------------------------------------------------------- */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "convert.h"
 #include "cache.h"
 #include "model.h"
 #include "status.h"
@@ -18,7 +19,7 @@ struct dattn_session {
 
 static cache_extra model_extra(const dattn_model *m)
 {
-    cache_extra e = {m->info.ffn_dim, m->info.vocab_size, m->info.fingerprint};
+    cache_extra e = {{m->info.ffn_dim, m->info.vocab_size}, m->info.fingerprint};
     return e;
 }
 
@@ -109,6 +110,17 @@ static void add_rows(float *x, const float *y, size_t n)
         x[i] += y[i];
 }
 
+/* A block's output rows must stay finite (weights that overflow f32 show up here first). */
+static dattn_status check_stream(const float *x, size_t n, int E, int layer, const char *block)
+{
+    size_t bad = first_nonfinite(x, n);
+    if (bad == n)
+        return DATTN_OK;
+    return dattn_fail(DATTN_E_NONFINITE, "model: layer %d: the %s output of token %zu of the chunk "
+                      "is NaN or infinite (weights that overflow f32)", layer, block,
+                      bad / (size_t)E);
+}
+
 /* One chunk of n <= max_batch tokens at stream position t0. logits: NULL, or the rows to write
  * from row `first_logit` on. */
 static dattn_status run_chunk(dattn_session *s, const int32_t *tokens, int n, int64_t t0,
@@ -129,15 +141,25 @@ static dattn_status run_chunk(dattn_session *s, const int32_t *tokens, int n, in
             return st;
         add_rows(s->x, s->y, rows);
         rmsnorm(s->x, b->ffn_norm, n, E, in->norm_eps, s->xn);
-        if ((st = ops->ffn(m->be, s->cache, b->w13, b->w2, s->xn, n, s->y)) != DATTN_OK)
+        if ((st = ops->ffn(m->be, s->cache, b->w13, b->w2, s->xn, n, s->y)) != DATTN_OK ||
+            (st = check_stream(s->y, rows, E, l, "feed-forward")) != DATTN_OK)
             return st;
         add_rows(s->x, s->y, rows);
+        if ((st = check_stream(s->x, rows, E, l, "residual")) != DATTN_OK)
+            return st;
     }
     if (!logits)
         return DATTN_OK;
     int n_out = n - first_logit;
     rmsnorm(s->x + (size_t)first_logit * E, m->final_norm, n_out, E, in->norm_eps, s->xn);
-    return ops->linear(m->be, s->cache, m->w_logits, s->xn, n_out, logits);
+    if ((st = ops->linear(m->be, s->cache, m->w_logits, s->xn, n_out, logits)) != DATTN_OK)
+        return st;
+    size_t n_logits = (size_t)n_out * in->vocab_size, bad = first_nonfinite(logits, n_logits);
+    if (bad < n_logits)
+        return dattn_fail(DATTN_E_NONFINITE, "model: the logits of token %zu of the chunk are NaN "
+                          "or infinite (the output weights overflow f32)",
+                          bad / (size_t)in->vocab_size);
+    return DATTN_OK;
 }
 
 dattn_status dattn_session_eval(dattn_session *s, const int32_t *tokens, int n, float *logits,
@@ -170,11 +192,11 @@ dattn_status dattn_session_eval(dattn_session *s, const int32_t *tokens, int n, 
         int first = all_logits ? 0 : len - 1;
         dattn_status st = run_chunk(s, tokens + i, len, pos + i, out, first);
         if (st != DATTN_OK) {
-            /* Only a device can fail here. Under `full` the tail is simply dropped; a ring may
-             * have overwritten what the older position needs, so it starts over. */
+            /* A device failed or the numbers overflowed. Under `full` the tail is simply
+             * dropped; a ring may have overwritten what the older position needs, so it starts
+             * over. */
             int back = g->policy == DATTN_POLICY_FULL ? (int)pos : 0;
-            for (int l = 0; l < g->n_slots; l++)
-                s->cache->n_past[l] = back;
+            kv_set_n_past(s->cache, -1, back);
             dattn_error_prefix("session (now at position %d): ", back);
             return st;
         }

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# Reference data for whole-model parity (issue 5 item 8): random small Diff Transformers written as
+# Reference data for whole-model parity: random small Diff Transformers written as
 # model files (DESIGN §6) with F32, F16 and BF16 weights, each with a random token sequence and its
 # logits computed in float64 by tools/dtmodel.py from the weights as stored in the file (after the
 # F16/BF16 rounding). Shares nothing with src/.

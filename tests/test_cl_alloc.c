@@ -1,4 +1,4 @@
-/* Nothing is created on the OpenCL token path (issue 4 item 5): with the backend, a layer and a
+/* Nothing is created on the OpenCL token path: with the backend, a layer and a
  * cache set up, 1,000+ decode steps make no clCreate* call (buffer, sub-buffer, program, kernel,
  * queue, context) and no host allocation by the library; nor do the prefills between them, except
  * that CLBlast (built with -Dclblast) creates its kernels per call, which keeps it off decode.
@@ -234,11 +234,11 @@ static void test_cache_bytes_exact(void **state)
         c.params = tu_cache_params(300, 24, DATTN_KV_F16, DATTN_POLICY_FULL, 0);
         c.params.n_layers = 2;
         TU_OK(kv_geom_init(&c.g, &s, &c.params), "kv_geom_init");
-        c.g.ffn_dim = widths[i][0];
-        c.g.n_vocab = widths[i][1];
+        c.scratch.ffn_dim = widths[i][0];
+        c.scratch.n_vocab = widths[i][1];
         c.backend = be;
         c.shape = s;
-        size_t want = be->ops->cache_bytes(be, &s, &c.g);
+        size_t want = be->ops->cache_bytes(be, &s, &c.g, &c.scratch);
         atomic_store(&buffer_bytes, 0);
         TU_OK(be->ops->cache_init(be, &c, NULL, want), "cache_init");
         long made = atomic_load(&buffer_bytes);

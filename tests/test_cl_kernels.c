@@ -1,4 +1,4 @@
-/* Each OpenCL kernel of cl/ on its own (DESIGN §8, issue 4 item 8): built from its .cl text
+/* Each OpenCL kernel of cl/ on its own (DESIGN §8): built from its .cl text
  * (directory DATTN_CL_DIR, default "cl") with -D values, run on the first OpenCL device through the
  * ICD loader, and compared with float64 references written here from DESIGN §1/§4/§5 alone; the
  * KV cache is laid out on the host from the byte layout of src/kv.h (written independently here).
@@ -172,7 +172,7 @@ static void kv_append_case(int type, int d, int n_kv_heads, int n_sink, int n_ri
     for (size_t i = 0; i < L.total; i++)
         ref[i] = (uint8_t)splitmix(&g_rng);                /* garbage that must survive */
     char defs[96];
-    snprintf(defs, sizeof defs, "-DKV_TYPE=%d -DHEAD_DIM=%d -DWG_SIZE=%d", type, d, wg);
+    snprintf(defs, sizeof defs, "-DKV_TYPE=%d -DHEAD_DIM=%d -DAPPEND_WG=%d", type, d, wg);
     cl_program prog = build("kv_append.cl", defs);
     cl_kernel k = kernel(prog, "kv_append");
     cl_mem dcache = buffer(L.total, ref);
@@ -228,7 +228,7 @@ static void kv_append_case(int type, int d, int n_kv_heads, int n_sink, int n_ri
             bad++;
         }
     }
-    printf("  kv_append type=%d d=%d Hkv=%d sink=%d ring=%d WG_SIZE=%d tokens=%d: %zu bad bytes, "
+    printf("  kv_append type=%d d=%d Hkv=%d sink=%d ring=%d APPEND_WG=%d tokens=%d: %zu bad bytes, "
            "%zu of %zu q8 elements one step off\n",
            type, d, n_kv_heads, n_sink, n_ring, wg, n_tok, bad, off_by_one, n_q8);
     if (bad || off_by_one * 100 > n_q8 + 100)

@@ -1,4 +1,4 @@
-/* The OpenCL backend's ops table beyond the layer (issue 4): `linear` and `ffn` (the model's other
+/* The OpenCL backend's ops table beyond the layer: `linear` and `ffn` (the model's other
  * blocks) against a float64 host reference on random data; a KV cache split over several device
  * buffers (max_buffer_bytes forces a small one-buffer cap) against the one-buffer run and the
  * CPU backend; and the messages of a cache or tuning that cannot fit the device. Goes through the
@@ -43,11 +43,11 @@ static dattn_cache *session_cache(dattn_backend *be, const dattn_layer_shape *s,
     assert_non_null(c);
     c->params = tu_cache_params(64, max_batch, DATTN_KV_F32, DATTN_POLICY_FULL, 0);
     TU_OK(kv_geom_init(&c->g, s, &c->params), "kv_geom_init");
-    c->g.ffn_dim = ffn_dim;
-    c->g.n_vocab = n_vocab;
+    c->scratch.ffn_dim = ffn_dim;
+    c->scratch.n_vocab = n_vocab;
     c->backend = be;
     c->shape = *s;
-    c->arena_bytes = be->ops->cache_bytes(be, s, &c->g);
+    c->arena_bytes = be->ops->cache_bytes(be, s, &c->g, &c->scratch);
     TU_OK(be->ops->cache_init(be, c, NULL, c->arena_bytes), "cache_init");
     return c;
 }

@@ -1,5 +1,5 @@
 #!/bin/sh
-# tools/gen_tuning.py must accept platforms/tuning.tsv and refuse every bad table (issue 4 item 6):
+# tools/gen_tuning.py must accept platforms/tuning.tsv and refuse every bad table:
 # exit 1, a message that names the fault, and no output file.
 # usage: test_gen_tuning.sh PYTHON tools/gen_tuning.py platforms/tuning.tsv
 set -u

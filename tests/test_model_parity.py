@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# Whole-model parity (issue 5 item 8, DESIGN §8): `dattn logits` against tools/dtmodel.py.
+# Whole-model parity (DESIGN §8): `dattn logits` against tools/dtmodel.py.
 #  1. every case of CASE_DIR/cases.txt (written by tests/gen_model_cases.py): logits of the case's
 #     token sequence within 1e-4 relative (‖out − ref‖/‖ref‖ over the whole [n, vocab] matrix) of
 #     the float64 reference;

@@ -1,4 +1,4 @@
-/* Tests for the platforms/ tuning tables and src/opencl/tuning.c (issue 4 item 6): which row a
+/* Tests for the platforms/ tuning tables and src/opencl/tuning.c: which row a
  * device gets (device beats family beats vendor beats default, case-insensitive), that every row
  * of the embedded table is valid, the split count against a float64 brute-force re-implementation
  * of flash-attention's num_splits_heuristic written here from its description, and the -D option

@@ -1,7 +1,8 @@
 /* dattn bench: flash decoding and prefill of one layer, timed against the machine's ceilings
  * measured in the same run (DESIGN §5, §8): decode as bytes of KV cache read per second against
  * streaming read bandwidth, prefill as GFLOP/s against the measured FMA peak. Caches are flushed
- * between timed steps. The last line is one machine-readable key=value summary. */
+ * between timed steps. The last line is one machine-readable key=value summary. Public API only:
+ * the cache is filled and the attention timed through dattn_layer_attend. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -9,11 +10,9 @@
 #include <string.h>
 
 #include "ceiling.h"
-#if DATTN_HAS_OPENCL
+#ifdef DATTN_HAVE_OPENCL
 #include "ceiling_cl.h"
 #endif
-#include "kv.h"
-#include "layer.h"
 #include "tool.h"
 #include "version.h"
 
@@ -88,7 +87,7 @@ static void backend_isa(const dattn_backend *be, char *isa, size_t n)
 static double read_ceiling(const bench_opts *o, int threads)
 {
     (void)o;   /* only the OpenCL build looks at the backend */
-#if DATTN_HAS_OPENCL
+#ifdef DATTN_HAVE_OPENCL
     if (o->backend == DATTN_BACKEND_OPENCL) {
         char why[256];
         double g = ceiling_cl_read_gbps(getenv("DATTN_DEVICE"), why, sizeof why);
@@ -100,99 +99,89 @@ static double read_ceiling(const bench_opts *o, int threads)
     return ceiling_read_gbps(threads);
 }
 
-/* Random keys and values for positions 0..N-1 of slot 0, without running attention N times.
- * A backend without host pages (a device) gets them through a host copy of the KV region. */
-static dattn_status fill_cache(dattn_backend *be, dattn_cache *c, int N, int d)
+/* Random keys and values for positions 0..N-1 of slot 0, appended without attention. */
+static dattn_status fill_cache(dattn_layer *layer, dattn_cache *c, int N, int kv_dim, int chunk)
 {
-    uint8_t *staging = NULL;
-    if (!c->pages) {
-        staging = calloc(1, kv_bytes(&c->g));
-        if (!staging)
-            return DATTN_E_NOMEM;
-        c->pages = staging;
+    float *k = malloc(sizeof(float) * (size_t)chunk * kv_dim);
+    float *v = malloc(sizeof(float) * (size_t)chunk * kv_dim);
+    dattn_status st = k && v ? DATTN_OK : DATTN_E_NOMEM;
+    for (int t = 0; st == DATTN_OK && t < N; t += chunk) {
+        int n = N - t < chunk ? N - t : chunk;
+        for (size_t i = 0; i < (size_t)n * kv_dim; i++)
+            k[i] = frand(), v[i] = frand();
+        st = dattn_layer_attend(layer, c, 0, t, NULL, k, v, n, NULL);
     }
-    float *kv = malloc(sizeof(float) * 4 * (size_t)d);
-    for (int t = 0; t < N; t++)
-        for (int j = 0; j < c->g.n_kv_heads; j++) {
-            for (int i = 0; i < 4 * d; i++)
-                kv[i] = frand();
-            kv_store(c, 0, j, t, kv, kv + d, kv + 2 * d);
-        }
-    free(kv);
-    dattn_status st = DATTN_OK;
-    if (staging) {
-        st = be->ops->kv_write(be, c, 0, staging, kv_bytes(&c->g));
-        c->pages = NULL;
-        free(staging);
-    }
-    c->n_past[0] = N;
+    free(k);
+    free(v);
     return st;
-}
-
-static void sync_backend(dattn_backend *be)
-{
-    if (be->ops->sync)
-        be->ops->sync(be);
 }
 
 static int bench_decode(const bench_opts *o, dattn_backend *be, dattn_layer *layer,
                         const dattn_layer_shape *s, int threads, const char *isa)
 {
     int E = s->model_dim, H = s->n_heads, Hkv = s->n_kv_heads, d = (int)o->head_dim;
-    int N = (int)o->ctx;
+    int kv_dim = E / (H / Hkv), N = (int)o->ctx;
     dattn_cache_params cp = dattn_cache_default_params();
     cp.n_ctx = N;
     cp.kv_type = o->kv;
-    cp.max_batch = 1;
+    cp.max_batch = N < 256 ? N : 256;   /* the fill's chunks; decode runs one token */
     dattn_cache *c = NULL;
     dattn_status st = dattn_cache_create(be, s, &cp, NULL, 0, &c);
     if (st != DATTN_OK) {
         tool_report("bench", st);
         return 2;
     }
-    float *q = malloc(sizeof(float) * (size_t)E);
+    float *q = malloc(sizeof(float) * (size_t)E), *out = malloc(sizeof(float) * (size_t)E);
+    float *k = malloc(sizeof(float) * (size_t)kv_dim), *v = malloc(sizeof(float) * (size_t)kv_dim);
     float *x = malloc(sizeof(float) * (size_t)E), *y = malloc(sizeof(float) * (size_t)E);
-    if ((st = fill_cache(be, c, N, d)) != DATTN_OK) {
+    if (!q || !out || !k || !v || !x || !y) {
+        fprintf(stderr, "dattn: bench: out of memory\n");
+        return 2;
+    }
+    if ((st = fill_cache(layer, c, N - 1, kv_dim, cp.max_batch)) != DATTN_OK) {
         tool_report("bench", st);
         return 2;
     }
     for (int i = 0; i < E; i++)
-        q[i] = frand() / sqrtf((float)d);
-    for (int i = 0; i < E; i++)
-        x[i] = frand();
-    /* The query of the timed step: random, already rotated and scaled, in the backend's q. */
-    be->ops->act_write(be, c, ACT_QKV, q, (size_t)E);
+        q[i] = frand(), x[i] = frand();
+    for (int i = 0; i < kv_dim; i++)
+        k[i] = frand(), v[i] = frand();
+    /* The timed step: the last token's RoPE and K/V append, then its attention against all N
+     * positions (flash decoding); each step rewinds to N-1, so the cache length stays N. */
     int reps = o->reps > 0 ? (int)o->reps : N <= 16384 ? 50 : 20;
     double *ms = malloc(sizeof(double) * (size_t)reps), *ms_layer = malloc(sizeof(double) * (size_t)reps);
-    be->ops->attention(be, c, layer, 0, N - 1, 1, 1);   /* warm-up: page tables, predictors */
-    sync_backend(be);
+    st = dattn_layer_attend(layer, c, 0, N - 1, q, k, v, 1, out);   /* warm-up */
+    if (st != DATTN_OK) {
+        tool_report("bench", st);
+        return 2;
+    }
     /* This machine's bandwidth drifts with its neighbours: measure the ceiling before, between
      * and after the timed runs and take the median, so steps and ceiling see the same times. */
     double ceil_runs[3];
     ceil_runs[0] = read_ceiling(o, threads);
-    for (int r = 0; r < reps; r++) {
+    for (int r = 0; r < reps && st == DATTN_OK; r++) {
         if (!o->warm)
             ceiling_flush_caches();
         double t0 = ceiling_now_seconds();
-        be->ops->attention(be, c, layer, 0, N - 1, 1, 1);
-        sync_backend(be);
+        st = dattn_layer_attend(layer, c, 0, N - 1, q, k, v, 1, out);   /* returns when done */
         ms[r] = (ceiling_now_seconds() - t0) * 1e3;
     }
     ceil_runs[1] = read_ceiling(o, threads);
-    for (int r = 0; r < reps; r++) {
+    for (int r = 0; r < reps && st == DATTN_OK; r++) {
         ceiling_flush_caches();
         double t0 = ceiling_now_seconds();
-        st = dattn_layer_decode(layer, c, 0, N - 1, x, y);   /* rewinds one: same cache length */
+        st = dattn_layer_decode(layer, c, 0, N - 1, x, y);
         ms_layer[r] = (ceiling_now_seconds() - t0) * 1e3;
-        if (st != DATTN_OK) {
-            tool_report("bench", st);
-            return 2;
-        }
+    }
+    if (st != DATTN_OK) {
+        tool_report("bench", st);
+        return 2;
     }
     double med = ceiling_median(ms, reps), med_layer = ceiling_median(ms_layer, reps);
-    size_t per_pos = 4 * (size_t)d * c->g.elem_bytes + (o->kv == DATTN_KV_Q8 ? 12 : 0);
+    size_t elem = o->kv == DATTN_KV_F32 ? 4 : o->kv == DATTN_KV_F16 ? 2 : 1;
+    size_t per_pos = 4 * (size_t)d * elem + (o->kv == DATTN_KV_Q8 ? 12 : 0);
     double cache_bytes = (double)N * Hkv * per_pos;
-    double weight_bytes = 4.0 * ((double)layer->qkv_dim * E + (double)E * E);
+    double weight_bytes = 4.0 * ((double)(E + 2 * kv_dim) * E + (double)E * E);
     double gbps = cache_bytes / (med * 1e-3) / 1e9;
     double layer_gbps = (cache_bytes + weight_bytes) / (med_layer * 1e-3) / 1e9;
     ceil_runs[2] = read_ceiling(o, threads);
@@ -214,6 +203,9 @@ static int bench_decode(const bench_opts *o, dattn_backend *be, dattn_layer *lay
            H, Hkv, d, N, tool_kv_name(o->kv), threads, isa, o->warm ? " warm=1" : "", med,
            med_layer, gbps, ceil_gbps, pct);
     free(q);
+    free(out);
+    free(k);
+    free(v);
     free(x);
     free(y);
     free(ms);
@@ -253,12 +245,12 @@ static int bench_prefill(const bench_opts *o, dattn_backend *be, dattn_layer *la
         return 2;
     }
     double med = ceiling_median(ms, reps);
-    double proj = 2.0 * T * E * (layer->qkv_dim + E);
+    double proj = 2.0 * T * E * (E + 2.0 * E / (H / s->n_kv_heads) + E);
     double attn = (double)T * (T + 1) / 2 * H * 12.0 * d;   /* 2 score halves + 2 V sums per pair */
     double gflops = (proj + attn) / (med * 1e-3) / 1e9;
     double peak = 0.0;
     char why[256] = "";
-#if DATTN_HAS_OPENCL
+#ifdef DATTN_HAVE_OPENCL
     if (o->backend == DATTN_BACKEND_OPENCL)
         peak = ceiling_cl_fma_gflops(getenv("DATTN_DEVICE"), why, sizeof why);
     else
@@ -297,7 +289,7 @@ int cmd_bench(int argc, char **argv)
     struct { const char *name; long *v; long lo, hi; } ints[] = {
         {"--heads", &o.heads, 1, 4096},      {"--kv-heads", &o.kv_heads, 1, 4096},
         {"--head-dim", &o.head_dim, 2, 1024}, {"--ctx", &o.ctx, 1, 1L << 24},
-        {"--threads", &o.threads, 0, 1024},   {"--reps", &o.reps, 0, 100000},
+        {"--threads", &o.threads, 0, 1024},   {"--reps", &o.reps, 1, 100000},
     };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;

@@ -9,7 +9,7 @@
 
 size_t attn_thread_floats(const kv_geom *g, int group)
 {
-    size_t d = (size_t)g->head_dim, dv = 2 * d, ch = KV_CHUNK, r = (size_t)group;
+    size_t d = (size_t)g->head_dim, dv = 2 * d, ch = KV_PAGE, r = (size_t)group;
     size_t ptrs = r * sizeof(void *) / sizeof(float) + 2;   /* pointer arrays, 8-aligned */
     size_t decode1 = d * ch + r * ch + ptrs;
     size_t decode2 = ch * dv + r * ch + ch + 6 * r + ptrs;

@@ -30,7 +30,7 @@
 #define SU 2
 #endif
 
-#define CH KV_CHUNK
+#define CH KV_PAGE
 #define CPU_STR_(x) #x
 #define CPU_STR(x) CPU_STR_(x)
 

@@ -9,10 +9,10 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "arena.h"
 #include "attn.h"
 #include "backend.h"
 #include "gemm.h"
-#include "layer.h"
 #include "status.h"
 
 typedef struct cpu_backend {
@@ -23,6 +23,14 @@ typedef struct cpu_backend {
 struct backend_weight {
     int m, k;
     float *packed;   /* [ceil(m/16)][k][16] */
+};
+
+struct backend_layer {
+    layer_desc d;
+    backend_weight *w_qkv;     /* [qkv_dim][E] packed */
+    backend_weight *w_out;     /* [E][E] packed */
+    float *subln;              /* [2d] */
+    double *inv_freq;          /* [d/2] */
 };
 
 /* Per-cache state: everything a layer call needs, carved from the cache's arena at create. */
@@ -139,10 +147,43 @@ static void cpu_weight_free(dattn_backend *be, backend_weight *w)
     dattn_free(w);
 }
 
+static void cpu_layer_free(dattn_backend *be, backend_layer *l)
+{
+    if (!l)
+        return;
+    cpu_weight_free(be, l->w_qkv);
+    cpu_weight_free(be, l->w_out);
+    dattn_free(l->subln);
+    dattn_free(l->inv_freq);
+    dattn_free(l);
+}
+
+static dattn_status cpu_layer_create(dattn_backend *be, const layer_desc *d, const layer_tensors *t,
+                                     backend_layer **out)
+{
+    backend_layer *l = dattn_alloc(sizeof *l, "layer");
+    if (!l)
+        return DATTN_E_NOMEM;
+    l->d = *d;
+    l->subln = dattn_alloc(sizeof(float) * 2 * (size_t)d->head_dim, "subln weight");
+    l->inv_freq = dattn_alloc(sizeof(double) * (size_t)(d->head_dim / 2), "RoPE table");
+    dattn_status st = DATTN_E_NOMEM;
+    if (!l->subln || !l->inv_freq ||
+        (st = cpu_weight_create(be, t->w_qkv, d->qkv_dim, d->model_dim, &l->w_qkv)) != DATTN_OK ||
+        (st = cpu_weight_create(be, t->w_out, d->model_dim, d->model_dim, &l->w_out)) != DATTN_OK) {
+        cpu_layer_free(be, l);
+        return st;
+    }
+    memcpy(l->subln, t->subln, sizeof(float) * 2 * (size_t)d->head_dim);
+    memcpy(l->inv_freq, t->inv_freq, sizeof(double) * (size_t)(d->head_dim / 2));
+    *out = l;
+    return DATTN_OK;
+}
+
 /* The arena's layout: KV pages first (the long streams, 64-byte aligned), then the activations
  * and the decode and per-thread scratch. Run with a measuring arena it only counts. */
 static void carve(const dattn_backend *be, const dattn_layer_shape *shape, const kv_geom *g,
-                  arena *a, uint8_t **pages, cpu_cache *cc)
+                  const cache_scratch *scratch, arena *a, uint8_t **pages, cpu_cache *cc)
 {
     const cpu_backend *cb = be->impl;
     int n_threads = pool_threads(cb->pool);
@@ -154,7 +195,8 @@ static void carve(const dattn_backend *be, const dattn_layer_shape *shape, const
     cc->q_sink = g->policy == DATTN_POLICY_SINK_WINDOW ? arena_carve(a, sizeof(float) * B * qkv)
                                                        : NULL;
     cc->attn = arena_carve(a, sizeof(float) * B * E);
-    cc->ffn_hidden = g->ffn_dim ? arena_carve(a, sizeof(float) * B * 2 * (size_t)g->ffn_dim) : NULL;
+    cc->ffn_hidden = scratch->ffn_dim ? arena_carve(a, sizeof(float) * B * 2 * (size_t)scratch->ffn_dim)
+                                      : NULL;
     decode_scratch *d = &cc->dec;
     d->max_vis = g->n_sink + g->n_window;   /* a decode query sees at most this many keys */
     d->max_pieces = kv_max_pieces(g, 1);
@@ -167,12 +209,13 @@ static void carve(const dattn_backend *be, const dattn_layer_shape *shape, const
     cc->thread_tmp = arena_carve(a, sizeof(float) * cc->thread_floats * (size_t)n_threads);
 }
 
-static size_t cpu_cache_bytes(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g)
+static size_t cpu_cache_bytes(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g,
+                              const cache_scratch *scratch)
 {
     arena a = arena_measure();
     uint8_t *pages;
     cpu_cache cc;
-    carve(be, s, g, &a, &pages, &cc);
+    carve(be, s, g, scratch, &a, &pages, &cc);
     return arena_fits(&a) ? a.used + ARENA_ALIGN - 1 : SIZE_MAX;   /* room to align a buffer */
 }
 
@@ -193,7 +236,7 @@ static dattn_status cpu_cache_init(dattn_backend *be, dattn_cache *c, void *buf,
     size_t need = c->arena_bytes - (ARENA_ALIGN - 1);
     arena a = {(uint8_t *)start, 0, usable < need ? usable : need};
     memset(a.base, 0, a.cap);   /* touch every page now, not on the token path */
-    carve(be, &c->shape, &c->g, &a, &c->pages, cc);
+    carve(be, &c->shape, &c->g, &c->scratch, &a, &c->pages, cc);
     c->be_state = cc;
     return DATTN_OK;
 }
@@ -261,19 +304,43 @@ static void cpu_matmul(dattn_backend *be, const backend_weight *w, const float *
     pool_run(cb->pool, matmul_task, &job, used);
 }
 
-static dattn_status cpu_project_in(dattn_backend *be, dattn_cache *c, const dattn_layer *l, const float *x,
-                           int n)
+static dattn_status cpu_project_in(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                   const float *x, int n)
 {
     cpu_cache *cc = c->be_state;
-    cpu_matmul(be, l->w_qkv, x, l->shape.model_dim, n, cc->qkv, l->qkv_dim);
+    cpu_matmul(be, l->w_qkv, x, l->d.model_dim, n, cc->qkv, l->d.qkv_dim);
     return DATTN_OK;
 }
 
-static dattn_status cpu_project_out(dattn_backend *be, dattn_cache *c, const dattn_layer *l, float *y,
-                            int n)
+static dattn_status cpu_qkv_write(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                  const float *q, const float *k, const float *v, int n)
+{
+    (void)be;
+    cpu_cache *cc = c->be_state;
+    size_t E = (size_t)l->d.model_dim, kv = (size_t)l->d.kv_dim;
+    for (int i = 0; i < n; i++) {
+        float *row = cc->qkv + (size_t)i * l->d.qkv_dim;
+        if (q)
+            memcpy(row, q + i * E, sizeof(float) * E);
+        memcpy(row + E, k + i * kv, sizeof(float) * kv);
+        memcpy(row + E + kv, v + i * kv, sizeof(float) * kv);
+    }
+    return DATTN_OK;
+}
+
+static dattn_status cpu_project_out(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                    float *y, int n)
 {
     cpu_cache *cc = c->be_state;
-    cpu_matmul(be, l->w_out, cc->attn, l->shape.model_dim, n, y, l->shape.model_dim);
+    cpu_matmul(be, l->w_out, cc->attn, l->d.model_dim, n, y, l->d.model_dim);
+    return DATTN_OK;
+}
+
+static dattn_status cpu_attn_read(dattn_backend *be, dattn_cache *c, float *out, int n)
+{
+    (void)be;
+    cpu_cache *cc = c->be_state;
+    memcpy(out, cc->attn, sizeof(float) * (size_t)n * (size_t)c->shape.model_dim);
     return DATTN_OK;
 }
 
@@ -304,9 +371,9 @@ static dattn_status cpu_ffn(dattn_backend *be, dattn_cache *c, const backend_wei
 
 /* Interleaved (GPT-J) RoPE of n_vec vectors of d values at stream position pos, then * scale.
  * Angles in double: positions of a long sink+window stream reach 2^31. */
-static void rope(const dattn_layer *l, float *v, int n_vec, int64_t pos, float scale)
+static void rope(const backend_layer *l, float *v, int n_vec, int64_t pos, float scale)
 {
-    int d = l->head_dim;
+    int d = l->d.head_dim;
     for (int i = 0; i < d / 2; i++) {
         double angle = (double)pos * l->inv_freq[i];
         float c = (float)cos(angle) * scale, s = (float)sin(angle) * scale;
@@ -319,18 +386,18 @@ static void rope(const dattn_layer *l, float *v, int n_vec, int64_t pos, float s
     }
 }
 
-static dattn_status cpu_rope_append(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
-                            int64_t t0, int n)
+static dattn_status cpu_rope_append(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                    int slot, int64_t t0, int n)
 {
     (void)be;
     cpu_cache *cc = c->be_state;
-    int E = l->shape.model_dim, d = l->head_dim, H = l->shape.n_heads, Hkv = l->shape.n_kv_heads;
+    int E = l->d.model_dim, d = l->d.head_dim, H = l->d.n_heads, Hkv = l->d.n_kv_heads;
     float scale = 1.0f / sqrtf((float)d);
     for (int i = 0; i < n; i++) {
         int64_t t = t0 + i;
-        float *q = cc->qkv + (size_t)i * l->qkv_dim, *k = q + E, *v = k + l->kv_dim;
+        float *q = cc->qkv + (size_t)i * l->d.qkv_dim, *k = q + E, *v = k + l->d.kv_dim;
         if (cc->q_sink) {
-            float *qs = cc->q_sink + (size_t)i * l->qkv_dim;
+            float *qs = cc->q_sink + (size_t)i * l->d.qkv_dim;
             memcpy(qs, q, sizeof(float) * (size_t)E);
             rope(l, qs, 2 * H, kv_cache_pos(&c->g, t), scale);
         }
@@ -343,17 +410,17 @@ static dattn_status cpu_rope_append(dattn_backend *be, dattn_cache *c, const dat
     return DATTN_OK;
 }
 
-static dattn_status cpu_attention(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
-                          int64_t t0, int n, int decode)
+static dattn_status cpu_attention(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                  int slot, int64_t t0, int n, int decode)
 {
     cpu_backend *cb = be->impl;
     cpu_cache *cc = c->be_state;
     attn_args a = {
-        .cache = c, .slot = slot, .n_heads = l->shape.n_heads, .group = l->group,
-        .head_dim = l->head_dim, .t0 = t0, .n = n, .q = cc->qkv,
-        .q_sink = cc->q_sink ? cc->q_sink : cc->qkv, .ldq = l->qkv_dim, .lambda = l->lambda,
-        .out_scale = 1.0f - l->lambda_init, .subln = l->subln, .out = cc->attn,
-        .ldo = l->shape.model_dim,
+        .cache = c, .slot = slot, .n_heads = l->d.n_heads, .group = l->d.group,
+        .head_dim = l->d.head_dim, .t0 = t0, .n = n, .q = cc->qkv,
+        .q_sink = cc->q_sink ? cc->q_sink : cc->qkv, .ldq = l->d.qkv_dim, .lambda = l->d.lambda,
+        .out_scale = l->d.out_scale, .subln = l->subln, .out = cc->attn,
+        .ldo = l->d.model_dim,
     };
     if (decode)
         attn_decode(cb->pool, cb->k, &a, &cc->dec, cc->thread_tmp, cc->thread_floats);
@@ -362,33 +429,26 @@ static dattn_status cpu_attention(dattn_backend *be, dattn_cache *c, const dattn
     return DATTN_OK;
 }
 
-static void cpu_act_write(dattn_backend *be, dattn_cache *c, act_buf which, const float *src,
-                          size_t n_floats)
-{
-    (void)be;
-    cpu_cache *cc = c->be_state;
-    float *dst = which == ACT_QKV ? cc->qkv : which == ACT_QSINK ? cc->q_sink : cc->attn;
-    if (dst)
-        memcpy(dst, src, sizeof(float) * n_floats);
-}
-
 static const backend_ops cpu_ops = {
     .kind = "cpu",
     .destroy = cpu_destroy,
     .weight_create = cpu_weight_create,
     .weight_free = cpu_weight_free,
+    .layer_create = cpu_layer_create,
+    .layer_free = cpu_layer_free,
     .cache_bytes = cpu_cache_bytes,
     .cache_init = cpu_cache_init,
     .cache_release = cpu_cache_release,
     .kv_read = cpu_kv_read,
     .kv_write = cpu_kv_write,
     .project_in = cpu_project_in,
+    .qkv_write = cpu_qkv_write,
     .rope_append = cpu_rope_append,
     .attention = cpu_attention,
     .project_out = cpu_project_out,
+    .attn_read = cpu_attn_read,
     .linear = cpu_linear,
     .ffn = cpu_ffn,
-    .act_write = cpu_act_write,
 };
 
 dattn_status cpu_backend_create(const dattn_backend_params *p, dattn_backend **out)

@@ -1,5 +1,6 @@
-/* The OpenCL backend (issue 4): the layer forward of src/layer.c on any OpenCL 1.2 device, with
- * the KV cache and every activation in device buffers made at cache creation. Programs are built
+/* The OpenCL backend: the layer forward of src/layer.c on any OpenCL 1.2 device, with each
+ * layer's weights and constants uploaded at load, and the KV cache and every activation in device
+ * buffers made at cache creation. Programs are built
  * once per cache (they depend on the head dim, group and KV type) through the binary cache; the
  * token path only sets kernel arguments and enqueues: no buffer, program, kernel or host
  * allocation per token. Work-group sizes come from the platforms/ tuning row of the device.
@@ -25,7 +26,6 @@
 #ifdef DATTN_HAVE_CLBLAST
 #include "clblast_gemm.h"
 #endif
-#include "layer.h"
 #include "program.h"
 #include "status.h"
 #include "tuning.h"
@@ -53,6 +53,14 @@ struct backend_weight {
     cl_mem buf;                /* [m][k] f32, row-major (nn.Linear layout) */
 };
 
+/* A layer on the device: everything its ops read, uploaded once by layer_create. */
+struct backend_layer {
+    layer_desc d;
+    backend_weight *w_qkv, *w_out;
+    cl_mem inv_freq;           /* [d/2] f32 RoPE table */
+    cl_mem subln;              /* [2d] f32 */
+};
+
 enum { N_PROGRAMS = 6 };
 
 /* Per-cache device state. */
@@ -65,12 +73,10 @@ typedef struct cl_cache {
     cl_mem x, qkv, q, q_sink, k, v, attn, y;   /* activations, max_batch rows */
     cl_mem hidden;             /* [max_batch][2F] FFN hidden rows (sessions only) */
     cl_mem partial;            /* [H][max_split][4 + 4d] decode split states */
-    cl_mem inv_freq, subln;    /* of the layer last used */
     cl_mem gemm_temp;          /* CLBlast's temp buffer (NULL: none needed, or no CLBlast) */
     size_t gemm_temp_bytes;
     int use_clblast;
     int x_cols, y_cols, ffn_dim;   /* scratch widths: inputs, outputs (floats per row) */
-    const dattn_layer *layer;  /* whose inv_freq and subln are loaded */
     cl_program prog[N_PROGRAMS];
     cl_kernel k_split, k_combine, k_append, k_rope, k_gemv, k_gemm, k_prefill, k_swiglu;
     int wg_decode, combine_wg, append_wg, gemv_wg, gemv_rows, max_split;
@@ -131,22 +137,77 @@ static void cl_weight_free(dattn_backend *be, backend_weight *w)
     dattn_free(w);
 }
 
+static void cl_layer_free(dattn_backend *be, backend_layer *l)
+{
+    if (!l)
+        return;
+    cl_weight_free(be, l->w_qkv);
+    cl_weight_free(be, l->w_out);
+    if (l->inv_freq)
+        clReleaseMemObject(l->inv_freq);
+    if (l->subln)
+        clReleaseMemObject(l->subln);
+    dattn_free(l);
+}
+
+/* A read-only buffer with a copy of n floats. */
+static dattn_status upload(cl_backend *cb, const float *src, size_t n, const char *what, cl_mem *out)
+{
+    cl_int err;
+    *out = clCreateBuffer(cb->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof(float) * n,
+                          (void *)src, &err);
+    if (err != CL_SUCCESS) {
+        *out = NULL;
+        return dattn_fail(DATTN_E_OPENCL, "opencl: uploading the %s (%zu floats) to '%s': "
+                          "clCreateBuffer: %s", what, n, cb->info.name, cl_error_name(err));
+    }
+    return DATTN_OK;
+}
+
+static dattn_status cl_layer_create(dattn_backend *be, const layer_desc *d, const layer_tensors *t,
+                                    backend_layer **out)
+{
+    cl_backend *cb = be->impl;
+    backend_layer *l = dattn_alloc(sizeof *l, "layer");
+    size_t half = (size_t)(d->head_dim / 2);
+    float *inv_freq = dattn_alloc(sizeof(float) * half, "RoPE table");
+    dattn_status st = DATTN_E_NOMEM;
+    if (!l || !inv_freq)
+        goto fail;
+    l->d = *d;
+    for (size_t i = 0; i < half; i++)
+        inv_freq[i] = (float)t->inv_freq[i];
+    if ((st = cl_weight_create(be, t->w_qkv, d->qkv_dim, d->model_dim, &l->w_qkv)) != DATTN_OK ||
+        (st = cl_weight_create(be, t->w_out, d->model_dim, d->model_dim, &l->w_out)) != DATTN_OK ||
+        (st = upload(cb, inv_freq, half, "RoPE table", &l->inv_freq)) != DATTN_OK ||
+        (st = upload(cb, t->subln, 2 * (size_t)d->head_dim, "subln weight", &l->subln)) != DATTN_OK)
+        goto fail;
+    dattn_free(inv_freq);
+    *out = l;
+    return DATTN_OK;
+fail:
+    dattn_free(inv_freq);
+    cl_layer_free(be, l);
+    return st;
+}
+
 /* ---- cache: buffers, programs, kernels ---------------------------------------------------- */
 
 static int max_int(int a, int b) { return a > b ? a : b; }
 
 /* Bytes of every device buffer a cache makes besides the KV region. */
 typedef struct act_sizes {
-    size_t x, qkv, q, kvd, attn, y, hidden, partial, tables, temp;
+    size_t x, qkv, q, kvd, attn, y, hidden, partial, temp;
 } act_sizes;
 
 /* The CLBlast temp buffer that covers every GEMM this cache runs at max_batch rows: the layer's
  * projections and, for a session, the FFN and linear shapes. 0 without CLBlast, for max_batch 1
  * (decode never uses it), or when CLBlast cannot answer (the GEMMs then use gemm.cl). */
-static size_t clblast_temp_bytes(const cl_backend *cb, const dattn_layer_shape *s, const kv_geom *g)
+static size_t clblast_temp_bytes(const cl_backend *cb, const dattn_layer_shape *s, const kv_geom *g,
+                                 const cache_scratch *scratch)
 {
 #ifdef DATTN_HAVE_CLBLAST
-    int B = g->max_batch, E = s->model_dim, F = g->ffn_dim, V = g->n_vocab;
+    int B = g->max_batch, E = s->model_dim, F = scratch->ffn_dim, V = scratch->n_vocab;
     int qkv = E + 2 * E / (s->n_heads / s->n_kv_heads);
     if (B < 2)
         return 0;
@@ -174,39 +235,40 @@ static size_t clblast_temp_bytes(const cl_backend *cb, const dattn_layer_shape *
     }
     return most;
 #else
-    (void)cb, (void)s, (void)g;
+    (void)cb, (void)s, (void)g, (void)scratch;
     return 0;
 #endif
 }
 
-static act_sizes sizes_of(const cl_backend *cb, const dattn_layer_shape *s, const kv_geom *g)
+static act_sizes sizes_of(const cl_backend *cb, const dattn_layer_shape *s, const kv_geom *g,
+                          const cache_scratch *scratch)
 {
     size_t E = (size_t)s->model_dim, r = (size_t)(s->n_heads / s->n_kv_heads), B = (size_t)g->max_batch;
-    size_t d = (size_t)g->head_dim, F = (size_t)g->ffn_dim;
+    size_t d = (size_t)g->head_dim, F = (size_t)scratch->ffn_dim;
     act_sizes a;
-    a.x = sizeof(float) * B * (size_t)max_int(s->model_dim, g->ffn_dim);
+    a.x = sizeof(float) * B * (size_t)max_int(s->model_dim, scratch->ffn_dim);
     a.qkv = sizeof(float) * B * (E + 2 * E / r);
     a.q = sizeof(float) * B * E;
     a.kvd = sizeof(float) * B * (E / r);
     a.attn = sizeof(float) * B * E;
-    a.y = sizeof(float) * B * (size_t)max_int(s->model_dim, g->n_vocab);
+    a.y = sizeof(float) * B * (size_t)max_int(s->model_dim, scratch->n_vocab);
     a.hidden = sizeof(float) * B * 2 * F;
     a.partial = sizeof(float) * (size_t)s->n_heads * (size_t)cb->tune.max_split * (4 + 4 * d);
-    a.tables = sizeof(float) * (d / 2 + 2 * d);   /* RoPE inv_freq [d/2], subln [2d] */
-    a.temp = clblast_temp_bytes(cb, s, g);
+    a.temp = clblast_temp_bytes(cb, s, g, scratch);
     return a;
 }
 
 static size_t act_total(const act_sizes *a)
 {
     return a->x + a->qkv + 2 * a->q + 2 * a->kvd + a->attn + a->y + a->hidden + a->partial +
-           a->tables + a->temp;
+           a->temp;
 }
 
-static size_t cl_cache_bytes(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g)
+static size_t cl_cache_bytes(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g,
+                             const cache_scratch *scratch)
 {
     const cl_backend *cb = be->impl;
-    act_sizes a = sizes_of(cb, s, g);
+    act_sizes a = sizes_of(cb, s, g, scratch);
     size_t n = kv_bytes(g), acts = act_total(&a);
     return n > SIZE_MAX - acts ? SIZE_MAX : n + acts;
 }
@@ -218,7 +280,7 @@ static void release_cache(cl_cache *cc)
             clReleaseMemObject(cc->kv[i]);
     dattn_free(cc->kv);
     cl_mem *mems[] = {&cc->x, &cc->qkv, &cc->q, &cc->q_sink, &cc->k, &cc->v, &cc->attn, &cc->y,
-                      &cc->hidden, &cc->partial, &cc->inv_freq, &cc->subln, &cc->gemm_temp};
+                      &cc->hidden, &cc->partial, &cc->gemm_temp};
     for (size_t i = 0; i < sizeof mems / sizeof *mems; i++)
         if (*mems[i])
             clReleaseMemObject(*mems[i]);
@@ -419,8 +481,8 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     dattn_status st;
     const kv_geom *g = &c->g;
     int r = c->shape.n_heads / c->shape.n_kv_heads, d = g->head_dim;
-    act_sizes a = sizes_of(cb, &c->shape, g);
-    size_t total = cl_cache_bytes(be, &c->shape, g);
+    act_sizes a = sizes_of(cb, &c->shape, g, &c->scratch);
+    size_t total = cl_cache_bytes(be, &c->shape, g, &c->scratch);
     if (total > cb->info.global_mem_bytes)
         return dattn_fail(DATTN_E_ARENA, "opencl: this cache needs %zu bytes of device memory (KV "
                           "%zu + scratch %zu); '%s' has %llu (CL_DEVICE_GLOBAL_MEM_SIZE); lower "
@@ -433,9 +495,9 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     if (!cc)
         return DATTN_E_NOMEM;
     cc->max_split = cb->tune.max_split;
-    cc->x_cols = max_int(c->shape.model_dim, g->ffn_dim);
-    cc->y_cols = max_int(c->shape.model_dim, g->n_vocab);
-    cc->ffn_dim = g->ffn_dim;
+    cc->x_cols = max_int(c->shape.model_dim, c->scratch.ffn_dim);
+    cc->y_cols = max_int(c->shape.model_dim, c->scratch.n_vocab);
+    cc->ffn_dim = c->scratch.ffn_dim;
     cc->gemm_temp_bytes = a.temp;
 #ifdef DATTN_HAVE_CLBLAST
     cc->use_clblast = 1;
@@ -451,8 +513,6 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
         (st = make_buffer(cb, a.y, "output rows", &cc->y)) != DATTN_OK ||
         (st = make_buffer(cb, a.hidden, "FFN hidden rows", &cc->hidden)) != DATTN_OK ||
         (st = make_buffer(cb, a.partial, "decode split states", &cc->partial)) != DATTN_OK ||
-        (st = make_buffer(cb, sizeof(float) * (size_t)(d / 2), "RoPE table", &cc->inv_freq)) != DATTN_OK ||
-        (st = make_buffer(cb, sizeof(float) * 2 * (size_t)d, "subln weight", &cc->subln)) != DATTN_OK ||
         (st = make_buffer(cb, a.temp, "CLBlast temp buffer", &cc->gemm_temp)) != DATTN_OK)
         goto fail;
 
@@ -470,7 +530,7 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
              "-D COMBINE_WG_SIZE=%d", d, r, (int)g->type, cc->wg_decode, cc->combine_wg);
     if ((st = build(cb, "diffattn_decode", opt, &cc->prog[0])) != DATTN_OK)
         goto fail;
-    snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D KV_TYPE=%d -D WG_SIZE=%d", d, (int)g->type,
+    snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D KV_TYPE=%d -D APPEND_WG=%d", d, (int)g->type,
              cc->append_wg);
     if ((st = build(cb, "kv_append", opt, &cc->prog[1])) != DATTN_OK)
         goto fail;
@@ -644,80 +704,81 @@ static void matmul(cl_backend *cb, cl_cache *cc, const backend_weight *w, cl_mem
     check(cc, err, "gemm");
 }
 /* Columns [col, col+width) of the n rows of QKV into a contiguous [n][width] buffer. */
-static void split_columns(cl_backend *cb, cl_cache *cc, const dattn_layer *l, int n, int col,
+static void split_columns(cl_backend *cb, cl_cache *cc, const backend_layer *l, int n, int col,
                           int width, cl_mem dst)
 {
     size_t src_origin[3] = {sizeof(float) * (size_t)col, 0, 0}, dst_origin[3] = {0, 0, 0};
     size_t region[3] = {sizeof(float) * (size_t)width, (size_t)n, 1};
     cl_int err = clEnqueueCopyBufferRect(cb->queue, cc->qkv, dst, src_origin, dst_origin, region,
-                                         sizeof(float) * (size_t)l->qkv_dim, 0,
+                                         sizeof(float) * (size_t)l->d.qkv_dim, 0,
                                          sizeof(float) * (size_t)width, 0, 0, NULL, NULL);
     check(cc, err, "clEnqueueCopyBufferRect");
 }
 
-static dattn_status cl_project_in(dattn_backend *be, dattn_cache *c, const dattn_layer *l, const float *x,
-                          int n)
+static dattn_status cl_project_in(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                  const float *x, int n)
 {
     cl_backend *cb = be->impl;
     cl_cache *cc = c->be_state;
-    int E = l->shape.model_dim;
+    int E = l->d.model_dim, kv = l->d.kv_dim;
     op_begin(cc);
     check(cc, clEnqueueWriteBuffer(cb->queue, cc->x, CL_FALSE, 0, sizeof(float) * (size_t)n * E,
                                    x, 0, NULL, NULL), "clEnqueueWriteBuffer(x)");
-    matmul(cb, cc, l->w_qkv, cc->x, E, n, cc->qkv, l->qkv_dim);
+    matmul(cb, cc, l->w_qkv, cc->x, E, n, cc->qkv, l->d.qkv_dim);
     split_columns(cb, cc, l, n, 0, E, cc->q);
-    split_columns(cb, cc, l, n, E, l->kv_dim, cc->k);
-    split_columns(cb, cc, l, n, E + l->kv_dim, l->kv_dim, cc->v);
+    split_columns(cb, cc, l, n, E, kv, cc->k);
+    split_columns(cb, cc, l, n, E + kv, kv, cc->v);
     return op_status(cc);
 }
 
-/* Loads the layer's RoPE table and subln weight when another layer used the cache last. */
-static void load_layer(cl_backend *cb, cl_cache *cc, const dattn_layer *l)
+/* Blocking writes: the caller's rows may be gone once dattn_layer_attend returns. */
+static dattn_status cl_qkv_write(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                 const float *q, const float *k, const float *v, int n)
 {
-    if (cc->layer == l)
-        return;
-    int d = l->head_dim;
-    float inv_freq[512];
-    for (int i = 0; i < d / 2 && i < 512; i++)
-        inv_freq[i] = (float)l->inv_freq[i];
-    check(cc, clEnqueueWriteBuffer(cb->queue, cc->inv_freq, CL_TRUE, 0,
-                                   sizeof(float) * (size_t)(d / 2), inv_freq, 0, NULL, NULL),
-          "clEnqueueWriteBuffer(inv_freq)");
-    check(cc, clEnqueueWriteBuffer(cb->queue, cc->subln, CL_TRUE, 0, sizeof(float) * 2 * (size_t)d,
-                                   l->subln, 0, NULL, NULL), "clEnqueueWriteBuffer(subln)");
-    cc->layer = l;
+    cl_backend *cb = be->impl;
+    cl_cache *cc = c->be_state;
+    size_t E = (size_t)l->d.model_dim, kv = (size_t)l->d.kv_dim;
+    op_begin(cc);
+    if (q)
+        check(cc, clEnqueueWriteBuffer(cb->queue, cc->q, CL_TRUE, 0, sizeof(float) * n * E, q, 0,
+                                       NULL, NULL), "clEnqueueWriteBuffer(q)");
+    check(cc, clEnqueueWriteBuffer(cb->queue, cc->k, CL_TRUE, 0, sizeof(float) * n * kv, k, 0,
+                                   NULL, NULL), "clEnqueueWriteBuffer(k)");
+    check(cc, clEnqueueWriteBuffer(cb->queue, cc->v, CL_TRUE, 0, sizeof(float) * n * kv, v, 0,
+                                   NULL, NULL), "clEnqueueWriteBuffer(v)");
+    return op_status(cc);
 }
 
-static void rope(cl_backend *cb, cl_cache *cc, cl_mem x, cl_mem y, int n_vec, int rows, int pos0,
-                 int pos_cap, float scale, int d)
+static void rope(cl_backend *cb, cl_cache *cc, const backend_layer *l, cl_mem x, cl_mem y,
+                 int n_vec, int rows, int pos0, int pos_cap, float scale)
 {
     cl_kernel kn = cc->k_rope;
     cl_int err = CL_SUCCESS;
     err |= SET(kn, 0, x), err |= SET(kn, 1, y), err |= SET(kn, 2, n_vec), err |= SET(kn, 3, pos0);
-    err |= SET(kn, 4, pos_cap), err |= SET(kn, 5, cc->inv_freq), err |= SET(kn, 6, scale);
-    size_t global[3] = {round_up((size_t)d / 2, 16), round_up((size_t)n_vec, 4), (size_t)rows};
+    err |= SET(kn, 4, pos_cap), err |= SET(kn, 5, l->inv_freq), err |= SET(kn, 6, scale);
+    size_t global[3] = {round_up((size_t)l->d.head_dim / 2, 16), round_up((size_t)n_vec, 4),
+                        (size_t)rows};
     size_t local[3] = {16, 4, 1};
     if (err == CL_SUCCESS)
         err = clEnqueueNDRangeKernel(cb->queue, kn, 3, NULL, global, local, 0, NULL, NULL);
     check(cc, err, "rope");
 }
 
-static dattn_status cl_rope_append(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
-                           int64_t t0, int n)
+static dattn_status cl_rope_append(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                   int slot, int64_t t0, int n)
 {
     cl_backend *cb = be->impl;
     cl_cache *cc = c->be_state;
     const kv_geom *g = &c->g;
-    int d = l->head_dim, H = l->shape.n_heads, Hkv = l->shape.n_kv_heads;
-    float scale = 1.0f / sqrtf((float)d);
+    int H = l->d.n_heads, Hkv = l->d.n_kv_heads;
+    float scale = 1.0f / sqrtf((float)l->d.head_dim);
     op_begin(cc);
-    load_layer(cb, cc, l);
     if (g->policy == DATTN_POLICY_SINK_WINDOW) {
         int cap = (int)kv_cache_pos(g, INT32_MAX);
-        rope(cb, cc, cc->q, cc->q_sink, 2 * H, n, (int)t0, cap, scale, d);
+        rope(cb, cc, l, cc->q, cc->q_sink, 2 * H, n, (int)t0, cap, scale);
     }
-    rope(cb, cc, cc->q, cc->q, 2 * H, n, (int)t0, INT32_MAX, scale, d);
-    rope(cb, cc, cc->k, cc->k, 2 * Hkv, n, (int)t0, INT32_MAX, 1.0f, d);
+    rope(cb, cc, l, cc->q, cc->q, 2 * H, n, (int)t0, INT32_MAX, scale);
+    rope(cb, cc, l, cc->k, cc->k, 2 * Hkv, n, (int)t0, INT32_MAX, 1.0f);
 
     cl_kernel kn = cc->k_append;
     cl_long t = t0;
@@ -738,27 +799,18 @@ static dattn_status cl_rope_append(dattn_backend *be, dattn_cache *c, const datt
     return op_status(cc);
 }
 
-/* Keys visible to the query at stream index t (DESIGN §4). */
-static int64_t n_visible(const kv_geom *g, int64_t t)
-{
-    int64_t sinks = t + 1 < g->n_sink ? t + 1 : g->n_sink;
-    int64_t w0 = t - g->n_window + 1 > g->n_sink ? t - g->n_window + 1 : g->n_sink;
-    return sinks + (t >= w0 ? t - w0 + 1 : 0);
-}
-
-static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const dattn_layer *l, int slot,
-                         int64_t t0, int n, int decode)
+static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                 int slot, int64_t t0, int n, int decode)
 {
     cl_backend *cb = be->impl;
     cl_cache *cc = c->be_state;
     const kv_geom *g = &c->g;
-    int H = l->shape.n_heads, Hkv = l->shape.n_kv_heads;
+    int H = l->d.n_heads, Hkv = l->d.n_kv_heads;
     cl_mem q_sink = g->policy == DATTN_POLICY_SINK_WINDOW ? cc->q_sink : cc->q;
-    float lambda = l->lambda, out_scale = 1.0f - l->lambda_init;
+    float lambda = l->d.lambda, out_scale = l->d.out_scale;
     cl_long t = t0;
     cl_int err = CL_SUCCESS;
     op_begin(cc);
-    load_layer(cb, cc, l);
     if (!decode) {
         cl_kernel kn = cc->k_prefill;
         for (int j = 0; j < Hkv;) {
@@ -768,7 +820,7 @@ static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const dattn_
             err |= SET(kn, 3, g->n_sink), err |= SET(kn, 4, g->n_window);
             err |= SET(kn, 5, g->n_ring), err |= SET(kn, 6, t), err |= SET(kn, 7, n);
             err |= SET(kn, 8, cc->q), err |= SET(kn, 9, q_sink), err |= SET(kn, 10, lambda);
-            err |= SET(kn, 11, out_scale), err |= SET(kn, 12, cc->subln);
+            err |= SET(kn, 11, out_scale), err |= SET(kn, 12, l->subln);
             err |= SET(kn, 13, cc->attn), err |= SET(kn, 14, run.j0), err |= SET(kn, 15, H);
             size_t global[2] = {(size_t)run.n * (size_t)(H / Hkv) * cc->prefill_wg,
                                 (size_t)(n + (int)cc->prefill_qt - 1) / cc->prefill_qt};
@@ -780,7 +832,7 @@ static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const dattn_
         }
         return op_status(cc);
     }
-    int64_t n_vis = n_visible(g, t0);
+    int64_t n_vis = kv_n_visible(g, t0);
     int n_tiles = (int)((n_vis + cc->wg_decode - 1) / cc->wg_decode);
     int n_split = tuning_splits(&cb->tune, Hkv, n_tiles, cb->info.compute_units);
     if (n_split > cc->max_split)
@@ -806,7 +858,7 @@ static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const dattn_
     cl_kernel kc = cc->k_combine;
     err = CL_SUCCESS;
     err |= SET(kc, 0, cc->partial), err |= SET(kc, 1, n_split), err |= SET(kc, 2, lambda);
-    err |= SET(kc, 3, out_scale), err |= SET(kc, 4, cc->subln), err |= SET(kc, 5, cc->attn);
+    err |= SET(kc, 3, out_scale), err |= SET(kc, 4, l->subln), err |= SET(kc, 5, cc->attn);
     size_t cglobal = (size_t)H * cc->combine_wg, clocal = (size_t)cc->combine_wg;
     if (err == CL_SUCCESS)
         err = clEnqueueNDRangeKernel(cb->queue, kc, 1, NULL, &cglobal, &clocal, 0, NULL, NULL);
@@ -814,16 +866,27 @@ static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const dattn_
     return op_status(cc);
 }
 
-static dattn_status cl_project_out(dattn_backend *be, dattn_cache *c, const dattn_layer *l, float *y,
-                           int n)
+static dattn_status cl_project_out(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                   float *y, int n)
 {
     cl_backend *cb = be->impl;
     cl_cache *cc = c->be_state;
-    int E = l->shape.model_dim;
+    int E = l->d.model_dim;
     op_begin(cc);
     matmul(cb, cc, l->w_out, cc->attn, E, n, cc->y, E);
     check(cc, clEnqueueReadBuffer(cb->queue, cc->y, CL_TRUE, 0, sizeof(float) * (size_t)n * E, y,
                                   0, NULL, NULL), "clEnqueueReadBuffer(y)");
+    return op_status(cc);
+}
+
+static dattn_status cl_attn_read(dattn_backend *be, dattn_cache *c, float *out, int n)
+{
+    cl_backend *cb = be->impl;
+    cl_cache *cc = c->be_state;
+    op_begin(cc);
+    check(cc, clEnqueueReadBuffer(cb->queue, cc->attn, CL_TRUE, 0,
+                                  sizeof(float) * (size_t)n * (size_t)c->shape.model_dim, out, 0,
+                                  NULL, NULL), "clEnqueueReadBuffer(attention output)");
     return op_status(cc);
 }
 
@@ -833,8 +896,8 @@ static dattn_status check_rows(const cl_cache *cc, const dattn_cache *c, const c
 {
     if (n < 1 || n > c->g.max_batch || k > cc->x_cols || m > cc->y_cols)
         return dattn_fail(DATTN_E_INVALID_ARG, "opencl: %s of %d rows, %d inputs, %d outputs: this "
-                          "cache holds 1..%d rows of up to %d inputs and %d outputs (kv_geom's "
-                          "ffn_dim and n_vocab size them)", op, n, k, m, c->g.max_batch,
+                          "cache holds 1..%d rows of up to %d inputs and %d outputs (the cache's "
+                          "scratch sizes them)", op, n, k, m, c->g.max_batch,
                           cc->x_cols, cc->y_cols);
     return DATTN_OK;
 }
@@ -888,19 +951,6 @@ static dattn_status cl_ffn(dattn_backend *be, dattn_cache *c, const backend_weig
     return op_status(cc);
 }
 
-static void cl_act_write(dattn_backend *be, dattn_cache *c, act_buf which, const float *src,
-                         size_t n_floats)
-{
-    cl_backend *cb = be->impl;
-    cl_cache *cc = c->be_state;
-    /* ACT_QKV's q part is what attention reads: the contiguous q buffer. */
-    cl_mem dst = which == ACT_QKV ? cc->q : which == ACT_QSINK ? cc->q_sink : cc->attn;
-    cl_int err = clEnqueueWriteBuffer(cb->queue, dst, CL_TRUE, 0, sizeof(float) * n_floats, src, 0,
-                                      NULL, NULL);
-    if (err != CL_SUCCESS)
-        dattn_log(DATTN_LOG_ERROR, "opencl: clEnqueueWriteBuffer: %s", cl_error_name(err));
-}
-
 static void cl_sync(dattn_backend *be)
 {
     cl_backend *cb = be->impl;
@@ -914,19 +964,22 @@ static const backend_ops cl_ops = {
     .destroy = cl_destroy,
     .weight_create = cl_weight_create,
     .weight_free = cl_weight_free,
+    .layer_create = cl_layer_create,
+    .layer_free = cl_layer_free,
     .cache_bytes = cl_cache_bytes,
     .cache_init = cl_cache_init,
     .cache_release = cl_cache_release,
     .kv_read = cl_kv_read,
     .kv_write = cl_kv_write,
     .project_in = cl_project_in,
+    .qkv_write = cl_qkv_write,
     .rope_append = cl_rope_append,
     .attention = cl_attention,
     .project_out = cl_project_out,
+    .attn_read = cl_attn_read,
     .linear = cl_linear,
     .ffn = cl_ffn,
     .sync = cl_sync,
-    .act_write = cl_act_write,
 };
 
 /* The device's limits, its tuning row and the caller's overrides of both (backend params). */

@@ -1,4 +1,4 @@
-/* Prefill GEMMs through CLBlast's C API (issue 4 item 4; builds with -Dclblast only): y = x W^T
+/* Prefill GEMMs through CLBlast's C API (builds with -Dclblast only): y = x W^T
  * for n > 1 rows, with the temporary buffer CLBlast's indirect kernel needs carved from the
  * cache's device memory, so CLBlast never creates a buffer itself. Decode stays on gemv.cl:
  * CLBlast builds a routine object and a kernel on every call. */

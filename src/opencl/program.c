@@ -14,37 +14,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "cl_sources.h"
 #include "status.h"
 
 enum { CACHE_FORMAT = 1, CACHE_HEADER = 8 + 4 + 8 + 8 + 8 };
 static const char cache_magic[8] = {'D', 'A', 'T', 'T', 'N', 'C', 'L', 'B'};
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
-{
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 static uint64_t fnv_str(uint64_t h, const char *s) { return fnv1a(h, s, strlen(s) + 1); }
-
-static void put_u64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_u64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
 
 void cl_default_cache_dir(char *buf, size_t n)
 {
@@ -77,7 +54,7 @@ static uint64_t cache_key(cl_device_id dev, const char *text, const char *option
 {
     char buf[256];
     cl_platform_id platform = NULL;
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = FNV1A_INIT;
     h = fnv_str(h, text);
     h = fnv_str(h, options ? options : "");
     static const cl_device_info dev_fields[] = {CL_DEVICE_NAME, CL_DEVICE_VENDOR, CL_DRIVER_VERSION,
@@ -111,14 +88,14 @@ static unsigned char *cache_read(const char *path, uint64_t key, size_t *bytes)
         goto bad;
     uint32_t format = (uint32_t)head[8] | (uint32_t)head[9] << 8 | (uint32_t)head[10] << 16 |
                       (uint32_t)head[11] << 24;
-    uint64_t file_key = get_u64(head + 12), n = get_u64(head + 20), sum = get_u64(head + 28);
+    uint64_t file_key = le_get_u64(head + 12), n = le_get_u64(head + 20), sum = le_get_u64(head + 28);
     if (format != CACHE_FORMAT || file_key != key || n == 0 || n > ((uint64_t)1 << 30))
         goto bad;
     if (fseek(f, 0, SEEK_END) != 0 || ftell(f) != (long)(CACHE_HEADER + n) ||
         fseek(f, CACHE_HEADER, SEEK_SET) != 0)
         goto bad;
     bin = malloc((size_t)n);
-    if (!bin || fread(bin, 1, (size_t)n, f) != n || fnv1a(0xcbf29ce484222325ull, bin, n) != sum)
+    if (!bin || fread(bin, 1, (size_t)n, f) != n || fnv1a(FNV1A_INIT, bin, n) != sum)
         goto bad;
     fclose(f);
     *bytes = (size_t)n;
@@ -146,11 +123,10 @@ static void cache_write(const char *dir, const char *path, uint64_t key, const u
     }
     unsigned char head[CACHE_HEADER];
     memcpy(head, cache_magic, 8);
-    for (int i = 0; i < 4; i++)
-        head[8 + i] = (unsigned char)(CACHE_FORMAT >> (8 * i));
-    put_u64(head + 12, key);
-    put_u64(head + 20, n);
-    put_u64(head + 28, fnv1a(0xcbf29ce484222325ull, bin, n));
+    le_put_u32(head + 8, CACHE_FORMAT);
+    le_put_u64(head + 12, key);
+    le_put_u64(head + 20, n);
+    le_put_u64(head + 28, fnv1a(FNV1A_INIT, bin, n));
     int ok = fwrite(head, sizeof head, 1, f) == 1 && fwrite(bin, 1, n, f) == n;
     ok = (fclose(f) == 0) && ok;
     if (!ok || rename(tmp, path) != 0) {

@@ -1,4 +1,4 @@
-/* Building OpenCL programs once per context, with a binary cache on disk (DESIGN §2, issue 4):
+/* Building OpenCL programs once per context, with a binary cache on disk (DESIGN §2):
  * entries are keyed by source, options, device, driver and platform, and a corrupt, truncated or
  * stale entry is detected and rebuilt, never trusted. */
 #ifndef DATTN_CL_PROGRAM_H

@@ -1,4 +1,4 @@
-/* Per-device tuning (issue 4 item 6; DESIGN §2): picks the row of the embedded platforms/ table
+/* Per-device tuning (DESIGN §2): picks the row of the embedded platforms/ table
  * for a device (device name -> family -> vendor -> default), decides the KV split count of tiled
  * flash decoding with flash-attention's heuristic, and writes the -D build options. Plain C: no
  * OpenCL header, no allocation, no I/O. */

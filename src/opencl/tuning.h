@@ -1,4 +1,4 @@
-/* Per-device tuning of the OpenCL kernels (issue 4 item 6; DESIGN §2): the row of
+/* Per-device tuning of the OpenCL kernels (DESIGN §2): the row of
  * platforms/tuning.tsv that applies to a device, the number of KV splits for tiled flash decoding,
  * and the -D options the program is built with. Plain C, no OpenCL types: the table is data,
  * embedded at build time by tools/gen_tuning.py, and no vendor `if` lives in src/. */
