@@ -957,7 +957,9 @@ static void test_random_corruption(void **state)
                 assert_true(p >= copy && p + t->nbytes <= copy + len);
                 if (t->dtype == ST_F32 || t->dtype == ST_F16 || t->dtype == ST_BF16) {
                     float *dst = malloc(t->n_elems * sizeof(float) + 1);
-                    assert_int_equal(st_to_f32(t, dst), DATTN_OK);
+                    /* corrupted data bytes may spell NaN or inf: refused, not converted */
+                    dattn_status st = st_to_f32(t, dst);
+                    assert_true(st == DATTN_OK || st == DATTN_E_NONFINITE);
                     free(dst);
                 }
             }
