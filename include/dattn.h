@@ -261,6 +261,28 @@ DATTN_API dattn_status dattn_tokenize(const dattn_model *model, const char *text
 DATTN_API dattn_status dattn_token_bytes(const dattn_model *model, int32_t id, char *buf,
                                          size_t cap, size_t *n);
 
+/* ---- tokenizers on their own ------------------------------------------------------------ */
+
+/* A tokenizer without a model: from a Hugging Face tokenizer.json (byte-level BPE: GPT-2,
+ * GPT-NeoX, Llama-3 and files built like them), a directory holding one (or its config.json),
+ * or a dattn .safetensors model (its __metadata__ tokenizer; the weights are not loaded). */
+typedef struct dattn_tokenizer dattn_tokenizer;
+
+DATTN_API dattn_status dattn_tokenizer_load(const char *path, dattn_tokenizer **out);
+DATTN_API void dattn_tokenizer_free(dattn_tokenizer *tok);
+/* Text -> ids, as dattn_tokenize: *n_ids is the count needed, at most max_ids written
+ * (DATTN_E_INVALID_ARG when it needs more). Special tokens written in the text are recognized;
+ * add_special != 0 also puts the post-processor's tokens around it (e.g. a BOS). */
+DATTN_API dattn_status dattn_tokenizer_encode(const dattn_tokenizer *tok, const char *text,
+                                              size_t len, int add_special, int32_t *ids,
+                                              int max_ids, int *n_ids);
+/* The bytes of token `id` (not NUL-terminated; *n is set to the length even when cap is short,
+ * which is then DATTN_E_INVALID_ARG). */
+DATTN_API dattn_status dattn_tokenizer_token_bytes(const dattn_tokenizer *tok, int32_t id,
+                                                   char *buf, size_t cap, size_t *n);
+/* Ids are 0..*n-1. */
+DATTN_API dattn_status dattn_tokenizer_vocab_size(const dattn_tokenizer *tok, int *n);
+
 /* ---- sessions: a model with its own KV cache --------------------------------------------- */
 typedef struct dattn_session dattn_session;
 

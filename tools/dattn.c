@@ -32,6 +32,11 @@ static void usage(FILE *f)
             "      write logits [n, vocab] f32 for every position (parity with PyTorch)\n"
             "  plan -m MODEL (--mem SIZE | --ctx N) [--kv K] [--policy P] [--backend B]\n"
             "      exact arena bytes for a context, or the longest context that fits in SIZE\n"
+            "  tokenize -m PATH [--raw] (-p TEXT | -f FILE)\n"
+            "      the ids of a text, space-separated (--raw: no BOS/EOS); PATH is a model, a\n"
+            "      tokenizer.json or a directory holding one\n"
+            "  detokenize -m PATH --ids 1,2,3\n"
+            "      the exact bytes of the ids, to stdout\n"
             "  devices\n"
             "      list every OpenCL platform and device with its memory, limits and tuning row\n"
             "  version (--version)\n"
@@ -83,6 +88,10 @@ int main(int argc, char **argv)
         return cmd_logits(argc - 2, argv + 2);
     if (!strcmp(cmd, "plan"))
         return cmd_plan(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenize"))
+        return cmd_tokenize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "detokenize"))
+        return cmd_detokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "devices"))
         return cmd_devices(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

@@ -15,6 +15,8 @@ int cmd_devices(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
 
 /* Parses "f32" / "f16" / "q8"; returns 0 on success. */
 int tool_parse_kv(const char *s, dattn_kv_type *out);
