@@ -8,7 +8,7 @@
  *     m = max s,  l = sum exp(s - m),  o = sum exp(s - m) v   (v: [2d], shared by both halves)
  *   and writes partial[h][s] = { m1, l1, o1[2d], m2, l2, o2[2d] }  (PART_FLOATS = 4 + 4d floats).
  * diffattn_decode_combine: for query head h, merges the splits by log-sum-exp, forms
- *     o = o1/l1 - lambda * o2/l2,  out[h][i] = o[i] / sqrt(mean(o^2) + 1e-5) * subln[i] * out_scale
+ *     o = o1/l1 - lambda * o2/l2,  out[h][i] = o[i] / sqrt(mean(o^2) + eps) * subln[i] * out_scale
  *   (out_scale = 1 - lambda_init), out [H][2d] f32.
  *
  * Visible keys of the query at stream index t (DESIGN §4, src/kv.h): the sinks 0 .. min(n_sink,
@@ -64,6 +64,15 @@
 #endif
 #ifndef RMS_EPS
 #define RMS_EPS 1e-5f        /* sub-layer RMSNorm epsilon (DESIGN §1 step 6) */
+#endif
+/* With EPS_ARG (the backend defines it) the epsilon is the kernel's last argument instead, the
+ * layer's own (a Hugging Face model's rms_norm_eps); without it, the constant RMS_EPS. */
+#ifdef EPS_ARG
+#define EPS_PARAM , float rms_eps
+#define SUB_EPS rms_eps
+#else
+#define EPS_PARAM
+#define SUB_EPS RMS_EPS
 #endif
 
 #if HEAD_DIM < 1 || GROUP < 1
@@ -238,7 +247,8 @@ void diffattn_decode_split(__global const uchar *cache, ulong slot_off, int n_pa
 
 __kernel __attribute__((reqd_work_group_size(COMBINE_WG_SIZE, 1, 1)))
 void diffattn_decode_combine(__global const float *partial, int n_split, float lambda,
-                             float out_scale, __global const float *subln, __global float *out)
+                             float out_scale, __global const float *subln, __global float *out
+                             EPS_PARAM)
 {
     __local float red[COMBINE_WG_SIZE];
     const int lid = (int)get_local_id(0);
@@ -277,7 +287,7 @@ void diffattn_decode_combine(__global const float *partial, int n_split, float l
             red[lid] += red[lid + w];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    const float inv = 1.0f / sqrt(red[0] / (float)(2 * HEAD_DIM) + RMS_EPS) * out_scale;
+    const float inv = 1.0f / sqrt(red[0] / (float)(2 * HEAD_DIM) + SUB_EPS) * out_scale;
     for (int u = 0; u < C_PER; u++) {
         const int e = lid + u * COMBINE_WG_SIZE;
         if (e < 2 * HEAD_DIM)

@@ -9,7 +9,7 @@
  *       key (tk < n_sink) and q otherwise (both pre-rotated and pre-scaled by 1/sqrt(d) on the host:
  *       q at t, q_sink at the StreamingLLM position min(t, n_sink + n_window - 1));
  *     o_c = sum softmax(s_c) v  (v: [2d], shared by both halves, c = 1, 2);
- *     y = o1 - lambda * o2,  out[row][h][i] = y[i] / sqrt(mean(y^2) + 1e-5) * subln[i] * out_scale
+ *     y = o1 - lambda * o2,  out[row][h][i] = y[i] / sqrt(mean(y^2) + eps) * subln[i] * out_scale
  *   (out_scale = 1 - lambda_init).
  * Visible: tk <= t and (tk < n_sink or tk > t - n_window); physical slot of stream index s:
  *   s < n_sink ? s : n_sink + (s - n_sink) % n_ring. `full` policy: n_sink = 0,
@@ -70,6 +70,15 @@
 #ifndef RMS_EPS
 #define RMS_EPS 1e-5f        /* sub-layer RMSNorm epsilon (DESIGN §1 step 6) */
 #endif
+/* With EPS_ARG (the backend defines it) the epsilon is the kernel's last argument instead, the
+ * layer's own (a Hugging Face model's rms_norm_eps); without it, the constant RMS_EPS. */
+#ifdef EPS_ARG
+#define EPS_PARAM , float rms_eps
+#define SUB_EPS rms_eps
+#else
+#define EPS_PARAM
+#define SUB_EPS RMS_EPS
+#endif
 
 #if HEAD_DIM < 1 || GROUP < 1
 #error "HEAD_DIM and GROUP must be positive"
@@ -125,7 +134,7 @@ void diffattn_prefill(__global const uchar *cache, ulong slot_off, int n_pages, 
                       int n_window, int n_ring, long t0, int n,
                       __global const float *q, __global const float *q_sink, float lambda,
                       float out_scale, __global const float *subln, __global float *out,
-                      int j0, int n_heads)
+                      int j0, int n_heads EPS_PARAM)
 {
     __local float qs[QT * QSTRIDE];                /* the tile's q (or q_sink) rows: q1 | q2 | pad */
     __local float kv[HEAD_DIM * KT];               /* k1 or k2 [d][KT], or a V half [KT][d] */
@@ -277,7 +286,7 @@ void diffattn_prefill(__global const uchar *cache, ulong slot_off, int n_pages, 
     float tot = 0.0f;
     for (int k = 0; k < KT; k++)
         tot += sp[0][i][k];
-    const float inv = 1.0f / sqrt(tot / (float)(2 * HEAD_DIM) + RMS_EPS) * out_scale;
+    const float inv = 1.0f / sqrt(tot / (float)(2 * HEAD_DIM) + SUB_EPS) * out_scale;
     if (live) {
         __global float *o = out + ((size_t)(r0 + i) * H + h) * 2 * HEAD_DIM;
         for (int hv = 0; hv < 2; hv++)

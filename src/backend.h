@@ -21,6 +21,8 @@ typedef struct layer_desc {
     int kv_dim, qkv_dim;                  /* E / r, E + 2E/r */
     float lambda;                         /* step 5 */
     float out_scale;                      /* 1 - lambda_init (step 6) */
+    float sub_eps;                        /* sub-layer RMSNorm epsilon (step 6): 1e-5, or a
+                                           * Hugging Face model's rms_norm_eps */
 } layer_desc;
 
 /* A layer's tensors in host memory, f32, handed to layer_create (which copies them). */

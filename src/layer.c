@@ -71,6 +71,13 @@ void dattn_layer_free(dattn_layer *l)
 dattn_status dattn_layer_create(dattn_backend *be, const dattn_layer_shape *shape,
                                 const dattn_layer_weights *w, dattn_layer **out)
 {
+    return layer_create_ex(be, shape, w, NULL, 1e-5f, out);
+}
+
+dattn_status layer_create_ex(dattn_backend *be, const dattn_layer_shape *shape,
+                             const dattn_layer_weights *w, const double *rope_inv_freq,
+                             float sub_eps, dattn_layer **out)
+{
     if (!out)
         return dattn_fail(DATTN_E_INVALID_ARG, "layer: out is NULL");
     *out = NULL;
@@ -90,9 +97,13 @@ dattn_status dattn_layer_create(dattn_backend *be, const dattn_layer_shape *shap
             return dattn_fail(DATTN_E_INVALID_ARG, "layer: weight %s is NULL", names[i]);
 
     int E = shape->model_dim, d = E / shape->n_heads / 2, r = shape->n_heads / shape->n_kv_heads;
+    if (!(sub_eps > 0.0f) || !isfinite(sub_eps))
+        return dattn_fail(DATTN_E_INVALID_ARG, "layer: sub-layer RMSNorm epsilon %g must be a "
+                          "positive number", (double)sub_eps);
     layer_desc desc = {
         .model_dim = E, .n_heads = shape->n_heads, .n_kv_heads = shape->n_kv_heads,
         .head_dim = d, .group = r, .kv_dim = E / r, .qkv_dim = E + 2 * (E / r),
+        .sub_eps = sub_eps,
     };
     size_t qkv_n = (size_t)desc.qkv_dim * E, out_n = (size_t)E * E;
     /* One block: w_qkv, w_out, the four lambda vectors, subln; then the RoPE table. */
@@ -130,7 +141,8 @@ dattn_status dattn_layer_create(dattn_backend *be, const dattn_layer_shape *shap
     desc.lambda = (float)lambda;
     desc.out_scale = (float)(1.0 - lambda_init);
     for (int i = 0; i < d / 2; i++)
-        inv_freq[i] = pow((double)shape->rope_theta, -2.0 * i / d);
+        inv_freq[i] = rope_inv_freq ? rope_inv_freq[i]
+                                    : pow((double)shape->rope_theta, -2.0 * i / d);
 
     dattn_layer *l = dattn_alloc(sizeof *l, "layer");
     if (!l) {

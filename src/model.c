@@ -10,6 +10,7 @@
 #include "alloc.h"
 #include "bytes.h"
 #include "convert.h"
+#include "hf_model.h"
 #include "meta.h"
 #include "status.h"
 
@@ -294,6 +295,10 @@ void dattn_model_free(dattn_model *m)
     ops->weight_free(m->be, m->w_logits);
     dattn_free(m->final_norm);
     st_close(m->file);
+    for (int s = 0; s < m->n_shards; s++)
+        st_close(m->shards[s]);
+    dattn_free(m->shards);
+    tokenizer_free(&m->tok);
     dattn_free(m);
 }
 
@@ -312,7 +317,14 @@ dattn_status dattn_model_load(dattn_backend *be, const char *path, dattn_model *
         return DATTN_E_NOMEM;
     m->be = be;
     float *tmp = NULL;
-    dattn_status st = st_open(path, &m->file);
+    dattn_status st;
+    if (hf_is_model_path(path)) {   /* a Hugging Face diffllama directory (DESIGN §1b) */
+        if ((st = hf_model_load(m, path)) != DATTN_OK)
+            goto fail;
+        *out = m;
+        return DATTN_OK;
+    }
+    st = st_open(path, &m->file);
     if (st != DATTN_OK) {
         dattn_free(m);
         return st;

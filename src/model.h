@@ -9,6 +9,8 @@
 #include "safetensors.h"
 #include "tokenizer.h"
 
+enum { MODEL_MAX_SPECIAL = 8 };   /* bos/eos ids kept from a config */
+
 typedef struct model_block {
     dattn_layer *attn;
     float *attn_norm, *ffn_norm;   /* [E] */
@@ -25,6 +27,12 @@ struct dattn_model {
     model_block *blocks;           /* [n_layers] */
     float *final_norm;             /* [E] */
     backend_weight *w_logits;      /* output.weight, or the embedding when tied */
+    /* Hugging Face models (src/hf_model.c): every shard, kept mapped (file is NULL then), and the
+     * config's special tokens for the tokenizer and the end-of-stream check. */
+    st_file **shards;              /* [n_shards] */
+    int n_shards;
+    int n_bos, n_eos;
+    int32_t bos_ids[MODEL_MAX_SPECIAL], eos_ids[MODEL_MAX_SPECIAL];
 };
 
 /* The attention shape every layer shares (layer_index 0). */

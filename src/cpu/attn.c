@@ -72,7 +72,7 @@ static void combine_task(void *ctx, int h, int thread)
     float ss = 0.0f;
     for (int c = 0; c < dv; c++)
         ss += out[c] * out[c];
-    float norm = a->out_scale / sqrtf(ss / (float)dv + 1e-5f);
+    float norm = a->out_scale / sqrtf(ss / (float)dv + a->eps);
     for (int c = 0; c < dv; c++)
         out[c] *= norm * a->subln[c];
 }

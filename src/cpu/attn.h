@@ -26,6 +26,7 @@ typedef struct attn_args {
     int ldq;
     float lambda;              /* DESIGN §1 step 5 */
     float out_scale;           /* 1 - lambda_init */
+    float eps;                 /* sub-layer RMSNorm epsilon */
     const float *subln;        /* [2d] */
     float *out;                /* [n][ldo]: head h's normalized 2d values at h*2d */
     int ldo;

@@ -549,7 +549,7 @@ static void decode_values(const attn_args *a, const decode_scratch *s, int n_pie
 
 /* ---- prefill ----------------------------------------------------------------------------- */
 
-/* O = o1/l1 - lambda o2/l2, then RMSNorm(eps 1e-5) * subln * (1 - lambda_init) (DESIGN §1). */
+/* O = o1/l1 - lambda o2/l2, then RMSNorm(eps, the layer's) * subln * (1 - lambda_init) (DESIGN §1). */
 static void finish_row(const attn_args *a, const float *o1, float l1, const float *o2, float l2,
                        float *out)
 {
@@ -561,7 +561,7 @@ static void finish_row(const attn_args *a, const float *o1, float l1, const floa
         out[c] = o1[c] * i1 - o2[c] * i2;
         ss += out[c] * out[c];
     }
-    float norm = a->out_scale / sqrtf(ss / (float)dv + 1e-5f);
+    float norm = a->out_scale / sqrtf(ss / (float)dv + a->eps);
     for (int c = 0; c < dv; c++)
         out[c] *= norm * a->subln[c];
 }

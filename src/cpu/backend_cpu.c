@@ -419,7 +419,7 @@ static dattn_status cpu_attention(dattn_backend *be, dattn_cache *c, const backe
         .cache = c, .slot = slot, .n_heads = l->d.n_heads, .group = l->d.group,
         .head_dim = l->d.head_dim, .t0 = t0, .n = n, .q = cc->qkv,
         .q_sink = cc->q_sink ? cc->q_sink : cc->qkv, .ldq = l->d.qkv_dim, .lambda = l->d.lambda,
-        .out_scale = l->d.out_scale, .subln = l->subln, .out = cc->attn,
+        .out_scale = l->d.out_scale, .eps = l->d.sub_eps, .subln = l->subln, .out = cc->attn,
         .ldo = l->d.model_dim,
     };
     if (decode)

@@ -527,7 +527,7 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     cc->prefill_wg = (size_t)cb->tune.prefill_qt * (size_t)cb->tune.prefill_kt;
     char opt[256];
     snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D GROUP=%d -D KV_TYPE=%d -D WG_DECODE=%d "
-             "-D COMBINE_WG_SIZE=%d", d, r, (int)g->type, cc->wg_decode, cc->combine_wg);
+             "-D COMBINE_WG_SIZE=%d -D EPS_ARG", d, r, (int)g->type, cc->wg_decode, cc->combine_wg);
     if ((st = build(cb, "diffattn_decode", opt, &cc->prog[0])) != DATTN_OK)
         goto fail;
     snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D KV_TYPE=%d -D APPEND_WG=%d", d, (int)g->type,
@@ -541,7 +541,7 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     if ((st = build(cb, "gemv", opt, &cc->prog[3])) != DATTN_OK)
         goto fail;
     snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D GROUP=%d -D KV_TYPE=%d -D PREFILL_QT=%d "
-             "-D PREFILL_KT=%d", d, r, (int)g->type, cb->tune.prefill_qt, cb->tune.prefill_kt);
+             "-D PREFILL_KT=%d -D EPS_ARG", d, r, (int)g->type, cb->tune.prefill_qt, cb->tune.prefill_kt);
     if ((st = build(cb, "diffattn_prefill", opt, &cc->prog[4])) != DATTN_OK)
         goto fail;
     if ((st = build(cb, "elementwise", "", &cc->prog[5])) != DATTN_OK)
@@ -807,7 +807,7 @@ static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const backen
     const kv_geom *g = &c->g;
     int H = l->d.n_heads, Hkv = l->d.n_kv_heads;
     cl_mem q_sink = g->policy == DATTN_POLICY_SINK_WINDOW ? cc->q_sink : cc->q;
-    float lambda = l->d.lambda, out_scale = l->d.out_scale;
+    float lambda = l->d.lambda, out_scale = l->d.out_scale, eps = l->d.sub_eps;
     cl_long t = t0;
     cl_int err = CL_SUCCESS;
     op_begin(cc);
@@ -822,6 +822,7 @@ static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const backen
             err |= SET(kn, 8, cc->q), err |= SET(kn, 9, q_sink), err |= SET(kn, 10, lambda);
             err |= SET(kn, 11, out_scale), err |= SET(kn, 12, l->subln);
             err |= SET(kn, 13, cc->attn), err |= SET(kn, 14, run.j0), err |= SET(kn, 15, H);
+            err |= SET(kn, 16, eps);
             size_t global[2] = {(size_t)run.n * (size_t)(H / Hkv) * cc->prefill_wg,
                                 (size_t)(n + (int)cc->prefill_qt - 1) / cc->prefill_qt};
             size_t local[2] = {cc->prefill_wg, 1};
@@ -859,6 +860,7 @@ static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const backen
     err = CL_SUCCESS;
     err |= SET(kc, 0, cc->partial), err |= SET(kc, 1, n_split), err |= SET(kc, 2, lambda);
     err |= SET(kc, 3, out_scale), err |= SET(kc, 4, l->subln), err |= SET(kc, 5, cc->attn);
+    err |= SET(kc, 6, eps);
     size_t cglobal = (size_t)H * cc->combine_wg, clocal = (size_t)cc->combine_wg;
     if (err == CL_SUCCESS)
         err = clEnqueueNDRangeKernel(cb->queue, kc, 1, NULL, &cglobal, &clocal, 0, NULL, NULL);
