@@ -131,24 +131,27 @@ typedef enum dattn_dtype {
     DATTN_DTYPE_BOOL = 9,
 } dattn_dtype;
 
-/* E = model_dim, H = n_heads (diff heads), Hkv = n_kv_heads, d = E / H / 2 (one softmax half).
- * Valid when E % (2H) == 0, H % Hkv == 0 and d is even. */
+/* E = model_dim, H = n_heads (diff heads), Hkv = n_kv_heads, r = H / Hkv, d = head_dim (one
+ * softmax half; 0 means E / H / 2), A = 2 H d the attention width (E unless head_dim says
+ * otherwise). Valid when H % Hkv == 0, d is even, and (head_dim 0) E % (2H) == 0. */
 typedef struct dattn_layer_shape {
     int model_dim;
     int n_heads;
     int n_kv_heads;
     int layer_index;           /* l, 0-based: sets lambda_init = 0.8 - 0.6 exp(-0.3 l) */
     float rope_theta;          /* 10000 for the usual models */
+    int head_dim;              /* d; 0: model_dim / n_heads / 2 */
 } dattn_layer_shape;
 
-/* Weights in PyTorch nn.Linear layout ([out, in], y = x W^T), all of one dtype, little-endian.
- * The layer copies them: the caller's memory may be freed after dattn_layer_create. */
+/* Weights in PyTorch nn.Linear layout ([out, in], y = x W^T), all of one dtype (F32, F16 or
+ * BF16), little-endian, any alignment. The layer copies them, in their dtype (F16 stays 2 bytes
+ * a weight): the caller's memory may be freed after dattn_layer_create. */
 typedef struct dattn_layer_weights {
     dattn_dtype dtype;
-    const void *q_proj;        /* [E, E] */
-    const void *k_proj;        /* [E/r, E] */
-    const void *v_proj;        /* [E/r, E] */
-    const void *out_proj;      /* [E, E] */
+    const void *q_proj;        /* [A, E] */
+    const void *k_proj;        /* [A/r, E] */
+    const void *v_proj;        /* [A/r, E] */
+    const void *out_proj;      /* [E, A] */
     const void *lambda_q1, *lambda_k1, *lambda_q2, *lambda_k2;  /* [d] each */
     const void *subln;         /* [2d] */
 } dattn_layer_weights;
@@ -235,6 +238,8 @@ DATTN_API dattn_status dattn_layer_attend(dattn_layer *layer, dattn_cache *cache
  * One loaded model serves any number of sessions (each with its own cache arena). */
 typedef struct dattn_model dattn_model;
 
+#define DATTN_MAX_EOS 8         /* end-of-text tokens a model may name */
+
 typedef struct dattn_model_info {
     int dim, n_layers, n_heads, n_kv_heads, vocab_size, ffn_dim, max_seq_len;
     int tie_embeddings;        /* 1: the logits reuse tok_embeddings.weight */
@@ -244,6 +249,10 @@ typedef struct dattn_model_info {
     uint64_t n_params;         /* weights in the file */
     uint64_t weight_bytes;     /* what the backend holds for them */
     uint64_t fingerprint;      /* identifies the file: saved sessions carry it */
+    int head_dim;              /* d, one softmax half: dim / n_heads / 2 unless the model sets it */
+    int32_t bos_id;            /* the model's beginning-of-text token, -1 if none */
+    int n_eos;                 /* end-of-text tokens: generation stops at any of them */
+    int32_t eos_ids[DATTN_MAX_EOS];
 } dattn_model_info;
 
 /* Loads a safetensors checkpoint (hyper-parameters in __metadata__, tensor names of DESIGN §6).
@@ -260,6 +269,8 @@ DATTN_API dattn_status dattn_tokenize(const dattn_model *model, const char *text
 /* The bytes token `id` stands for (not NUL-terminated; a byte tokenizer gives one byte). */
 DATTN_API dattn_status dattn_token_bytes(const dattn_model *model, int32_t id, char *buf,
                                          size_t cap, size_t *n);
+/* 1 if id is one of the model's end-of-text tokens (dattn_model_info's eos_ids), else 0. */
+DATTN_API int dattn_token_is_eos(const dattn_model *model, int32_t id);
 
 /* ---- tokenizers on their own ------------------------------------------------------------ */
 
@@ -282,6 +293,10 @@ DATTN_API dattn_status dattn_tokenizer_token_bytes(const dattn_tokenizer *tok, i
                                                    char *buf, size_t cap, size_t *n);
 /* Ids are 0..*n-1. */
 DATTN_API dattn_status dattn_tokenizer_vocab_size(const dattn_tokenizer *tok, int *n);
+/* A model's own tokenizer, valid while the model is (never free it). dattn_tokenize is this
+ * tokenizer's encode without special tokens; dattn_tokenizer_encode with add_special puts the
+ * model's beginning-of-text token(s) before a prompt, as its tokenizer files say. */
+DATTN_API const dattn_tokenizer *dattn_model_tokenizer(const dattn_model *model);
 
 /* ---- sessions: a model with its own KV cache --------------------------------------------- */
 typedef struct dattn_session dattn_session;

@@ -11,24 +11,65 @@
 #include "dattn.h"
 #include "kv.h"
 
-typedef struct backend_weight backend_weight;   /* a packed / uploaded nn.Linear weight */
+typedef struct backend_weight backend_weight;   /* an nn.Linear weight the backend holds */
 typedef struct backend_layer backend_layer;     /* a layer's weights and constants */
+
+/* d of a layer shape: its head_dim, or model_dim / n_heads / 2 when that is 0. */
+static inline int shape_head_dim(const dattn_layer_shape *s)
+{
+    if (s->head_dim)
+        return s->head_dim;
+    return s->n_heads > 0 ? s->model_dim / s->n_heads / 2 : 0;
+}
 
 /* The numbers of one differential-attention layer (DESIGN §1), plain data. */
 typedef struct layer_desc {
     int model_dim, n_heads, n_kv_heads;   /* E, H, Hkv */
     int head_dim, group;                  /* d, r = H / Hkv */
-    int kv_dim, qkv_dim;                  /* E / r, E + 2E/r */
+    int attn_dim;                         /* A = 2 H d: q rows and the attention output; E
+                                           * unless a model sets head_dim itself */
+    int kv_dim, qkv_dim;                  /* A / r, A + 2A/r */
     float lambda;                         /* step 5 */
     float out_scale;                      /* 1 - lambda_init (step 6) */
     float sub_eps;                        /* sub-layer RMSNorm epsilon (step 6): 1e-5, or a
                                            * Hugging Face model's rms_norm_eps */
 } layer_desc;
 
-/* A layer's tensors in host memory, f32, handed to layer_create (which copies them). */
+enum { WEIGHT_MAX_PARTS = 3 };
+
+/* An nn.Linear weight W [m][k] as the model stores it: up to three row-major blocks of one dtype
+ * (F32, F16, BF16), stacked (q_proj, k_proj, v_proj as one projection; gate and up). The rows a
+ * backend computes are the stacked rows in order, or, with row_map, row i is stacked row
+ * row_map[i] (a Hugging Face model's head order; rows may repeat). Every value is finite (the
+ * loaders check). */
+typedef struct weight_src {
+    dattn_dtype dtype;
+    int k;                     /* columns: the input width */
+    int n_parts;
+    struct {
+        const void *data;      /* [rows][k]; borrowed data is aligned to its element size */
+        int rows;
+    } part[WEIGHT_MAX_PARTS];
+    const int32_t *row_map;    /* [m] or NULL (then m is the stacked row count) */
+    int m;                     /* rows of W */
+    int borrow;                /* 1: the data outlives the weight (a mapped file) and may be
+                                * used in place; 0: copy it */
+} weight_src;
+
+/* The rows of all parts stacked. */
+static inline int weight_src_rows(const weight_src *w)
+{
+    int n = 0;
+    for (int i = 0; i < w->n_parts; i++)
+        n += w->part[i].rows;
+    return n;
+}
+
+/* A layer's tensors, handed to layer_create: the projections as stored (see weight_src; the
+ * backend keeps or copies them), the small vectors as f32 (copied). */
 typedef struct layer_tensors {
-    const float *w_qkv;        /* [qkv_dim][E]: q_proj, k_proj, v_proj stacked */
-    const float *w_out;        /* [E][E] */
+    weight_src w_qkv;          /* [qkv_dim][E]: q_proj, k_proj, v_proj */
+    weight_src w_out;          /* [E][attn_dim] */
     const float *subln;        /* [2d]: sub-layer RMSNorm weight */
     const double *inv_freq;    /* [d/2]: RoPE theta^(-2i/d) */
 } layer_tensors;
@@ -41,14 +82,19 @@ typedef struct layer_tensors {
 typedef struct backend_ops {
     const char *kind;                                   /* "cpu", "opencl" */
     void (*destroy)(dattn_backend *be);
-    /* Packs (or uploads) an nn.Linear weight w [m][k]; w may be freed afterwards. */
-    dattn_status (*weight_create)(dattn_backend *be, const float *w, int m, int k,
-                                  backend_weight **out);
+    /* Holds (borrows, copies or uploads) an nn.Linear weight; unless w->borrow, the source may
+     * be freed afterwards. */
+    dattn_status (*weight_create)(dattn_backend *be, const weight_src *w, backend_weight **out);
     void (*weight_free)(dattn_backend *be, backend_weight *w);
+    /* The bytes of the weight's rows as the backend holds them; *borrowed = 1 when they are the
+     * caller's memory (a mapped file) rather than memory the backend made. */
+    uint64_t (*weight_bytes)(const backend_weight *w, int *borrowed);
     /* A layer in the backend's memory: the numbers are copied, the tensors packed or uploaded. */
     dattn_status (*layer_create)(dattn_backend *be, const layer_desc *desc,
                                  const layer_tensors *t, backend_layer **out);
     void (*layer_free)(dattn_backend *be, backend_layer *l);
+    /* The bytes a layer's weights and constants take (borrowed rows included). */
+    uint64_t (*layer_bytes)(const backend_layer *l);
 
     /* Exact bytes of a cache's memory (KV pages + scratch) for this shape, geometry and the
      * model's blocks (scratch; zeros for a layer-only cache). */
@@ -69,8 +115,8 @@ typedef struct backend_ops {
     /* q/k/v rows of n tokens = x W_qkv^T, x [n][E] in host memory. */
     dattn_status (*project_in)(dattn_backend *be, dattn_cache *c, const backend_layer *l,
                                const float *x, int n);
-    /* q/k/v rows from host memory instead (dattn_layer_attend): q [n][E] (NULL: keys and values
-     * only), k [n][kv_dim], v [n][kv_dim], in the layouts of DESIGN §1 step 1. */
+    /* q/k/v rows from host memory instead (dattn_layer_attend): q [n][attn_dim] (NULL: keys and
+     * values only), k [n][kv_dim], v [n][kv_dim], in the layouts of DESIGN §1 step 1. */
     dattn_status (*qkv_write)(dattn_backend *be, dattn_cache *c, const backend_layer *l,
                               const float *q, const float *k, const float *v, int n);
     /* RoPE of q (and, for sink+window, of q at the cache position), times 1/sqrt(d); RoPE of k;
@@ -81,10 +127,10 @@ typedef struct backend_ops {
      * decode (n == 1) takes the flash-decoding path. */
     dattn_status (*attention)(dattn_backend *be, dattn_cache *c, const backend_layer *l,
                               int slot, int64_t t0, int n, int decode);
-    /* y [n][E] (host memory) = attention output W_out^T. */
+    /* y [n][E] (host memory) = attention output [n][attn_dim] W_out^T. */
     dattn_status (*project_out)(dattn_backend *be, dattn_cache *c, const backend_layer *l,
                                 float *y, int n);
-    /* The attention output rows themselves, [n][E], to host memory (dattn_layer_attend). */
+    /* The attention output rows themselves, [n][attn_dim], to host memory (dattn_layer_attend). */
     dattn_status (*attn_read)(dattn_backend *be, dattn_cache *c, float *out, int n);
 
     /* The model's other blocks (src/session.c), sized by the cache's scratch; a layer-only cache

@@ -92,6 +92,7 @@ dattn_status cache_create(dattn_backend *be, const dattn_layer_shape *s,
     }
     c->backend = be;
     c->shape = *s;
+    c->shape.head_dim = shape_head_dim(s);
     c->params = *p;
     c->g = g;
     c->scratch = extra->scratch;

@@ -357,10 +357,6 @@ static dattn_status read_config(dattn_model *m, const json_doc *doc, hf_config *
     if (hc->n_heads % hc->n_kv_heads != 0)
         return dattn_fail(DATTN_E_FORMAT, "config.json: num_attention_heads %d is not a multiple "
                           "of num_key_value_heads %d", hc->n_heads, hc->n_kv_heads);
-    if ((long)hc->n_heads * hc->head_dim != hc->hidden)
-        return dattn_fail(DATTN_E_UNSUPPORTED, "config.json: num_attention_heads * head_dim = "
-                          "%d * %d differs from hidden_size %d: not supported yet",
-                          hc->n_heads, hc->head_dim, hc->hidden);
     if (hc->head_dim % 2 != 0)
         return dattn_fail(DATTN_E_UNSUPPORTED, "config.json: head_dim %d is odd; RoPE needs pairs",
                           hc->head_dim);
@@ -650,19 +646,6 @@ static dattn_status check_tensors(const dattn_model *m, const hf_config *hc)
 
 /* ---- weights --------------------------------------------------------------------------------- */
 
-/* Rows [row, row + n) of a checked 2-D (or 1-D: row 0, n 1) float tensor as f32. */
-static dattn_status rows_f32(const st_tensor *t, int64_t row, int64_t n, float *dst)
-{
-    size_t cols = t->n_dims == 2 ? (size_t)t->shape[1] : (size_t)t->shape[0];
-    size_t count = (size_t)n * cols, es = st_dtype_size(t->dtype);
-    const uint8_t *src = (const uint8_t *)t->data + (size_t)row * cols * es;
-    size_t bad = convert_f32((dattn_dtype)t->dtype, src, count, dst);
-    if (bad < count)
-        return dattn_fail(DATTN_E_NONFINITE, "model: tensor '%s' holds a NaN or infinite value "
-                          "(element %zu)", t->name, (size_t)row * cols + bad);
-    return DATTN_OK;
-}
-
 static const st_tensor *layer_tensor(const dattn_model *m, int l, int i)
 {
     char name[128];
@@ -681,87 +664,83 @@ static int kv_source(const hf_config *hc, int p, int half)
 
 /* Row c of a dattn q/k half of head_dim D reads HF row perm(c) of the same head: rotate_half
  * pairs (i, i + D/2) become the interleaved pairs (2i, 2i + 1). */
-static int64_t rope_row(int c, int D)
+static int rope_row(int c, int D)
 {
     return c % 2 == 0 ? c / 2 : c / 2 + D / 2;
 }
 
-static dattn_status make_weight(dattn_model *m, const float *w, int rows, int cols,
-                                backend_weight **out)
+/* DESIGN §1b as a row map over the stacked q_proj, k_proj, v_proj rows: dattn row -> HF row.
+ * q: diff head h, half s, row c <- HF query head h + s*H'/2, row perm(c); k: pair p, half s,
+ * row c <- HF KV head kv_source(p, s), row perm(c); v: the same heads, rows in order. The
+ * projection computes the HF rows and reorders them; the weights stay as the file has them. */
+static void qkv_row_map(const hf_config *hc, int Hkv, int32_t *map)
 {
-    m->info.weight_bytes += (uint64_t)rows * (uint64_t)cols * sizeof(float);
-    return m->be->ops->weight_create(m->be, w, rows, cols, out);
+    int D = hc->head_dim, Hd = hc->n_heads / 2;
+    int32_t k_at = hc->n_heads * D, v_at = k_at + hc->n_kv_heads * D;
+    size_t r = 0;
+    for (int h = 0; h < Hd; h++)
+        for (int s = 0; s < 2; s++)
+            for (int c = 0; c < D; c++)
+                map[r++] = (h + s * Hd) * D + rope_row(c, D);
+    for (int p = 0; p < Hkv; p++)
+        for (int s = 0; s < 2; s++)
+            for (int c = 0; c < D; c++)
+                map[r++] = k_at + kv_source(hc, p, s) * D + rope_row(c, D);
+    for (int p = 0; p < Hkv; p++)
+        for (int s = 0; s < 2; s++)
+            for (int c = 0; c < D; c++)
+                map[r++] = v_at + kv_source(hc, p, s) * D + c;
 }
 
-static float *host_vector(dattn_model *m, const st_tensor *t, int n, dattn_status *st)
-{
-    float *v = dattn_alloc(sizeof(float) * (size_t)n, t->name);
-    if (!v) {
-        *st = DATTN_E_NOMEM;
-        return NULL;
-    }
-    m->info.weight_bytes += sizeof(float) * (size_t)n;
-    *st = rows_f32(t, 0, 1, v);
-    return v;
-}
-
+/* One layer: attention from the mapped q/k/v/o (row map above) with its lambda vectors as f32
+ * and a weightless sub-norm; the SwiGLU weights as stored; the two norms as f32. */
 static dattn_status load_block(dattn_model *m, const hf_config *hc, int l, const double *inv_freq,
-                               float *tmp)
+                               const int32_t *map, float *vec)
 {
     model_block *b = &m->blocks[l];
-    int E = hc->hidden, D = hc->head_dim, F = hc->ffn, Hd = hc->n_heads / 2;
-    int Hkv = m->info.n_kv_heads;
-    size_t kv = (size_t)Hkv * 2 * D;   /* rows of dattn's k_proj and v_proj */
-    float *q = tmp, *k = q + (size_t)E * E, *v = k + kv * E, *o = v + kv * E;
-    float *lam = o + (size_t)E * E, *ones = lam + 4 * (size_t)D;
-    const st_tensor *tq = layer_tensor(m, l, T_Q), *tk = layer_tensor(m, l, T_K),
-                    *tv = layer_tensor(m, l, T_V);
-    dattn_status st = DATTN_OK;
-    /* q: diff head h, half s, row c <- HF query head h + s*H'/2, row perm(c). */
-    for (int h = 0; h < Hd && st == DATTN_OK; h++)
-        for (int s = 0; s < 2 && st == DATTN_OK; s++)
-            for (int c = 0; c < D && st == DATTN_OK; c++)
-                st = rows_f32(tq, (int64_t)(h + s * Hd) * D + rope_row(c, D), 1,
-                              q + ((size_t)(2 * h + s) * D + c) * E);
-    /* k: pair p, half s, row c <- HF KV head kv_source(p, s), row perm(c); v: no permutation. */
-    for (int p = 0; p < Hkv && st == DATTN_OK; p++)
-        for (int s = 0; s < 2 && st == DATTN_OK; s++) {
-            int src = kv_source(hc, p, s);
-            for (int c = 0; c < D && st == DATTN_OK; c++)
-                st = rows_f32(tk, (int64_t)src * D + rope_row(c, D), 1,
-                              k + ((size_t)(2 * p + s) * D + c) * E);
-            if (st == DATTN_OK)
-                st = rows_f32(tv, (int64_t)src * D, D, v + (size_t)(2 * p + s) * D * E);
-        }
-    if (st != DATTN_OK ||
-        (st = rows_f32(layer_tensor(m, l, T_O), 0, E, o)) != DATTN_OK ||
-        (st = rows_f32(layer_tensor(m, l, T_LQ1), 0, 1, lam)) != DATTN_OK ||
-        (st = rows_f32(layer_tensor(m, l, T_LK1), 0, 1, lam + D)) != DATTN_OK ||
-        (st = rows_f32(layer_tensor(m, l, T_LQ2), 0, 1, lam + 2 * D)) != DATTN_OK ||
-        (st = rows_f32(layer_tensor(m, l, T_LK2), 0, 1, lam + 3 * D)) != DATTN_OK)
-        return st;
-    for (int c = 0; c < 2 * D; c++)
-        ones[c] = 1.0f;   /* the sub-norm has no weight (nn.RMSNorm, elementwise_affine=False) */
+    int D = hc->head_dim, Hkv = m->info.n_kv_heads;
+    int qkv_dim = 2 * m->info.n_heads * D + 2 * (2 * Hkv * D);   /* A + 2 A/r, dattn's rows */
+    dattn_status st;
+    for (int i = 0; i < 4; i++) {
+        const st_tensor *t = layer_tensor(m, l, T_LQ1 + i);
+        size_t bad = convert_f32((dattn_dtype)t->dtype, t->data, (size_t)D, vec + (size_t)i * D);
+        if (bad < (size_t)D)
+            return dattn_fail(DATTN_E_NONFINITE, "model: tensor '%s' holds a NaN or infinite "
+                              "value (element %zu)", t->name, bad);
+    }
+    const st_tensor *qkv[3] = {layer_tensor(m, l, T_Q), layer_tensor(m, l, T_K),
+                               layer_tensor(m, l, T_V)};
+    const st_tensor *o[1] = {layer_tensor(m, l, T_O)};
+    layer_src src = {.vec_dtype = DATTN_DTYPE_F32, .lambda_q1 = vec, .lambda_k1 = vec + D,
+                     .lambda_q2 = vec + 2 * D, .lambda_k2 = vec + 3 * D, .subln = NULL,
+                     .rope_inv_freq = inv_freq, .sub_eps = (float)hc->eps, .checked = 1};
+    float *copy_qkv = NULL, *copy_out = NULL;
     dattn_layer_shape shape = model_attn_shape(m);
     shape.layer_index = l;
-    dattn_layer_weights lw = {DATTN_DTYPE_F32, q, k, v, o, lam, lam + D, lam + 2 * D,
-                              lam + 3 * D, ones};
-    if ((st = layer_create_ex(m->be, &shape, &lw, inv_freq, (float)hc->eps, &b->attn)) !=
-        DATTN_OK)
+    if ((st = model_check_finite(qkv, 3)) == DATTN_OK &&
+        (st = model_check_finite(o, 1)) == DATTN_OK &&
+        (st = model_weight_src(qkv, 3, &src.qkv, &copy_qkv)) == DATTN_OK &&
+        (st = model_weight_src(o, 1, &src.out, &copy_out)) == DATTN_OK) {
+        src.qkv.row_map = map;
+        src.qkv.m = qkv_dim;
+        st = layer_create_src(m->be, &shape, &src, &b->attn);
+    }
+    dattn_free(copy_qkv);
+    dattn_free(copy_out);
+    if (st != DATTN_OK)
         return dattn_error_prefix("layer %d: ", l), st;
-    m->info.weight_bytes += sizeof(float) * ((size_t)2 * E * E + 2 * kv * E + 2 * (size_t)D);
+    m->info.weight_bytes += m->be->ops->layer_bytes(b->attn->impl);
 
     /* SwiGLU: gate (w1) and up (w3) stacked, down (w2). */
-    if ((st = rows_f32(layer_tensor(m, l, T_GATE), 0, F, tmp)) != DATTN_OK ||
-        (st = rows_f32(layer_tensor(m, l, T_UP), 0, F, tmp + (size_t)F * E)) != DATTN_OK ||
-        (st = make_weight(m, tmp, 2 * F, E, &b->w13)) != DATTN_OK ||
-        (st = rows_f32(layer_tensor(m, l, T_DOWN), 0, E, tmp)) != DATTN_OK ||
-        (st = make_weight(m, tmp, E, F, &b->w2)) != DATTN_OK)
+    const st_tensor *w13[2] = {layer_tensor(m, l, T_GATE), layer_tensor(m, l, T_UP)};
+    const st_tensor *w2[1] = {layer_tensor(m, l, T_DOWN)};
+    if ((st = model_make_weight(m, w13, 2, 0, &b->w13)) != DATTN_OK ||
+        (st = model_make_weight(m, w2, 1, 0, &b->w2)) != DATTN_OK)
         return st;
-    b->attn_norm = host_vector(m, layer_tensor(m, l, T_IN_NORM), E, &st);
+    b->attn_norm = model_host_vector(m, layer_tensor(m, l, T_IN_NORM), &st);
     if (st != DATTN_OK)
         return st;
-    b->ffn_norm = host_vector(m, layer_tensor(m, l, T_POST_NORM), E, &st);
+    b->ffn_norm = model_host_vector(m, layer_tensor(m, l, T_POST_NORM), &st);
     return st;
 }
 
@@ -836,13 +815,53 @@ static dattn_status load_tokenizer(dattn_model *m, const char *dir)
     dattn_status st;
     if (stat(path, &sb) != 0) {
         snprintf(in->tokenizer, sizeof in->tokenizer, "none");
-        st = tokenizer_init(&m->tok, "none", in->vocab_size);
-    } else if ((st = tokenizer_load_json(&m->tok, path)) == DATTN_OK) {
+        st = tokenizer_init(&m->tok.t, "none", in->vocab_size);
+    } else if ((st = tokenizer_load_json(&m->tok.t, path)) == DATTN_OK) {
         snprintf(in->tokenizer, sizeof in->tokenizer, "bpe");
-        if (m->tok.vocab_size > in->vocab_size)
+        if (m->tok.t.vocab_size > in->vocab_size)
             st = dattn_fail(DATTN_E_FORMAT, "%s has %d tokens, config.json's vocab_size is %d",
-                            path, m->tok.vocab_size, in->vocab_size);
+                            path, m->tok.t.vocab_size, in->vocab_size);
     }
+    dattn_free(path);
+    return st;
+}
+
+/* generation_config.json, when the directory has one: its eos_token_id (and bos_token_id) are
+ * what transformers' generate() stops at, so they replace config.json's. */
+static dattn_status read_generation_config(dattn_model *m, const char *dir, int vocab)
+{
+    size_t n = strlen(dir) + 32, len = 0;
+    char *path = dattn_alloc(n, "path"), *text = NULL;
+    if (!path)
+        return DATTN_E_NOMEM;
+    snprintf(path, n, "%s/generation_config.json", dir);
+    int absent = 0;
+    json_doc *doc = NULL;
+    json_error je;
+    dattn_status st = read_text(path, "generation_config.json", &text, &len, &absent);
+    if (st == DATTN_OK && !absent) {
+        if ((st = json_parse(text, len, &doc, &je)) != DATTN_OK) {
+            dattn_error_prefix("generation_config.json: ");
+        } else if (doc->toks[0].type != JSON_OBJECT) {
+            st = dattn_fail(DATTN_E_FORMAT, "generation_config.json: the top level is %s, "
+                            "expected an object", json_type_name(doc->toks[0].type));
+        } else {
+            cfg_ctx c = {"generation_config.json", doc, 0};
+            int32_t ids[MODEL_MAX_SPECIAL];
+            int n_ids = 0;
+            if ((st = get_ids(&c, "eos_token_id", vocab, ids, &n_ids)) == DATTN_OK && n_ids) {
+                memcpy(m->eos_ids, ids, sizeof(int32_t) * (size_t)n_ids);
+                m->n_eos = n_ids;
+            }
+            if (st == DATTN_OK &&
+                (st = get_ids(&c, "bos_token_id", vocab, ids, &n_ids)) == DATTN_OK && n_ids) {
+                memcpy(m->bos_ids, ids, sizeof(int32_t) * (size_t)n_ids);
+                m->n_bos = n_ids;
+            }
+        }
+    }
+    json_free(doc);
+    dattn_free(text);
     dattn_free(path);
     return st;
 }
@@ -851,7 +870,8 @@ dattn_status hf_model_load(dattn_model *m, const char *path)
 {
     char *dir = model_dir(path), *cfg_path = NULL, *text = NULL;
     json_doc *doc = NULL;
-    float *tmp = NULL;
+    float *vec = NULL;
+    int32_t *map = NULL;
     double *inv_freq = NULL;
     hf_config hc;
     dattn_status st = DATTN_E_NOMEM;
@@ -888,14 +908,19 @@ dattn_status hf_model_load(dattn_model *m, const char *path)
     in->tie_embeddings = hc.tie;
     in->norm_eps = (float)hc.eps;
     in->rope_theta = (float)hc.theta;
+    in->head_dim = hc.head_dim;
     dattn_layer_shape shape = model_attn_shape(m);
     if ((st = layer_check_shape(&shape)) != DATTN_OK) {
         dattn_error_prefix("config.json: ");
         goto done;
     }
-    if ((st = load_tokenizer(m, dir)) != DATTN_OK || (st = open_weights(m, dir)) != DATTN_OK ||
+    if ((st = read_generation_config(m, dir, hc.vocab)) != DATTN_OK ||
+        (st = load_tokenizer(m, dir)) != DATTN_OK || (st = open_weights(m, dir)) != DATTN_OK ||
         (st = check_tensors(m, &hc)) != DATTN_OK)
         goto done;
+    in->bos_id = m->n_bos ? m->bos_ids[0] : -1;
+    in->n_eos = m->n_eos;
+    memcpy(in->eos_ids, m->eos_ids, sizeof(int32_t) * (size_t)m->n_eos);
 
     m->embed = find(m, "model.embed_tokens.weight");
     size_t bad = convert_f32((dattn_dtype)m->embed->dtype, m->embed->data, m->embed->n_elems, NULL);
@@ -919,33 +944,27 @@ dattn_status hf_model_load(dattn_model *m, const char *path)
         }
         llama3_inv_freq(&hc, inv_freq);
     }
-    /* Scratch for one layer as f32: attention (q, o [E][E], k, v [2*Hkv*D][E], 6D), the FFN
-     * (2F x E) or the logits (V x E). */
-    size_t E = (size_t)hc.hidden, F = (size_t)hc.ffn, V = (size_t)hc.vocab,
-           kvr = (size_t)in->n_kv_heads * 2 * (size_t)hc.head_dim;
-    size_t attn_f = 2 * E * E + 2 * kvr * E + 6 * (size_t)hc.head_dim, ffn_f = 2 * F * E,
-           need = V * E;
-    need = need > attn_f ? need : attn_f;
-    need = need > ffn_f ? need : ffn_f;
-    tmp = dattn_alloc(sizeof(float) * need, "weight conversion");
+    size_t qkv_rows = (size_t)2 * in->n_heads * hc.head_dim + 4 * (size_t)in->n_kv_heads * hc.head_dim;
+    map = dattn_alloc(sizeof(int32_t) * qkv_rows, "q/k/v row map");
+    vec = dattn_alloc(sizeof(float) * 4 * (size_t)hc.head_dim, "lambda vectors");
     m->blocks = dattn_alloc(sizeof *m->blocks * (size_t)in->n_layers, "model layers");
-    if (!tmp || !m->blocks) {
+    if (!map || !vec || !m->blocks) {
         st = DATTN_E_NOMEM;
         goto done;
     }
+    qkv_row_map(&hc, in->n_kv_heads, map);
     for (int l = 0; l < in->n_layers; l++)
-        if ((st = load_block(m, &hc, l, inv_freq, tmp)) != DATTN_OK)
+        if ((st = load_block(m, &hc, l, inv_freq, map, vec)) != DATTN_OK)
             goto done;
-    m->final_norm = host_vector(m, find(m, "model.norm.weight"), in->dim, &st);
+    m->final_norm = model_host_vector(m, find(m, "model.norm.weight"), &st);
     if (st != DATTN_OK)
         goto done;
-    const st_tensor *out = hc.tie ? m->embed : find(m, "lm_head.weight");
-    if ((st = rows_f32(out, 0, hc.vocab, tmp)) != DATTN_OK ||
-        (st = make_weight(m, tmp, hc.vocab, hc.hidden, &m->w_logits)) != DATTN_OK)
-        goto done;
+    const st_tensor *out[1] = {hc.tie ? m->embed : find(m, "lm_head.weight")};
+    st = model_make_weight(m, out, 1, hc.tie, &m->w_logits);
 done:
     dattn_free(inv_freq);
-    dattn_free(tmp);
+    dattn_free(map);
+    dattn_free(vec);
     json_free(doc);
     dattn_free(text);
     dattn_free(cfg_path);

@@ -33,7 +33,7 @@ dattn_status kv_geom_init(kv_geom *g, const dattn_layer_shape *s, const dattn_ca
         return dattn_fail(DATTN_E_INVALID_ARG, "kv: unknown KV element type %d", (int)p->kv_type);
     g->n_slots = p->n_layers;
     g->n_kv_heads = s->n_kv_heads;
-    g->head_dim = s->model_dim / s->n_heads / 2;
+    g->head_dim = shape_head_dim(s);
     g->type = p->kv_type;
     g->policy = p->policy;
     g->n_ctx = p->n_ctx;

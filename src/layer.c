@@ -24,22 +24,26 @@ dattn_status layer_check_shape(const dattn_layer_shape *s)
 {
     if (!s)
         return dattn_fail(DATTN_E_INVALID_ARG, "layer: shape is NULL");
-    if (s->model_dim <= 0 || s->n_heads <= 0 || s->n_kv_heads <= 0)
-        return dattn_fail(DATTN_E_SHAPE, "layer: model_dim %d, n_heads %d, n_kv_heads %d must be positive",
-                          s->model_dim, s->n_heads, s->n_kv_heads);
-    if (s->model_dim > (1 << 20) || s->n_heads > (1 << 16))
-        return dattn_fail(DATTN_E_SHAPE, "layer: model_dim %d or n_heads %d is implausibly large",
-                          s->model_dim, s->n_heads);
-    if (s->model_dim % (2 * s->n_heads) != 0)
+    if (s->model_dim <= 0 || s->n_heads <= 0 || s->n_kv_heads <= 0 || s->head_dim < 0)
+        return dattn_fail(DATTN_E_SHAPE, "layer: model_dim %d, n_heads %d, n_kv_heads %d must be "
+                          "positive (head_dim %d: 0 or positive)", s->model_dim, s->n_heads,
+                          s->n_kv_heads, s->head_dim);
+    if (s->model_dim > (1 << 20) || s->n_heads > (1 << 16) || s->head_dim > (1 << 12))
+        return dattn_fail(DATTN_E_SHAPE, "layer: model_dim %d, n_heads %d or head_dim %d is "
+                          "implausibly large", s->model_dim, s->n_heads, s->head_dim);
+    if (!s->head_dim && s->model_dim % (2 * s->n_heads) != 0)
         return dattn_fail(DATTN_E_SHAPE, "layer: model_dim %d is not divisible by 2*n_heads = %d",
                           s->model_dim, 2 * s->n_heads);
     if (s->n_heads % s->n_kv_heads != 0)
         return dattn_fail(DATTN_E_SHAPE, "layer: n_heads %d is not a multiple of n_kv_heads %d",
                           s->n_heads, s->n_kv_heads);
-    int d = s->model_dim / s->n_heads / 2;
+    int d = shape_head_dim(s);
     if (d % 2 != 0)
-        return dattn_fail(DATTN_E_SHAPE,
-                          "layer: head_dim %d (model_dim / n_heads / 2) is odd; RoPE needs pairs", d);
+        return dattn_fail(DATTN_E_SHAPE, "layer: head_dim %d%s is odd; RoPE needs pairs", d,
+                          s->head_dim ? "" : " (model_dim / n_heads / 2)");
+    if ((long)2 * s->n_heads * d > (1L << 20))
+        return dattn_fail(DATTN_E_SHAPE, "layer: the attention width 2 * n_heads * head_dim = "
+                          "%ld is implausibly large", (long)2 * s->n_heads * d);
     if (s->layer_index < 0)
         return dattn_fail(DATTN_E_SHAPE, "layer: layer_index %d is negative", s->layer_index);
     if (!(s->rope_theta > 0.0f) || !isfinite(s->rope_theta))
@@ -48,14 +52,27 @@ dattn_status layer_check_shape(const dattn_layer_shape *s)
     return DATTN_OK;
 }
 
-/* n values of weight `name` as f32; a NaN or inf is refused, naming the weight. */
-static dattn_status weight_f32(dattn_dtype t, const void *src, size_t n, const char *name,
+/* n values of vector `name` as f32; a NaN or inf is refused, naming it. */
+static dattn_status vector_f32(dattn_dtype t, const void *src, size_t n, const char *name,
                                float *dst)
 {
     size_t bad = convert_f32(t, src, n, dst);
     if (bad < n)
         return dattn_fail(DATTN_E_NONFINITE, "layer: weight %s holds a NaN or infinite value "
                           "(element %zu)", name, bad);
+    return DATTN_OK;
+}
+
+/* Every part of a projection is finite (the kernels read them as they are). */
+static dattn_status check_weight(const weight_src *w, const char *const names[])
+{
+    for (int i = 0; i < w->n_parts; i++) {
+        size_t n = (size_t)w->part[i].rows * (size_t)w->k;
+        size_t bad = convert_f32(w->dtype, w->part[i].data, n, NULL);
+        if (bad < n)
+            return dattn_fail(DATTN_E_NONFINITE, "layer: weight %s holds a NaN or infinite value "
+                              "(element %zu)", names[i], bad);
+    }
     return DATTN_OK;
 }
 
@@ -70,13 +87,6 @@ void dattn_layer_free(dattn_layer *l)
 
 dattn_status dattn_layer_create(dattn_backend *be, const dattn_layer_shape *shape,
                                 const dattn_layer_weights *w, dattn_layer **out)
-{
-    return layer_create_ex(be, shape, w, NULL, 1e-5f, out);
-}
-
-dattn_status layer_create_ex(dattn_backend *be, const dattn_layer_shape *shape,
-                             const dattn_layer_weights *w, const double *rope_inv_freq,
-                             float sub_eps, dattn_layer **out)
 {
     if (!out)
         return dattn_fail(DATTN_E_INVALID_ARG, "layer: out is NULL");
@@ -95,35 +105,67 @@ dattn_status layer_create_ex(dattn_backend *be, const dattn_layer_shape *shape,
     for (int i = 0; i < 9; i++)
         if (!need[i])
             return dattn_fail(DATTN_E_INVALID_ARG, "layer: weight %s is NULL", names[i]);
+    int E = shape->model_dim, d = shape_head_dim(shape), r = shape->n_heads / shape->n_kv_heads;
+    int A = 2 * shape->n_heads * d;
+    layer_src src = {
+        .qkv = {w->dtype, E, 3, {{w->q_proj, A}, {w->k_proj, A / r}, {w->v_proj, A / r}}, NULL,
+                A + 2 * (A / r), 0},
+        .out = {w->dtype, A, 1, {{w->out_proj, E}}, NULL, E, 0},
+        .vec_dtype = w->dtype,
+        .lambda_q1 = w->lambda_q1, .lambda_k1 = w->lambda_k1,
+        .lambda_q2 = w->lambda_q2, .lambda_k2 = w->lambda_k2,
+        .subln = w->subln,
+        .sub_eps = 1e-5f,
+    };
+    return layer_create_src(be, shape, &src, out);
+}
 
-    int E = shape->model_dim, d = E / shape->n_heads / 2, r = shape->n_heads / shape->n_kv_heads;
-    if (!(sub_eps > 0.0f) || !isfinite(sub_eps))
+dattn_status layer_create_src(dattn_backend *be, const dattn_layer_shape *shape,
+                              const layer_src *src, dattn_layer **out)
+{
+    *out = NULL;
+    dattn_status st = layer_check_shape(shape);
+    if (st != DATTN_OK)
+        return st;
+    int E = shape->model_dim, d = shape_head_dim(shape), r = shape->n_heads / shape->n_kv_heads;
+    int A = 2 * shape->n_heads * d;
+    if (!(src->sub_eps > 0.0f) || !isfinite(src->sub_eps))
         return dattn_fail(DATTN_E_INVALID_ARG, "layer: sub-layer RMSNorm epsilon %g must be a "
-                          "positive number", (double)sub_eps);
+                          "positive number", (double)src->sub_eps);
     layer_desc desc = {
         .model_dim = E, .n_heads = shape->n_heads, .n_kv_heads = shape->n_kv_heads,
-        .head_dim = d, .group = r, .kv_dim = E / r, .qkv_dim = E + 2 * (E / r),
-        .sub_eps = sub_eps,
+        .head_dim = d, .group = r, .attn_dim = A, .kv_dim = A / r, .qkv_dim = A + 2 * (A / r),
+        .sub_eps = src->sub_eps,
     };
-    size_t qkv_n = (size_t)desc.qkv_dim * E, out_n = (size_t)E * E;
-    /* One block: w_qkv, w_out, the four lambda vectors, subln; then the RoPE table. */
-    float *tmp = dattn_alloc(sizeof(float) * (qkv_n + out_n + 6 * (size_t)d) +
-                                 sizeof(double) * (size_t)(d / 2), "weight conversion");
+    /* The loaders build these; a mismatch is a bug, said rather than run. */
+    if (src->qkv.k != E || src->qkv.m != desc.qkv_dim || src->out.k != A || src->out.m != E ||
+        (!src->qkv.row_map && weight_src_rows(&src->qkv) != desc.qkv_dim) ||
+        weight_src_rows(&src->out) != E)
+        return dattn_fail(DATTN_E_SHAPE, "layer: projections of %d x %d and %d x %d do not fit "
+                          "the shape (E %d, attention width %d)", src->qkv.m, src->qkv.k,
+                          src->out.m, src->out.k, E, A);
+    static const char *const qkv_names[] = {"q_proj", "k_proj", "v_proj"};
+    static const char *const out_names[] = {"out_proj"};
+    if (!src->checked && ((st = check_weight(&src->qkv, qkv_names)) != DATTN_OK ||
+                          (st = check_weight(&src->out, out_names)) != DATTN_OK))
+        return st;
+    /* The four lambda vectors, subln, then the RoPE table. */
+    float *tmp = dattn_alloc(sizeof(float) * 6 * (size_t)d + sizeof(double) * (size_t)(d / 2),
+                             "layer vectors");
     if (!tmp)
         return DATTN_E_NOMEM;
-    float *w_qkv = tmp, *w_out = w_qkv + qkv_n, *lam = w_out + out_n, *subln = lam + 4 * d;
+    float *lam = tmp, *subln = lam + 4 * d;
     double *inv_freq = (double *)(subln + 2 * d);   /* 8-aligned: 6d floats with d even */
-    size_t kv_n = (size_t)desc.kv_dim * E;
-    if ((st = weight_f32(w->dtype, w->q_proj, out_n, "q_proj", w_qkv)) != DATTN_OK ||
-        (st = weight_f32(w->dtype, w->k_proj, kv_n, "k_proj", w_qkv + out_n)) != DATTN_OK ||
-        (st = weight_f32(w->dtype, w->v_proj, kv_n, "v_proj", w_qkv + out_n + kv_n)) != DATTN_OK ||
-        (st = weight_f32(w->dtype, w->out_proj, out_n, "out_proj", w_out)) != DATTN_OK ||
-        (st = weight_f32(w->dtype, w->lambda_q1, (size_t)d, "lambda_q1", lam)) != DATTN_OK ||
-        (st = weight_f32(w->dtype, w->lambda_k1, (size_t)d, "lambda_k1", lam + d)) != DATTN_OK ||
-        (st = weight_f32(w->dtype, w->lambda_q2, (size_t)d, "lambda_q2", lam + 2 * d)) != DATTN_OK ||
-        (st = weight_f32(w->dtype, w->lambda_k2, (size_t)d, "lambda_k2", lam + 3 * d)) != DATTN_OK ||
-        (st = weight_f32(w->dtype, w->subln, 2 * (size_t)d, "subln", subln)) != DATTN_OK)
+    dattn_dtype vt = src->vec_dtype;
+    if ((st = vector_f32(vt, src->lambda_q1, (size_t)d, "lambda_q1", lam)) != DATTN_OK ||
+        (st = vector_f32(vt, src->lambda_k1, (size_t)d, "lambda_k1", lam + d)) != DATTN_OK ||
+        (st = vector_f32(vt, src->lambda_q2, (size_t)d, "lambda_q2", lam + 2 * d)) != DATTN_OK ||
+        (st = vector_f32(vt, src->lambda_k2, (size_t)d, "lambda_k2", lam + 3 * d)) != DATTN_OK ||
+        (src->subln && (st = vector_f32(vt, src->subln, 2 * (size_t)d, "subln", subln)) != DATTN_OK))
         goto fail;
+    if (!src->subln)
+        for (int i = 0; i < 2 * d; i++)
+            subln[i] = 1.0f;   /* a weightless RMSNorm (nn.RMSNorm, elementwise_affine=False) */
 
     /* lambda = exp(lq1 . lk1) - exp(lq2 . lk2) + lambda_init, in double (DESIGN §1 step 5). */
     double dot1 = 0.0, dot2 = 0.0;
@@ -141,8 +183,8 @@ dattn_status layer_create_ex(dattn_backend *be, const dattn_layer_shape *shape,
     desc.lambda = (float)lambda;
     desc.out_scale = (float)(1.0 - lambda_init);
     for (int i = 0; i < d / 2; i++)
-        inv_freq[i] = rope_inv_freq ? rope_inv_freq[i]
-                                    : pow((double)shape->rope_theta, -2.0 * i / d);
+        inv_freq[i] = src->rope_inv_freq ? src->rope_inv_freq[i]
+                                         : pow((double)shape->rope_theta, -2.0 * i / d);
 
     dattn_layer *l = dattn_alloc(sizeof *l, "layer");
     if (!l) {
@@ -151,8 +193,9 @@ dattn_status layer_create_ex(dattn_backend *be, const dattn_layer_shape *shape,
     }
     l->be = be;
     l->shape = *shape;
+    l->shape.head_dim = d;
     l->desc = desc;
-    layer_tensors t = {w_qkv, w_out, subln, inv_freq};
+    layer_tensors t = {src->qkv, src->out, subln, inv_freq};
     if ((st = be->ops->layer_create(be, &desc, &t, &l->impl)) != DATTN_OK) {
         dattn_free(l);
         goto fail;
@@ -280,11 +323,12 @@ static dattn_status check_call(const dattn_layer *l, const dattn_cache *c, int s
     if (l->be != c->backend)
         return dattn_fail(DATTN_E_INVALID_ARG, "layer: the layer and the cache belong to different backends");
     if (l->shape.model_dim != c->shape.model_dim || l->shape.n_heads != c->shape.n_heads ||
-        l->shape.n_kv_heads != c->shape.n_kv_heads)
-        return dattn_fail(DATTN_E_SHAPE, "layer: shape E=%d H=%d Hkv=%d does not match the cache's "
-                          "E=%d H=%d Hkv=%d", l->shape.model_dim, l->shape.n_heads,
-                          l->shape.n_kv_heads, c->shape.model_dim, c->shape.n_heads,
-                          c->shape.n_kv_heads);
+        l->shape.n_kv_heads != c->shape.n_kv_heads ||
+        shape_head_dim(&l->shape) != shape_head_dim(&c->shape))
+        return dattn_fail(DATTN_E_SHAPE, "layer: shape E=%d H=%d Hkv=%d d=%d does not match the "
+                          "cache's E=%d H=%d Hkv=%d d=%d", l->shape.model_dim, l->shape.n_heads,
+                          l->shape.n_kv_heads, shape_head_dim(&l->shape), c->shape.model_dim,
+                          c->shape.n_heads, c->shape.n_kv_heads, shape_head_dim(&c->shape));
     if (slot < 0 || slot >= c->g.n_slots)
         return dattn_fail(DATTN_E_INVALID_ARG, "layer: cache slot %d is out of range 0..%d", slot,
                           c->g.n_slots - 1);
@@ -362,14 +406,13 @@ static dattn_status attend_chunk(dattn_layer *l, dattn_cache *c, int slot, int64
         (st = ops->rope_append(l->be, c, l->impl, slot, t0, n)) != DATTN_OK)
         return st;
     if (q) {
-        size_t m = (size_t)n * l->shape.model_dim, bad;
+        size_t A = (size_t)l->desc.attn_dim, m = (size_t)n * A, bad;
         if ((st = ops->attention(l->be, c, l->impl, slot, t0, n, n == 1)) != DATTN_OK ||
             (st = ops->attn_read(l->be, c, out, n)) != DATTN_OK)
             return st;
         if ((bad = first_nonfinite(out, m)) < m)
             return dattn_fail(DATTN_E_NONFINITE, "layer %d: the attention output of token %zu "
-                              "is NaN or infinite", l->shape.layer_index,
-                              bad / (size_t)l->shape.model_dim);
+                              "is NaN or infinite", l->shape.layer_index, bad / A);
     }
     kv_set_n_past(c, slot, t0 + n);
     return DATTN_OK;
@@ -385,17 +428,17 @@ dattn_status dattn_layer_attend(dattn_layer *l, dattn_cache *c, int slot, int po
     if (st != DATTN_OK)
         return st;
     const layer_desc *d = &l->desc;
-    size_t E = (size_t)d->model_dim, kv = (size_t)d->kv_dim;
-    if ((q && (st = check_input(q, (size_t)n * E, "q")) != DATTN_OK) ||
+    size_t A = (size_t)d->attn_dim, kv = (size_t)d->kv_dim;
+    if ((q && (st = check_input(q, (size_t)n * A, "q")) != DATTN_OK) ||
         (st = check_input(k, (size_t)n * kv, "k")) != DATTN_OK ||
         (st = check_input(v, (size_t)n * kv, "v")) != DATTN_OK)
         return st;
     int step = n == 1 ? 1 : c->g.max_batch;
     for (int i = 0; i < n; i += step) {
         int len = n - i < step ? n - i : step;
-        st = attend_chunk(l, c, slot, (int64_t)pos + i, q ? q + (size_t)i * E : NULL,
+        st = attend_chunk(l, c, slot, (int64_t)pos + i, q ? q + (size_t)i * A : NULL,
                           k + (size_t)i * kv, v + (size_t)i * kv, len,
-                          out ? out + (size_t)i * E : NULL);
+                          out ? out + (size_t)i * A : NULL);
         if (st != DATTN_OK) {
             undo(c, slot, pos);
             return st;

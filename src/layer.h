@@ -13,12 +13,26 @@ struct dattn_layer {
 };
 
 dattn_status layer_check_shape(const dattn_layer_shape *s);
-/* dattn_layer_create with two numbers a Hugging Face model sets itself: the RoPE table
- * rope_inv_freq [d/2] (NULL: rope_theta^(-2i/d)) and the sub-layer RMSNorm epsilon (dattn's own
- * layers: 1e-5). Both are copied. */
-dattn_status layer_create_ex(dattn_backend *be, const dattn_layer_shape *shape,
-                             const dattn_layer_weights *w, const double *rope_inv_freq,
-                             float sub_eps, dattn_layer **out);
+
+/* What a layer is made of, as the loaders have it: the projections as stored (backend.h's
+ * weight_src: borrowed from a mapped file, or copied), the small vectors in one float dtype, and
+ * the numbers a Hugging Face model sets itself. */
+typedef struct layer_src {
+    weight_src qkv;            /* [qkv_dim][E]: q, k, v rows in dattn's order (row_map) */
+    weight_src out;            /* [E][attn_dim] */
+    dattn_dtype vec_dtype;     /* of the vectors below */
+    const void *lambda_q1, *lambda_k1, *lambda_q2, *lambda_k2;   /* [d] each */
+    const void *subln;         /* [2d]; NULL: a weightless sub-norm (ones) */
+    const double *rope_inv_freq;   /* [d/2]; NULL: rope_theta^(-2i/d) */
+    float sub_eps;             /* sub-layer RMSNorm epsilon: 1e-5 for dattn's own layers */
+    int checked;               /* 1: the caller found every projection value finite (a model
+                                * loader, whose message names the file's tensor) */
+} layer_src;
+
+/* dattn_layer_create from a layer_src: every projection value is checked finite, the vectors
+ * and the RoPE table are copied. */
+dattn_status layer_create_src(dattn_backend *be, const dattn_layer_shape *shape,
+                              const layer_src *src, dattn_layer **out);
 /* One chunk of n <= max_batch tokens at stream positions t0 .. t0+n-1 through the layer (arguments
  * already checked), x and y in host memory; sets the slot's n_past to t0 + n. A non-finite output
  * is DATTN_E_NONFINITE naming the layer. The model's forward pass calls this per layer. */

@@ -215,66 +215,154 @@ static dattn_status to_f32(const st_file *f, const char *name, float *dst)
     return DATTN_OK;
 }
 
-static dattn_status make_weight(dattn_model *m, const float *w, int rows, int cols,
-                                backend_weight **out)
+dattn_status model_weight_src(const st_tensor *const *t, int n, weight_src *out, float **copy)
 {
-    m->info.weight_bytes += (uint64_t)rows * (uint64_t)cols * sizeof(float);
-    return m->be->ops->weight_create(m->be, w, rows, cols, out);
+    memset(out, 0, sizeof *out);
+    *copy = NULL;
+    int same = 1, rows = 0;
+    for (int i = 0; i < n; i++) {
+        size_t es = st_dtype_size(t[i]->dtype);
+        same &= t[i]->dtype == t[0]->dtype && (uintptr_t)t[i]->data % es == 0;
+        rows += (int)t[i]->shape[0];
+    }
+    out->k = t[0]->n_dims == 2 ? (int)t[0]->shape[1] : 1;
+    out->m = rows;
+    if (same) {   /* the usual case: the mapped file is the weights */
+        out->dtype = (dattn_dtype)t[0]->dtype;
+        out->n_parts = n;
+        for (int i = 0; i < n; i++) {
+            out->part[i].data = t[i]->data;
+            out->part[i].rows = (int)t[i]->shape[0];
+        }
+        out->borrow = 1;
+        return DATTN_OK;
+    }
+    /* Mixed dtypes (or a file whose data is not aligned to its elements): one f32 copy. */
+    float *f = dattn_alloc(sizeof(float) * (size_t)rows * (size_t)out->k + 1, "weight conversion");
+    if (!f)
+        return DATTN_E_NOMEM;
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        size_t bad = convert_f32((dattn_dtype)t[i]->dtype, t[i]->data, t[i]->n_elems, f + at);
+        if (bad < t[i]->n_elems) {
+            dattn_free(f);
+            return dattn_fail(DATTN_E_NONFINITE, "model: tensor '%s' holds a NaN or infinite "
+                              "value (element %zu)", t[i]->name, bad);
+        }
+        at += t[i]->n_elems;
+    }
+    out->dtype = DATTN_DTYPE_F32;
+    out->n_parts = 1;
+    out->part[0].data = f;
+    out->part[0].rows = rows;
+    *copy = f;
+    return DATTN_OK;
 }
 
-static float *host_vector(dattn_model *m, const st_file *f, const char *name, int n,
-                          dattn_status *st)
+void model_count_weight(dattn_model *m, const backend_weight *w, int shares_embedding)
 {
-    float *v = dattn_alloc(sizeof(float) * (size_t)n, name);
+    int borrowed = 0;
+    uint64_t bytes = m->be->ops->weight_bytes(w, &borrowed);
+    if (!(borrowed && shares_embedding))   /* the embedding's bytes are counted once */
+        m->info.weight_bytes += bytes;
+}
+
+dattn_status model_check_finite(const st_tensor *const *t, int n)
+{
+    for (int i = 0; i < n; i++) {
+        size_t bad = convert_f32((dattn_dtype)t[i]->dtype, t[i]->data, t[i]->n_elems, NULL);
+        if (bad < t[i]->n_elems)
+            return dattn_fail(DATTN_E_NONFINITE, "model: tensor '%s' holds a NaN or infinite "
+                              "value (element %zu)", t[i]->name, bad);
+    }
+    return DATTN_OK;
+}
+
+dattn_status model_make_weight(dattn_model *m, const st_tensor *const *t, int n,
+                               int shares_embedding, backend_weight **out)
+{
+    dattn_status st = model_check_finite(t, n);
+    if (st != DATTN_OK)
+        return st;
+    weight_src src;
+    float *copy;
+    st = model_weight_src(t, n, &src, &copy);
+    if (st == DATTN_OK)
+        st = m->be->ops->weight_create(m->be, &src, out);
+    dattn_free(copy);
+    if (st == DATTN_OK)
+        model_count_weight(m, *out, shares_embedding);
+    return st;
+}
+
+float *model_host_vector(dattn_model *m, const st_tensor *t, dattn_status *st)
+{
+    float *v = dattn_alloc(sizeof(float) * t->n_elems, t->name);
     if (!v) {
         *st = DATTN_E_NOMEM;
         return NULL;
     }
-    m->info.weight_bytes += sizeof(float) * (size_t)n;
-    *st = to_f32(f, name, v);
+    m->info.weight_bytes += sizeof(float) * t->n_elems;
+    size_t bad = convert_f32((dattn_dtype)t->dtype, t->data, t->n_elems, v);
+    *st = bad < t->n_elems ? dattn_fail(DATTN_E_NONFINITE, "model: tensor '%s' holds a NaN or "
+                                        "infinite value (element %zu)", t->name, bad)
+                           : DATTN_OK;
     return v;
 }
 
-static dattn_status load_block(dattn_model *m, int l, float *tmp)
+static dattn_status load_block(dattn_model *m, int l)
 {
     const dattn_model_info *in = &m->info;
     const st_file *f = m->file;
     model_block *b = &m->blocks[l];
     want w[W_PER_LAYER];
     layer_wants(in, l, w);
-    int E = in->dim, F = in->ffn_dim, d = E / in->n_heads / 2, kv = E / (in->n_heads / in->n_kv_heads);
+    const st_tensor *t[W_PER_LAYER];
+    for (int i = 0; i < W_PER_LAYER; i++)
+        t[i] = st_find(f, w[i].name);   /* all checked present */
+    int d = in->dim / in->n_heads / 2;
     dattn_status st;
 
-    /* The attention layer through the public layer constructor (it takes F32 weights here). */
-    float *q = tmp, *k = q + (size_t)E * E, *v = k + (size_t)kv * E, *o = v + (size_t)kv * E;
-    float *lam = o + (size_t)E * E, *subln = lam + 4 * (size_t)d;
-    if ((st = to_f32(f, w[W_Q].name, q)) != DATTN_OK || (st = to_f32(f, w[W_K].name, k)) != DATTN_OK ||
-        (st = to_f32(f, w[W_V].name, v)) != DATTN_OK || (st = to_f32(f, w[W_OUT].name, o)) != DATTN_OK ||
-        (st = to_f32(f, w[W_LQ1].name, lam)) != DATTN_OK ||
-        (st = to_f32(f, w[W_LK1].name, lam + d)) != DATTN_OK ||
-        (st = to_f32(f, w[W_LQ2].name, lam + 2 * d)) != DATTN_OK ||
-        (st = to_f32(f, w[W_LK2].name, lam + 3 * d)) != DATTN_OK ||
-        (st = to_f32(f, w[W_SUBLN].name, subln)) != DATTN_OK)
+    /* The attention layer: its projections from the mapped file, its vectors as f32. */
+    float *vec = dattn_alloc(sizeof(float) * 6 * (size_t)d, "layer vectors");   /* lambdas, subln */
+    if (!vec)
+        return DATTN_E_NOMEM;
+    if ((st = to_f32(f, w[W_LQ1].name, vec)) != DATTN_OK ||
+        (st = to_f32(f, w[W_LK1].name, vec + d)) != DATTN_OK ||
+        (st = to_f32(f, w[W_LQ2].name, vec + 2 * d)) != DATTN_OK ||
+        (st = to_f32(f, w[W_LK2].name, vec + 3 * d)) != DATTN_OK ||
+        (st = to_f32(f, w[W_SUBLN].name, vec + 4 * d)) != DATTN_OK) {
+        dattn_free(vec);
         return st;
+    }
+    const st_tensor *qkv[3] = {t[W_Q], t[W_K], t[W_V]}, *o[1] = {t[W_OUT]};
+    layer_src src = {.vec_dtype = DATTN_DTYPE_F32, .lambda_q1 = vec, .lambda_k1 = vec + d,
+                     .lambda_q2 = vec + 2 * d, .lambda_k2 = vec + 3 * d, .subln = vec + 4 * d,
+                     .sub_eps = 1e-5f, .checked = 1};
+    float *copy_qkv = NULL, *copy_out = NULL;
     dattn_layer_shape shape = model_attn_shape(m);
     shape.layer_index = l;
-    dattn_layer_weights lw = {DATTN_DTYPE_F32, q, k, v, o, lam, lam + d, lam + 2 * d, lam + 3 * d,
-                              subln};
-    if ((st = dattn_layer_create(m->be, &shape, &lw, &b->attn)) != DATTN_OK)
+    if ((st = model_check_finite(qkv, 3)) == DATTN_OK &&
+        (st = model_check_finite(o, 1)) == DATTN_OK &&
+        (st = model_weight_src(qkv, 3, &src.qkv, &copy_qkv)) == DATTN_OK &&
+        (st = model_weight_src(o, 1, &src.out, &copy_out)) == DATTN_OK)
+        st = layer_create_src(m->be, &shape, &src, &b->attn);
+    dattn_free(copy_qkv);
+    dattn_free(copy_out);
+    dattn_free(vec);
+    if (st != DATTN_OK)
         return dattn_error_prefix("layer %d: ", l), st;
-    m->info.weight_bytes += sizeof(float) * ((size_t)2 * E * E + (size_t)2 * kv * E + 2 * (size_t)d);
+    m->info.weight_bytes += m->be->ops->layer_bytes(b->attn->impl);
 
     /* SwiGLU: w1 and w3 stacked into one weight so one GEMM serves both. */
-    if ((st = to_f32(f, w[W_W1].name, tmp)) != DATTN_OK ||
-        (st = to_f32(f, w[W_W3].name, tmp + (size_t)F * E)) != DATTN_OK ||
-        (st = make_weight(m, tmp, 2 * F, E, &b->w13)) != DATTN_OK ||
-        (st = to_f32(f, w[W_W2].name, tmp)) != DATTN_OK ||
-        (st = make_weight(m, tmp, E, F, &b->w2)) != DATTN_OK)
+    const st_tensor *w13[2] = {t[W_W1], t[W_W3]}, *w2[1] = {t[W_W2]};
+    if ((st = model_make_weight(m, w13, 2, 0, &b->w13)) != DATTN_OK ||
+        (st = model_make_weight(m, w2, 1, 0, &b->w2)) != DATTN_OK)
         return st;
-    b->attn_norm = host_vector(m, f, w[W_ATTN_NORM].name, E, &st);
+    b->attn_norm = model_host_vector(m, t[W_ATTN_NORM], &st);
     if (st != DATTN_OK)
         return st;
-    b->ffn_norm = host_vector(m, f, w[W_FFN_NORM].name, E, &st);
+    b->ffn_norm = model_host_vector(m, t[W_FFN_NORM], &st);
     return st;
 }
 
@@ -298,7 +386,7 @@ void dattn_model_free(dattn_model *m)
     for (int s = 0; s < m->n_shards; s++)
         st_close(m->shards[s]);
     dattn_free(m->shards);
-    tokenizer_free(&m->tok);
+    tokenizer_free(&m->tok.t);
     dattn_free(m);
 }
 
@@ -316,7 +404,6 @@ dattn_status dattn_model_load(dattn_backend *be, const char *path, dattn_model *
     if (!m)
         return DATTN_E_NOMEM;
     m->be = be;
-    float *tmp = NULL;
     dattn_status st;
     if (hf_is_model_path(path)) {   /* a Hugging Face diffllama directory (DESIGN §1b) */
         if ((st = hf_model_load(m, path)) != DATTN_OK)
@@ -337,7 +424,9 @@ dattn_status dattn_model_load(dattn_backend *be, const char *path, dattn_model *
         dattn_error_prefix("model: ");
         goto fail;
     }
-    if ((st = tokenizer_init(&m->tok, in->tokenizer, in->vocab_size)) != DATTN_OK ||
+    in->head_dim = in->dim / in->n_heads / 2;
+    in->bos_id = -1;   /* the byte tokenizer has no special tokens */
+    if ((st = tokenizer_init(&m->tok.t, in->tokenizer, in->vocab_size)) != DATTN_OK ||
         (st = check_tensors(m->file, in)) != DATTN_OK)
         goto fail;
     m->embed = st_find(m->file, "tok_embeddings.weight");
@@ -355,33 +444,25 @@ dattn_status dattn_model_load(dattn_backend *be, const char *path, dattn_model *
     in->weight_bytes = m->embed->nbytes;   /* read from the mapped file */
     in->fingerprint = fingerprint(m->file, in);
 
-    /* Scratch for one layer's weights as f32: the larger of attention and FFN, or the logits. */
-    size_t E = (size_t)in->dim, F = (size_t)in->ffn_dim, V = (size_t)in->vocab_size;
-    size_t attn_f = 2 * E * E + 4 * E * E + 4 * E, ffn_f = 2 * F * E, need = V * E;
-    need = need > attn_f ? need : attn_f;
-    need = need > ffn_f ? need : ffn_f;
-    tmp = dattn_alloc(sizeof(float) * need, "weight conversion");
     m->blocks = dattn_alloc(sizeof *m->blocks * (size_t)in->n_layers, "model layers");
-    if (!tmp || !m->blocks) {
+    if (!m->blocks) {
         st = DATTN_E_NOMEM;
         goto fail;
     }
+    memset(m->blocks, 0, sizeof *m->blocks * (size_t)in->n_layers);
     for (int l = 0; l < in->n_layers; l++)
-        if ((st = load_block(m, l, tmp)) != DATTN_OK)
+        if ((st = load_block(m, l)) != DATTN_OK)
             goto fail;
-    m->final_norm = host_vector(m, m->file, "norm.weight", in->dim, &st);
+    m->final_norm = model_host_vector(m, st_find(m->file, "norm.weight"), &st);
     if (st != DATTN_OK)
         goto fail;
-    if ((st = to_f32(m->file, in->tie_embeddings ? "tok_embeddings.weight" : "output.weight",
-                     tmp)) != DATTN_OK ||
-        (st = make_weight(m, tmp, in->vocab_size, in->dim, &m->w_logits)) != DATTN_OK)
+    const st_tensor *logits[1] = {in->tie_embeddings ? m->embed : st_find(m->file, "output.weight")};
+    if ((st = model_make_weight(m, logits, 1, in->tie_embeddings, &m->w_logits)) != DATTN_OK)
         goto fail;
-    dattn_free(tmp);
     *out = m;
     return DATTN_OK;
 fail:
     dattn_error_prefix("%s: ", path);
-    dattn_free(tmp);
     dattn_model_free(m);
     return st;
 }
@@ -401,6 +482,7 @@ dattn_layer_shape model_attn_shape(const dattn_model *m)
     s.n_heads = m->info.n_heads;
     s.n_kv_heads = m->info.n_kv_heads;
     s.rope_theta = m->info.rope_theta;
+    s.head_dim = m->info.head_dim;
     return s;
 }
 
@@ -418,12 +500,27 @@ dattn_status dattn_tokenize(const dattn_model *m, const char *text, size_t len, 
 {
     if (!m || (!text && len) || (!ids && max_ids) || max_ids < 0 || !n_ids)
         return dattn_fail(DATTN_E_INVALID_ARG, "tokenize: NULL or negative argument");
-    return m->tok.encode(&m->tok, text, len, ids, max_ids, n_ids);
+    return m->tok.t.encode(&m->tok.t, text, len, ids, max_ids, n_ids);
+}
+
+int dattn_token_is_eos(const dattn_model *m, int32_t id)
+{
+    if (!m)
+        return 0;
+    for (int i = 0; i < m->info.n_eos; i++)
+        if (m->info.eos_ids[i] == id)
+            return 1;
+    return 0;
+}
+
+const dattn_tokenizer *dattn_model_tokenizer(const dattn_model *m)
+{
+    return m ? &m->tok : NULL;
 }
 
 dattn_status dattn_token_bytes(const dattn_model *m, int32_t id, char *buf, size_t cap, size_t *n)
 {
     if (!m || (!buf && cap) || !n)
         return dattn_fail(DATTN_E_INVALID_ARG, "token_bytes: NULL argument");
-    return m->tok.token_bytes(&m->tok, id, buf, cap, n);
+    return m->tok.t.token_bytes(&m->tok.t, id, buf, cap, n);
 }

@@ -9,7 +9,7 @@
 #include "safetensors.h"
 #include "tokenizer.h"
 
-enum { MODEL_MAX_SPECIAL = 8 };   /* bos/eos ids kept from a config */
+enum { MODEL_MAX_SPECIAL = DATTN_MAX_EOS };   /* bos/eos ids kept from a config */
 
 typedef struct model_block {
     dattn_layer *attn;
@@ -23,7 +23,7 @@ struct dattn_model {
     dattn_model_info info;
     st_file *file;                 /* kept mapped: the embedding rows are read from it */
     const st_tensor *embed;        /* tok_embeddings.weight [vocab][E] */
-    tokenizer tok;
+    dattn_tokenizer tok;           /* tok.t: the model's tokenizer (dattn_model_tokenizer) */
     model_block *blocks;           /* [n_layers] */
     float *final_norm;             /* [E] */
     backend_weight *w_logits;      /* output.weight, or the embedding when tied */
@@ -34,6 +34,22 @@ struct dattn_model {
     int n_bos, n_eos;
     int32_t bos_ids[MODEL_MAX_SPECIAL], eos_ids[MODEL_MAX_SPECIAL];
 };
+
+/* A projection from tensors of the mapped checkpoint (checked present, 2-D, float), stacked:
+ * borrowed in place when they share a dtype and are aligned to it; otherwise converted into one
+ * f32 copy, *copy, which the caller frees once the weight is made (NULL when borrowed). */
+dattn_status model_weight_src(const st_tensor *const *t, int n, weight_src *out, float **copy);
+/* Every value of the tensors is finite; else DATTN_E_NONFINITE naming the tensor and element. */
+dattn_status model_check_finite(const st_tensor *const *t, int n);
+/* The same made into a backend weight after a finiteness check naming the tensor; its bytes are
+ * added to the model's weight_bytes (not when it borrows the embedding's rows, counted once). */
+dattn_status model_make_weight(dattn_model *m, const st_tensor *const *t, int n,
+                               int shares_embedding, backend_weight **out);
+/* Adds a weight's bytes to the model's weight_bytes (see model_make_weight). */
+void model_count_weight(dattn_model *m, const backend_weight *w, int shares_embedding);
+/* A 1-D float tensor as an f32 host copy (counted in weight_bytes); NULL with *st set on
+ * failure, including a NaN or inf. */
+float *model_host_vector(dattn_model *m, const st_tensor *t, dattn_status *st);
 
 /* The attention shape every layer shares (layer_index 0). */
 dattn_layer_shape model_attn_shape(const dattn_model *m);

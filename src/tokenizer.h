@@ -27,6 +27,12 @@ typedef struct tokenizer {
     struct bpe *bpe;           /* the BPE tables; NULL for the byte tokenizer */
 } tokenizer;
 
+/* The public handle (dattn.h): one wraps the tokenizer a model holds, dattn_tokenizer_load makes
+ * others. */
+struct dattn_tokenizer {
+    tokenizer t;
+};
+
 /* Sets t up for the tokenizer the metadata names; DATTN_E_FORMAT for an unknown name or a vocab
  * it cannot serve. */
 dattn_status tokenizer_init(tokenizer *t, const char *name, int vocab_size);

@@ -10,10 +10,6 @@
 #include "status.h"
 #include "tokenizer.h"
 
-struct dattn_tokenizer {
-    tokenizer t;
-};
-
 static int ends_with(const char *s, const char *tail)
 {
     size_t n = strlen(s), k = strlen(tail);

@@ -31,6 +31,10 @@ CASES = [
     ("f32_llama3_shards_v5", torch.float32, 64, 4, 2, 16, 96, 3, 300, False, "v5", "llama3", 3, 1e-5, 500000.0),
     ("bf16_gqa_shards_v4", torch.bfloat16, 64, 8, 4, None, 96, 2, 300, True, "v4", "default", 2, 1e-5, 10000.0),
     ("f16_llama3_shards_v5", torch.float16, 64, 8, 4, None, 96, 2, 300, False, "v5", "llama3", 2, 1e-6, 500000.0),
+    # head_dim set apart from hidden / heads: the attention is wider or narrower than the model
+    ("f32_wide_heads_v4", torch.float32, 48, 4, 2, 16, 64, 2, 260, True, "v4", "default", 0, 1e-5, 10000.0),
+    ("bf16_wide_llama3_v5", torch.bfloat16, 64, 4, 2, 24, 96, 2, 300, False, "v5", "llama3", 2, 1e-5, 500000.0),
+    ("f16_narrow_mqa_v4", torch.float16, 64, 6, 1, 6, 80, 2, 270, True, "v4", "default", 0, 1e-5, 10000.0),
 ]
 
 LLAMA3 = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,

@@ -42,12 +42,19 @@ void ref_rmsnorm(const double *x, int n, const double *w, double eps, double sca
     for (int i = 0; i < n; i++) y[i] = x[i] * inv * (w ? w[i] : 1.0) * scale;
 }
 
+static int head_dim(const ref_shape *s)
+{
+    return s->head_dim ? s->head_dim : s->model_dim / s->n_heads / 2;
+}
+
 static int shape_ok(const ref_shape *s)
 {
-    if (!s || s->model_dim <= 0 || s->n_heads <= 0 || s->n_kv_heads <= 0) return 0;
-    if (s->n_heads % s->n_kv_heads != 0 || s->model_dim % (2 * s->n_heads) != 0) return 0;
-    int d = s->model_dim / s->n_heads / 2;
-    return d % 2 == 0 && s->layer_index >= 0 && s->rope_theta > 0.0;
+    if (!s || s->model_dim <= 0 || s->n_heads <= 0 || s->n_kv_heads <= 0 || s->head_dim < 0)
+        return 0;
+    if (s->n_heads % s->n_kv_heads != 0) return 0;
+    if (!s->head_dim && s->model_dim % (2 * s->n_heads) != 0) return 0;
+    int d = head_dim(s);
+    return d > 0 && d % 2 == 0 && s->layer_index >= 0 && s->rope_theta > 0.0;
 }
 
 static int weights_ok(const ref_weights *w)
@@ -61,7 +68,7 @@ static double lambda_init(int l) { return 0.8 - 0.6 * exp(-0.3 * l); }
 double ref_lambda(const ref_shape *s, const ref_weights *w)
 {
     if (!shape_ok(s) || !weights_ok(w)) return NAN;
-    int d = s->model_dim / s->n_heads / 2;
+    int d = head_dim(s);
     double d1 = 0.0, d2 = 0.0;
     for (int i = 0; i < d; i++) {
         d1 += w->lambda_q1[i] * w->lambda_k1[i];
@@ -114,31 +121,31 @@ int ref_layer(const ref_shape *s, const ref_weights *w, const double *x, int T, 
     if (!shape_ok(s) || !weights_ok(w) || T < 0 || (T > 0 && (!x || !y))) return -1;
     if (T == 0) return 0;
     const int E = s->model_dim, H = s->n_heads, Hkv = s->n_kv_heads, r = H / Hkv;
-    const int d = E / H / 2, Ekv = E / r;   // Ekv = 2*Hkv*d
-    double *q = malloc(sizeof(double) * (size_t)T * E);       // [T][2H][d]
+    const int d = head_dim(s), A = 2 * H * d, Ekv = A / r;   // Ekv = 2*Hkv*d
+    double *q = malloc(sizeof(double) * (size_t)T * A);       // [T][2H][d]
     double *k = malloc(sizeof(double) * (size_t)T * Ekv);     // [T][2Hkv][d]
     double *v = malloc(sizeof(double) * (size_t)T * Ekv);     // [T][Hkv][2d]
-    double *o = malloc(sizeof(double) * (size_t)T * E);       // [T][H][2d]
+    double *o = malloc(sizeof(double) * (size_t)T * A);       // [T][H][2d]
     double *a1 = malloc(sizeof(double) * (size_t)T);          // [T] scores / probabilities
     double *a2 = malloc(sizeof(double) * (size_t)T);
     int rc = -1;
     if (!q || !k || !v || !o || !a1 || !a2) goto done;
 
-    ref_linear(x, T, E, w->q_proj, E, q);
+    ref_linear(x, T, E, w->q_proj, A, q);
     ref_linear(x, T, E, w->k_proj, Ekv, k);
     ref_linear(x, T, E, w->v_proj, Ekv, v);
     for (int t = 0; t < T; t++) {                  // token t sits at position t
-        ref_rope(q + (size_t)t * E, 2 * H, d, t, s->rope_theta);
+        ref_rope(q + (size_t)t * A, 2 * H, d, t, s->rope_theta);
         ref_rope(k + (size_t)t * Ekv, 2 * Hkv, d, t, s->rope_theta);
     }
     const double lam = ref_lambda(s, w), li = lambda_init(s->layer_index);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++) {
-            const double *q1 = q + (size_t)t * E + (size_t)(2 * h) * d;
+            const double *q1 = q + (size_t)t * A + (size_t)(2 * h) * d;
             diff_head(q1, q1 + d, k, Ekv, v, Ekv, t + 1, h / r, d, lam, li, w->subln, a1, a2,
-                      o + (size_t)t * E + (size_t)h * 2 * d);
+                      o + (size_t)t * A + (size_t)h * 2 * d);
         }
-    ref_linear(o, T, E, w->out_proj, E, y);
+    ref_linear(o, T, A, w->out_proj, E, y);
     rc = 0;
 done:
     free(q); free(k); free(v); free(o); free(a1); free(a2);
@@ -152,14 +159,14 @@ int ref_layer_sink_window(const ref_shape *s, const ref_weights *w, const double
     if (T > 0 && (!x || !y)) return -1;
     if (T == 0) return 0;
     const int E = s->model_dim, H = s->n_heads, Hkv = s->n_kv_heads, r = H / Hkv;
-    const int d = E / H / 2, Ekv = E / r;
+    const int d = head_dim(s), A = 2 * H * d, Ekv = A / r;
     const int cap = (n_sink < T ? n_sink : T) + (window < T ? window : T);  // most keys ever visible
     int *idx = malloc(sizeof(int) * (size_t)cap);               // [m] token index of cache slot c
     double *xs = malloc(sizeof(double) * (size_t)cap * E);      // [m][E] the visible tokens' inputs
-    double *q = malloc(sizeof(double) * (size_t)E);             // [2H][d] query of token t
+    double *q = malloc(sizeof(double) * (size_t)A);             // [2H][d] query of token t
     double *k = malloc(sizeof(double) * (size_t)cap * Ekv);     // [m][2Hkv][d]
     double *v = malloc(sizeof(double) * (size_t)cap * Ekv);     // [m][Hkv][2d]
-    double *o = malloc(sizeof(double) * (size_t)E);             // [H][2d]
+    double *o = malloc(sizeof(double) * (size_t)A);             // [H][2d]
     double *a1 = malloc(sizeof(double) * (size_t)cap);
     double *a2 = malloc(sizeof(double) * (size_t)cap);
     int rc = -1;
@@ -174,7 +181,7 @@ int ref_layer_sink_window(const ref_shape *s, const ref_weights *w, const double
         for (int u = w0; u <= t; u++) idx[m++] = u;
         for (int c = 0; c < m; c++) memcpy(xs + (size_t)c * E, x + (size_t)idx[c] * E, sizeof(double) * E);
 
-        ref_linear(xs + (size_t)(m - 1) * E, 1, E, w->q_proj, E, q);
+        ref_linear(xs + (size_t)(m - 1) * E, 1, E, w->q_proj, A, q);
         ref_linear(xs, m, E, w->k_proj, Ekv, k);
         ref_linear(xs, m, E, w->v_proj, Ekv, v);
         for (int c = 0; c < m; c++)                 // cache slot c sits at position c
@@ -186,7 +193,7 @@ int ref_layer_sink_window(const ref_shape *s, const ref_weights *w, const double
             diff_head(q1, q1 + d, k, Ekv, v, Ekv, m, h / r, d, lam, li, w->subln, a1, a2,
                       o + (size_t)h * 2 * d);
         }
-        ref_linear(o, 1, E, w->out_proj, E, y + (size_t)t * E);
+        ref_linear(o, 1, A, w->out_proj, E, y + (size_t)t * E);
     }
     rc = 0;
 done:

@@ -6,18 +6,19 @@
 
 typedef struct ref_shape {
     int model_dim;      // E
-    int n_heads;        // H diff heads; head_dim d = E / H / 2 (must be even for RoPE)
+    int n_heads;        // H diff heads
     int n_kv_heads;     // Hkv, H % Hkv == 0
     int layer_index;    // l, counts from 0: lambda_init = 0.8 - 0.6 exp(-0.3 l)
     double rope_theta;  // usually 10000
+    int head_dim;       // d (even, for RoPE); 0: E / H / 2. The attention width is A = 2 H d.
 } ref_shape;
 
 // nn.Linear layouts ([out][in], y = x W^T), r = H / Hkv.
 typedef struct ref_weights {
-    const double *q_proj;     // [E][E]
-    const double *k_proj;     // [E/r][E]
-    const double *v_proj;     // [E/r][E]
-    const double *out_proj;   // [E][E]
+    const double *q_proj;     // [A][E]
+    const double *k_proj;     // [A/r][E]
+    const double *v_proj;     // [A/r][E]
+    const double *out_proj;   // [E][A]
     const double *lambda_q1;  // [d]
     const double *lambda_k1;  // [d]
     const double *lambda_q2;  // [d]

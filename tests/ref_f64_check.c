@@ -74,7 +74,7 @@ int main(int argc, char **argv)
         if (read_u64(f, &u)) { fprintf(stderr, "short file\n"); return 2; }
         double theta;
         memcpy(&theta, &u, sizeof theta);
-        ref_shape s = { (int)h[0], (int)h[1], (int)h[2], (int)h[3], theta };
+        ref_shape s = { (int)h[0], (int)h[1], (int)h[2], (int)h[3], theta, 0 };
         const int E = s.model_dim, r = s.n_heads / s.n_kv_heads, d = E / s.n_heads / 2;
         const int T = (int)h[4], n_sink = (int)h[5], window = (int)h[6];
         const size_t sizes[12] = { (size_t)E * E, (size_t)E / r * E, (size_t)E / r * E, (size_t)E * E,
@@ -110,7 +110,7 @@ int main(int argc, char **argv)
     // Bad shapes are refused.
     double one = 1.0;
     ref_weights wz = { &one, &one, &one, &one, &one, &one, &one, &one, &one };
-    ref_shape bad[3] = { { 24, 4, 3, 0, 1e4 }, { 12, 2, 1, 0, 1e4 }, { 16, 2, 2, 0, 0.0 } };
+    ref_shape bad[3] = { { 24, 4, 3, 0, 1e4, 0 }, { 12, 2, 1, 0, 1e4, 0 }, { 16, 2, 2, 0, 0.0, 0 } };
     for (int i = 0; i < 3; i++)
         if (ref_layer(&bad[i], &wz, &one, 1, &one) != -1) { printf("bad shape %d accepted\n", i); fails++; }
 

@@ -71,7 +71,10 @@ static backend_weight *rand_weight(dattn_backend *be, int m, int k, double **ref
         (*ref)[i] = w[i];
     }
     backend_weight *bw = NULL;
-    TU_OK(be->ops->weight_create(be, w, m, k, &bw), "weight_create %dx%d", m, k);
+    weight_src src = {.dtype = DATTN_DTYPE_F32, .k = k, .n_parts = 1, .m = m};
+    src.part[0].data = w;
+    src.part[0].rows = m;
+    TU_OK(be->ops->weight_create(be, &src, &bw), "weight_create %dx%d", m, k);
     free(w);
     return bw;
 }

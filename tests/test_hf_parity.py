@@ -2,9 +2,10 @@
 # Hugging Face diffllama directories (DESIGN §1b, issue 11): `dattn logits -m DIR` against the
 # float64 forward of tests/gen_hf_cases.py (written from transformers' modeling_diffllama.py), at
 # every position: max over positions of ‖out − ref‖/‖ref‖ within 1e-4 (F32) or 1e-3 (F16/BF16
-# weights). Each case runs as one prefill and again in chunks of 3 (--batch 3: prefill of later
-# chunks against the cache, and single-token decode steps). Then hostile config.json files and
-# indexes, each refused with a message that names the file and the field.
+# weights). Each case runs as one prefill, in chunks of 3 (--batch 3: prefill of later chunks
+# against the cache), and one token at a time (--batch 1: every position a decode step). Then
+# hostile config.json files and indexes, each refused with a message that names the file and the
+# field.
 # Extra arguments for every dattn call come from DATTN_TEST_ARGS (e.g. "--backend opencl").
 #
 # usage: /usr/bin/python3 tests/test_hf_parity.py DATTN_BIN
@@ -55,7 +56,8 @@ def check_case(exe, tmp, i, case):
     tol = TOL[case[1]]
     ok = True
     for label, model, more in (("one prefill", path, ()),
-                               ("chunks of 3", os.path.join(path, "config.json"), ("--batch", "3"))):
+                               ("chunks of 3", os.path.join(path, "config.json"), ("--batch", "3")),
+                               ("token by token", path, ("--batch", "1"))):
         got, msg = run_logits(exe, model, tokens, os.path.join(tmp, "logits.safetensors"), more)
         if got is None:
             print(f"FAIL {case[0]} ({label}, seed {seed}): {msg}")
@@ -155,7 +157,8 @@ def hostile_cases(base_dir):
         ("eos out of range", cfg_edit(eos_token_id=[2, 100000]), ["config.json", "eos_token_id", "100000"]),
         ("odd heads", cfg_edit(num_attention_heads=5, num_key_value_heads=5, head_dim=None),
          ["config.json", "num_attention_heads"]),
-        ("head_dim decoupled", cfg_edit(head_dim=32), ["config.json", "head_dim", "hidden_size"]),
+        ("head_dim that the tensors do not have", cfg_edit(head_dim=32),
+         ["q_proj.weight", "expected", "config.json"]),
         ("attention bias", cfg_edit(attention_bias=True), ["config.json", "attention_bias"]),
         ("config not JSON", raw_config('{"model_type": "diffllama",'), ["config.json"]),
         ("config an array", raw_config("[1, 2]"), ["config.json", "an object"]),

@@ -150,6 +150,44 @@ static void test_decode_shapes(void **state)
     shapes_vs_ref(FEED_DECODE, 12);
 }
 
+/* A head_dim the shape sets apart from model_dim (Hugging Face's head_dim: the attention is wider
+ * or narrower than E), every feed mode, each weight dtype, MHA and GQA. */
+static void test_head_dim_shapes(void **state)
+{
+    (void)state;
+    tu_seed_case(__func__);
+    static const struct { int E, H, Hkv, d; } shapes[] = {
+        {48, 2, 1, 16}, {40, 3, 3, 8}, {96, 4, 2, 6}, {64, 6, 2, 12}};
+    static const dattn_dtype dtypes[3] = {DATTN_DTYPE_F32, DATTN_DTYPE_F16, DATTN_DTYPE_BF16};
+    dattn_backend *be = NULL;
+    TU_OK(tu_backend(2, NULL, &be), "backend");
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+        for (int mode = FEED_PREFILL; mode <= FEED_RANDOM; mode++) {
+            dattn_dtype dt = dtypes[(i + (size_t)mode) % 3];
+            tu_layer t;
+            assert_int_equal(tu_layer_init_e(&t, shapes[i].E, shapes[i].H, shapes[i].Hkv,
+                                             shapes[i].d, (int)i, 10000.0f, dt, 1.5), 0);
+            int T = tu_int(2, 40);
+            float *x = malloc(sizeof(float) * (size_t)T * t.E);
+            double *xd = malloc(sizeof(double) * (size_t)T * t.E);
+            double *yr = malloc(sizeof(double) * (size_t)T * t.E);
+            assert_true(x && xd && yr);
+            tu_rand_x(x, xd, (size_t)T * t.E);
+            assert_int_equal(ref_layer(&t.rs, &t.rw, xd, T, yr), 0);
+            dattn_cache_params p = tu_cache_params(T + 3, 8, DATTN_KV_F32, DATTN_POLICY_FULL, 0);
+            double err = run_vs_ref(be, &t, &p, x, T, mode, yr);
+            printf("  %-13s E=%3d A=%3d H=%d Hkv=%d d=%2d T=%2d %-4s: rel %.2e\n", feed_name(mode),
+                   t.E, t.A, t.H, t.Hkv, t.d, T, tu_dtype_name(dt), err);
+            TU_CHECK_ERR(err, 1e-4, "%s E=%d A=%d H=%d Hkv=%d d=%d", feed_name(mode), t.E, t.A,
+                         t.H, t.Hkv, t.d);
+            free(x);
+            free(xd);
+            free(yr);
+            tu_layer_free(&t);
+        }
+    dattn_backend_free(be);
+}
+
 /* Prefill s tokens, then the rest (decode one by one, or one more prefill), for every s: the same
  * outputs as one prefill of all T (dattn against itself, 1e-5), which itself matches the reference. */
 static void test_split_points(void **state)
@@ -464,6 +502,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prefill_shapes),
         cmocka_unit_test(test_decode_shapes),
+        cmocka_unit_test(test_head_dim_shapes),
         cmocka_unit_test(test_split_points),
         cmocka_unit_test(test_chunked_prefill),
         cmocka_unit_test(test_isa_threads),

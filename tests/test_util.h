@@ -188,6 +188,7 @@ typedef struct tu_layer {
     ref_shape rs;
     dattn_dtype dtype;
     int E, H, Hkv, d, kv_dim;
+    int A;                           /* attention width 2 H d (E unless the shape sets head_dim) */
     void *stored[TU_N_WEIGHTS];      /* as given to dattn, in dtype */
     double *ref[TU_N_WEIGHTS];       /* the stored values, exactly, in f64 */
     dattn_layer_weights w;
@@ -197,26 +198,28 @@ typedef struct tu_layer {
 static inline size_t tu_weight_elems(const tu_layer *t, int i)
 {
     switch (i) {
-    case 0: case 3: return (size_t)t->E * t->E;
+    case 0: case 3: return (size_t)t->A * t->E;
     case 1: case 2: return (size_t)t->kv_dim * t->E;
     case 8: return 2 * (size_t)t->d;
     default: return (size_t)t->d;
     }
 }
 
-/* Random weights for shape (E = 2*H*d). Projections are uniform in +-qk_gain/sqrt(E) (q, k; a gain
- * above 1 sharpens the attention maps so position or pairing mistakes show) and +-1/sqrt(E) (v, o);
- * lambdas N(0, 0.1^2) (one could draw exactly zero: never, Gaussian); subln 1 + N(0, 0.1^2).
- * Returns 0, or -1 when out of memory. */
-static inline int tu_layer_init(tu_layer *t, int H, int Hkv, int d, int layer_index, float theta,
-                                dattn_dtype dtype, double qk_gain)
+/* Random weights for a shape of model dim E and attention width A = 2*H*d (E = 0: E = A, and the
+ * shape leaves head_dim 0; else head_dim is set). Projections are uniform in +-qk_gain/sqrt(E)
+ * (q, k; a gain above 1 sharpens the attention maps so position or pairing mistakes show) and
+ * +-1/sqrt(E) (v, o); lambdas N(0, 0.1^2) (one could draw exactly zero: never, Gaussian); subln
+ * 1 + N(0, 0.1^2). Returns 0, or -1 when out of memory. */
+static inline int tu_layer_init_e(tu_layer *t, int E, int H, int Hkv, int d, int layer_index,
+                                  float theta, dattn_dtype dtype, double qk_gain)
 {
     memset(t, 0, sizeof *t);
     t->H = H;
     t->Hkv = Hkv;
     t->d = d;
-    t->E = 2 * H * d;
-    t->kv_dim = t->E / (H / Hkv);
+    t->A = 2 * H * d;
+    t->E = E ? E : t->A;
+    t->kv_dim = t->A / (H / Hkv);
     t->dtype = dtype;
     t->shape = dattn_layer_default_shape();
     t->shape.model_dim = t->E;
@@ -224,7 +227,8 @@ static inline int tu_layer_init(tu_layer *t, int H, int Hkv, int d, int layer_in
     t->shape.n_kv_heads = Hkv;
     t->shape.layer_index = layer_index;
     t->shape.rope_theta = theta;
-    t->rs = (ref_shape){t->E, H, Hkv, layer_index, (double)theta};
+    t->shape.head_dim = E ? d : 0;
+    t->rs = (ref_shape){t->E, H, Hkv, layer_index, (double)theta, E ? d : 0};
     double bound = 1.0 / sqrt((double)t->E);
     for (int i = 0; i < TU_N_WEIGHTS; i++) {
         size_t n = tu_weight_elems(t, i);
@@ -261,6 +265,13 @@ static inline int tu_layer_init(tu_layer *t, int H, int Hkv, int d, int layer_in
     t->rw = (ref_weights){t->ref[0], t->ref[1], t->ref[2], t->ref[3], t->ref[4],
                           t->ref[5], t->ref[6], t->ref[7], t->ref[8]};
     return 0;
+}
+
+/* The usual shape: E = 2*H*d, head_dim left 0. */
+static inline int tu_layer_init(tu_layer *t, int H, int Hkv, int d, int layer_index, float theta,
+                                dattn_dtype dtype, double qk_gain)
+{
+    return tu_layer_init_e(t, 0, H, Hkv, d, layer_index, theta, dtype, qk_gain);
 }
 
 static inline void tu_layer_free(tu_layer *t)

@@ -1,14 +1,17 @@
 /* Quick benchmark of the projection kernels (src/cpu/gemm.c), one thread, every ISA variant this
- * CPU runs: prefill GEMM in GFLOP/s against an FMA-chain peak compiled for the same ISA, decode
- * GEMV in GB/s against a one-thread read bandwidth measured in the same run (buffers rotate over
- * several times the last-level cache). Usage: bench_gemm [n k m [gemv_k gemv_m]] */
+ * CPU runs and every weight dtype (f32, f16, bf16, read as stored): prefill GEMM in GFLOP/s
+ * against an FMA-chain peak compiled for the same ISA, decode GEMV in GB/s of weights against a
+ * one-thread read bandwidth measured in the same run (buffers rotate over several times the
+ * last-level cache). Usage: bench_gemm [n k m [gemv_k gemv_m]] */
 #define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "cpu/gemm.h"
+#include "half.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -18,8 +21,8 @@
 #define DATTN_GIT_REV "unknown"
 #endif
 
-typedef void (*gemm_fn)(const float *, int, int, int, const float *, int, float *, int, int, int);
-typedef void (*gemv_fn)(const float *, int, const float *, int, float *, int, int);
+typedef void (*gemm_fn)(const float *, int, int, int, dattn_dtype, const void *, int, float *, int,
+                        float *);
 typedef double (*peak_fn)(long);   /* runs the FMA chains, returns flops done */
 
 static double now(void)
@@ -154,6 +157,21 @@ static float *alloc_floats(size_t n)
     return p;
 }
 
+/* w [n] f32 in dtype dt: w itself for f32, else a new buffer. */
+static void *to_dtype(float *w, size_t n, dattn_dtype dt)
+{
+    if (dt == DATTN_DTYPE_F32)
+        return w;
+    uint16_t *h = malloc(2 * n + 64);
+    if (!h) {
+        fprintf(stderr, "bench_gemm: out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++)
+        h[i] = dt == DATTN_DTYPE_F16 ? f32_to_f16(w[i]) : f32_to_bf16(w[i]);
+    return h;
+}
+
 static void fill(float *p, size_t n, unsigned *seed)
 {
     for (size_t i = 0; i < n; i++) {
@@ -182,40 +200,36 @@ int main(int argc, char **argv)
         const char *name;
         int ok;
         gemm_fn gemm;
-        gemv_fn gemv;
         peak_fn peak;
     } isa[] = {
-        {"generic", 1, gemm_packed_generic, gemv_packed_generic, peak_generic},
+        {"generic", 1, gemm_rows_generic, peak_generic},
 #if defined(__x86_64__)
-        {"avx2", __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), gemm_packed_avx2,
-         gemv_packed_avx2, peak_avx2},
+        {"avx2", __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), gemm_rows_avx2,
+         peak_avx2},
         {"avx512", __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"),
-         gemm_packed_avx512, gemv_packed_avx512, peak_avx512},
+         gemm_rows_avx512, peak_avx512},
 #endif
     };
+    static const struct { dattn_dtype dt; const char *name; } types[] = {
+        {DATTN_DTYPE_F32, "f32"}, {DATTN_DTYPE_F16, "f16"}, {DATTN_DTYPE_BF16, "bf16"}};
     unsigned seed = 12345;
     printf("bench_gemm git=%s threads=1\n", DATTN_GIT_REV);
 
-    /* Prefill GEMM: x [n][k], W [m][k] packed, y [n][m]. */
+    /* Prefill GEMM: x [n][k], W [m][k] as stored, y [n][m]. */
     float *x = alloc_floats((size_t)n * k), *w = alloc_floats((size_t)m * k);
-    float *wp = alloc_floats(gemm_packed_floats(m, k)), *y = alloc_floats((size_t)n * m);
+    float *y = alloc_floats((size_t)n * m), *scratch = alloc_floats(gemm_scratch_floats(n));
     fill(x, (size_t)n * k, &seed);
     fill(w, (size_t)m * k, &seed);
-    gemm_pack(w, m, k, wp);
-    int panels = (m + GEMM_PANEL - 1) / GEMM_PANEL;
 
-    /* Decode GEMV: enough copies of the packed weights to cover >= 256 MiB, used in turn, so
-     * each call streams its panel from DRAM rather than from the 32 MiB L3. */
-    size_t vfl = gemm_packed_floats(vm, vk);
-    int copies = (int)(256.0 * 1024 * 1024 / (vfl * 4.0)) + 1;
-    float *vw = alloc_floats((size_t)vm * vk), *vx = alloc_floats((size_t)vk);
-    float *vy = alloc_floats((size_t)vm), *vp = alloc_floats(vfl * copies);
-    fill(vw, (size_t)vm * vk, &seed);
+    /* Decode GEMV: enough copies of the weights to cover >= 256 MiB, used in turn, so each call
+     * streams them from DRAM rather than from the last-level cache. */
+    size_t vfl = (size_t)vm * vk;
+    int copies = (int)(256.0 * 1024 * 1024 / (vfl * 2.0)) + 1;
+    float *vx = alloc_floats((size_t)vk), *vy = alloc_floats((size_t)vm);
+    float *vp = alloc_floats(vfl * copies);   /* f32 copies; 16-bit ones use its first half */
     fill(vx, (size_t)vk, &seed);
-    for (int c = 0; c < copies; c++)
-        gemm_pack(vw, vm, vk, vp + vfl * c);
-    int vpanels = (vm + GEMM_PANEL - 1) / GEMM_PANEL;
+    fill(vp, vfl * copies, &seed);
     double read_gbs = measure_read(vp, vfl * copies);
     printf("read ceiling (1 thread, %.0f MiB): %.1f GB/s\n", vfl * copies * 4.0 / 1048576, read_gbs);
 
@@ -225,37 +239,52 @@ int main(int argc, char **argv)
             continue;
         }
         double peak = measure_peak(isa[v].peak);
-        double best = 1e30;
-        for (int rep = 0; rep < 5; rep++) {
-            double t0 = now();
-            isa[v].gemm(x, k, n, k, wp, m, y, m, 0, panels);
-            double dt = now() - t0;
-            if (dt < best)
-                best = dt;
-        }
-        double gf = 2.0 * n * k * m / best / 1e9;
-        printf("gemm %s n=%d k=%d m=%d: %.1f GFLOP/s = %.0f%% of FMA peak (%.1f GFLOP/s)\n",
-               isa[v].name, n, k, m, gf, 100 * gf / peak, peak);
-        printf("RESULT op=gemm isa=%s n=%d k=%d m=%d gflops=%.2f peak=%.2f ms=%.3f\n",
-               isa[v].name, n, k, m, gf, peak, best * 1e3);
+        for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+            dattn_dtype dt = types[ti].dt;
+            void *wt = to_dtype(w, (size_t)m * k, dt);
+            double best = 1e30;
+            for (int rep = 0; rep < 5; rep++) {
+                double t0 = now();
+                isa[v].gemm(x, k, n, k, dt, wt, m, y, m, scratch);
+                double el = now() - t0;
+                if (el < best)
+                    best = el;
+            }
+            if (wt != w)
+                free(wt);
+            double gf = 2.0 * n * k * m / best / 1e9;
+            printf("gemm %s %s n=%d k=%d m=%d: %.1f GFLOP/s = %.0f%% of FMA peak (%.1f GFLOP/s)\n",
+                   isa[v].name, types[ti].name, n, k, m, gf, 100 * gf / peak, peak);
+            printf("RESULT op=gemm isa=%s dtype=%s n=%d k=%d m=%d gflops=%.2f peak=%.2f ms=%.3f\n",
+                   isa[v].name, types[ti].name, n, k, m, gf, peak, best * 1e3);
 
-        int reps = 4 * copies;
-        isa[v].gemv(vx, vk, vp, vm, vy, 0, vpanels);   /* warm-up */
-        double t0 = now();
-        for (int r = 0; r < reps; r++)
-            isa[v].gemv(vx, vk, vp + vfl * (r % copies), vm, vy, 0, vpanels);
-        double dt = (now() - t0) / reps;
-        double gbs = (vfl + vk + vm) * 4.0 / dt / 1e9;
-        printf("gemv %s k=%d m=%d: %.1f GB/s = %.0f%% of read (%.1f GB/s), %.3f ms\n", isa[v].name,
-               vk, vm, gbs, 100 * gbs / read_gbs, read_gbs, dt * 1e3);
-        printf("RESULT op=gemv isa=%s k=%d m=%d gbs=%.2f read_gbs=%.2f ms=%.4f\n", isa[v].name, vk,
-               vm, gbs, read_gbs, dt * 1e3);
+            /* The copies in this dtype, in place over the f32 buffer (16-bit: its first half). */
+            size_t es = gemm_elem_bytes(dt), wbytes = vfl * es;
+            if (dt != DATTN_DTYPE_F32)
+                for (size_t i = 0; i < vfl * copies; i++) {
+                    uint16_t h = dt == DATTN_DTYPE_F16 ? f32_to_f16(vp[i]) : f32_to_bf16(vp[i]);
+                    memcpy((uint8_t *)vp + i * 2, &h, 2);
+                }
+            int reps = 4 * copies;
+            isa[v].gemm(vx, vk, 1, vk, dt, vp, vm, vy, vm, NULL);   /* warm-up */
+            double t0 = now();
+            for (int r = 0; r < reps; r++)
+                isa[v].gemm(vx, vk, 1, vk, dt, (uint8_t *)vp + wbytes * (size_t)(r % copies), vm,
+                            vy, vm, NULL);
+            double el = (now() - t0) / reps;
+            double gbs = (wbytes + (vk + vm) * 4.0) / el / 1e9;
+            printf("gemv %s %s k=%d m=%d: %.1f GB/s = %.0f%% of read (%.1f GB/s), %.3f ms\n",
+                   isa[v].name, types[ti].name, vk, vm, gbs, 100 * gbs / read_gbs, read_gbs,
+                   el * 1e3);
+            printf("RESULT op=gemv isa=%s dtype=%s k=%d m=%d gbs=%.2f read_gbs=%.2f ms=%.4f\n",
+                   isa[v].name, types[ti].name, vk, vm, gbs, read_gbs, el * 1e3);
+            fill(vp, vfl * copies, &seed);   /* f32 again for the next dtype */
+        }
     }
     free(x);
     free(w);
-    free(wp);
     free(y);
-    free(vw);
+    free(scratch);
     free(vx);
     free(vy);
     free(vp);

@@ -187,7 +187,7 @@ int cmd_bench_model(int argc, char **argv)
     double weights_read = (double)info.weight_bytes;
     if (!info.tie_embeddings)
         weights_read -= (double)(info.vocab_size - 1) * info.dim * bytes_per_param;
-    int d = info.dim / info.n_heads / 2;
+    int d = info.head_dim;
     size_t elem = cp.kv_type == DATTN_KV_F32 ? 4 : cp.kv_type == DATTN_KV_F16 ? 2 : 1;
     /* k1, k2 (d each) and v (2d) per position and KV head, plus q8's three f32 scales. */
     double kv_per_pos = (double)info.n_layers * info.n_kv_heads *

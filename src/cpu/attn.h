@@ -62,10 +62,9 @@ typedef struct cpu_kernels {
     decode_scores_fn decode_scores;
     decode_values_fn decode_values;
     prefill_fn prefill;
-    void (*gemm)(const float *x, int ldx, int n, int k, const float *packed, int m, float *y,
-                 int ldy, int panel0, int panel1);
-    void (*gemv)(const float *x, int k, const float *packed, int m, float *y, int panel0,
-                 int panel1);
+    /* src/cpu/gemm.h's gemm_rows: y = x W^T over a block of weight rows as stored. */
+    void (*gemm_rows)(const float *x, int ldx, int n, int k, dattn_dtype dt, const void *w,
+                      int rows, float *y, int ldy, float *scratch);
 } cpu_kernels;
 
 extern const cpu_kernels cpu_kernels_generic;

@@ -652,6 +652,5 @@ const cpu_kernels CPU_FN(cpu_kernels) = {
     .decode_scores = decode_scores,
     .decode_values = decode_values,
     .prefill = prefill,
-    .gemm = CPU_FN(gemm_packed),
-    .gemv = CPU_FN(gemv_packed),
+    .gemm_rows = CPU_FN(gemm_rows),
 };

@@ -20,15 +20,25 @@ typedef struct cpu_backend {
     const cpu_kernels *k;
 } cpu_backend;
 
+/* A projection as the model stores it: rows borrowed from the mapped file (or copied once, in
+ * their dtype), computed part by part; row_map reorders the results (src/backend.h). */
 struct backend_weight {
-    int m, k;
-    float *packed;   /* [ceil(m/16)][k][16] */
+    dattn_dtype dtype;
+    int k;                     /* columns */
+    int m_src;                 /* stacked rows the kernels compute */
+    int m;                     /* rows of W: m_src, or the length of row_map */
+    int n_parts;
+    const uint8_t *part[WEIGHT_MAX_PARTS];   /* [part_rows][k] */
+    int part_rows[WEIGHT_MAX_PARTS];
+    int32_t *row_map;          /* [m] or NULL */
+    void *own;                 /* the copy, when the rows were not borrowed */
+    uint64_t bytes;            /* of the rows, borrowed or copied */
 };
 
 struct backend_layer {
     layer_desc d;
-    backend_weight *w_qkv;     /* [qkv_dim][E] packed */
-    backend_weight *w_out;     /* [E][E] packed */
+    backend_weight *w_qkv;     /* [qkv_dim][E] */
+    backend_weight *w_out;     /* [E][A] */
     float *subln;              /* [2d] */
     double *inv_freq;          /* [d/2] */
 };
@@ -36,12 +46,12 @@ struct backend_layer {
 /* Per-cache state: everything a layer call needs, carved from the cache's arena at create. */
 typedef struct cpu_cache {
     void *own_arena;           /* what we reserved when the caller gave no buffer */
-    float *qkv;                /* ACT_QKV   [max_batch][E + 2E/r] */
-    float *q_sink;             /* ACT_QSINK [max_batch][E + 2E/r], sink+window only */
-    float *attn;               /* ACT_ATTN  [max_batch][E] */
+    float *qkv;                /* [max_batch][A + 2A/r] */
+    float *q_sink;             /* [max_batch][A + 2A/r], sink+window only */
+    float *attn;               /* [max_batch][A] */
     float *ffn_hidden;         /* [max_batch][2F]: W1 x then W3 x (model sessions only) */
     decode_scratch dec;
-    float *thread_tmp;         /* [n_threads][thread_floats] */
+    float *thread_tmp;         /* [n_threads][thread_floats]: attention and GEMM work memory */
     size_t thread_floats;
 } cpu_cache;
 
@@ -119,32 +129,73 @@ static void cpu_destroy(dattn_backend *be)
     dattn_free(be);
 }
 
-static dattn_status cpu_weight_create(dattn_backend *be, const float *w, int m, int k,
-                                      backend_weight **out)
-{
-    (void)be;
-    backend_weight *bw = dattn_alloc(sizeof *bw, "weight");
-    if (!bw)
-        return DATTN_E_NOMEM;
-    bw->m = m;
-    bw->k = k;
-    bw->packed = dattn_alloc_aligned(gemm_packed_floats(m, k) * sizeof(float), "packed weight");
-    if (!bw->packed) {
-        dattn_free(bw);
-        return DATTN_E_NOMEM;
-    }
-    gemm_pack(w, m, k, bw->packed);
-    *out = bw;
-    return DATTN_OK;
-}
-
 static void cpu_weight_free(dattn_backend *be, backend_weight *w)
 {
     (void)be;
     if (!w)
         return;
-    dattn_free_aligned(w->packed);
+    dattn_free(w->row_map);
+    dattn_free_aligned(w->own);
     dattn_free(w);
+}
+
+static dattn_status cpu_weight_create(dattn_backend *be, const weight_src *src,
+                                      backend_weight **out)
+{
+    backend_weight *w = dattn_alloc(sizeof *w, "weight");
+    if (!w)
+        return DATTN_E_NOMEM;
+    memset(w, 0, sizeof *w);
+    size_t es = gemm_elem_bytes(src->dtype), row_bytes = (size_t)src->k * es;
+    w->dtype = src->dtype;
+    w->k = src->k;
+    w->m_src = weight_src_rows(src);
+    w->m = src->row_map ? src->m : w->m_src;
+    if (w->m < w->m_src) {   /* the rows are reordered in place, in rows of at least m_src */
+        cpu_weight_free(be, w);
+        return dattn_fail(DATTN_E_SHAPE, "cpu: a weight of %d rows maps onto only %d", w->m_src,
+                          w->m);
+    }
+    w->bytes = (uint64_t)w->m_src * row_bytes;
+    if (src->borrow) {
+        w->n_parts = src->n_parts;
+        for (int i = 0; i < src->n_parts; i++) {
+            w->part[i] = src->part[i].data;
+            w->part_rows[i] = src->part[i].rows;
+        }
+    } else {
+        /* One copy of the stacked rows, in their own dtype. */
+        w->own = dattn_alloc_aligned(w->bytes ? (size_t)w->bytes : 1, "weight");
+        if (!w->own) {
+            cpu_weight_free(be, w);
+            return DATTN_E_NOMEM;
+        }
+        uint8_t *dst = w->own;
+        for (int i = 0; i < src->n_parts; i++) {
+            size_t n = (size_t)src->part[i].rows * row_bytes;
+            memcpy(dst, src->part[i].data, n);
+            dst += n;
+        }
+        w->n_parts = 1;
+        w->part[0] = w->own;
+        w->part_rows[0] = w->m_src;
+    }
+    if (src->row_map) {
+        w->row_map = dattn_alloc(sizeof(int32_t) * (size_t)w->m, "weight row map");
+        if (!w->row_map) {
+            cpu_weight_free(be, w);
+            return DATTN_E_NOMEM;
+        }
+        memcpy(w->row_map, src->row_map, sizeof(int32_t) * (size_t)w->m);
+    }
+    *out = w;
+    return DATTN_OK;
+}
+
+static uint64_t cpu_weight_bytes(const backend_weight *w, int *borrowed)
+{
+    *borrowed = w->own == NULL;
+    return w->bytes;
 }
 
 static void cpu_layer_free(dattn_backend *be, backend_layer *l)
@@ -164,13 +215,14 @@ static dattn_status cpu_layer_create(dattn_backend *be, const layer_desc *d, con
     backend_layer *l = dattn_alloc(sizeof *l, "layer");
     if (!l)
         return DATTN_E_NOMEM;
+    memset(l, 0, sizeof *l);
     l->d = *d;
     l->subln = dattn_alloc(sizeof(float) * 2 * (size_t)d->head_dim, "subln weight");
     l->inv_freq = dattn_alloc(sizeof(double) * (size_t)(d->head_dim / 2), "RoPE table");
     dattn_status st = DATTN_E_NOMEM;
     if (!l->subln || !l->inv_freq ||
-        (st = cpu_weight_create(be, t->w_qkv, d->qkv_dim, d->model_dim, &l->w_qkv)) != DATTN_OK ||
-        (st = cpu_weight_create(be, t->w_out, d->model_dim, d->model_dim, &l->w_out)) != DATTN_OK) {
+        (st = cpu_weight_create(be, &t->w_qkv, &l->w_qkv)) != DATTN_OK ||
+        (st = cpu_weight_create(be, &t->w_out, &l->w_out)) != DATTN_OK) {
         cpu_layer_free(be, l);
         return st;
     }
@@ -178,6 +230,12 @@ static dattn_status cpu_layer_create(dattn_backend *be, const layer_desc *d, con
     memcpy(l->inv_freq, t->inv_freq, sizeof(double) * (size_t)(d->head_dim / 2));
     *out = l;
     return DATTN_OK;
+}
+
+static uint64_t cpu_layer_bytes(const backend_layer *l)
+{
+    return l->w_qkv->bytes + l->w_out->bytes + sizeof(float) * 2 * (uint64_t)l->d.head_dim +
+           sizeof(double) * (uint64_t)(l->d.head_dim / 2);
 }
 
 /* The arena's layout: KV pages first (the long streams, 64-byte aligned), then the activations
@@ -188,13 +246,13 @@ static void carve(const dattn_backend *be, const dattn_layer_shape *shape, const
     const cpu_backend *cb = be->impl;
     int n_threads = pool_threads(cb->pool);
     int group = shape->n_heads / shape->n_kv_heads;
-    size_t E = (size_t)shape->model_dim, qkv = E + 2 * E / (size_t)group;
+    size_t A = 2 * (size_t)shape->n_heads * (size_t)g->head_dim, qkv = A + 2 * A / (size_t)group;
     size_t B = (size_t)g->max_batch, dv = 2 * (size_t)g->head_dim, heads = (size_t)shape->n_heads;
     *pages = arena_carve(a, kv_bytes(g));
     cc->qkv = arena_carve(a, sizeof(float) * B * qkv);
     cc->q_sink = g->policy == DATTN_POLICY_SINK_WINDOW ? arena_carve(a, sizeof(float) * B * qkv)
                                                        : NULL;
-    cc->attn = arena_carve(a, sizeof(float) * B * E);
+    cc->attn = arena_carve(a, sizeof(float) * B * A);
     cc->ffn_hidden = scratch->ffn_dim ? arena_carve(a, sizeof(float) * B * 2 * (size_t)scratch->ffn_dim)
                                       : NULL;
     decode_scratch *d = &cc->dec;
@@ -205,7 +263,12 @@ static void carve(const dattn_backend *be, const dattn_layer_shape *shape, const
     d->piece_max = arena_carve(a, sizeof(float) * heads * 2 * (size_t)d->max_pieces);
     d->piece_sum = arena_carve(a, sizeof(float) * heads * 2 * (size_t)d->max_pieces);
     d->partial = arena_carve(a, sizeof(float) * DECODE_MAX_SPLIT * heads * dv);
-    cc->thread_floats = attn_thread_floats(g, group);
+    /* Each thread's work memory serves the attention kernels, the GEMM's packed tiles of a
+     * prefill chunk and (thread 0) the reordering of a projection's rows. */
+    size_t tf = attn_thread_floats(g, group), gemm = gemm_scratch_floats(g->max_batch);
+    tf = tf > gemm ? tf : gemm;
+    tf = tf > qkv ? tf : qkv;
+    cc->thread_floats = (tf + 15) / 16 * 16;   /* keeps each thread's block 64-byte aligned */
     cc->thread_tmp = arena_carve(a, sizeof(float) * cc->thread_floats * (size_t)n_threads);
 }
 
@@ -272,43 +335,63 @@ typedef struct matmul_job {
     const cpu_kernels *k;
     const backend_weight *w;
     const float *x;
-    int ldx, n, ldy, panels_per_task, n_panels;
+    int ldx, n, ldy, rows_per_task;
     float *y;
+    float *thread_tmp;
+    size_t thread_floats;
 } matmul_job;
 
+/* Stacked rows [task * rows_per_task, +rows_per_task) of the weight, part by part. */
 static void matmul_task(void *ctx, int task, int thread)
 {
-    (void)thread;
     const matmul_job *job = ctx;
-    int p0 = task * job->panels_per_task;
-    int p1 = p0 + job->panels_per_task < job->n_panels ? p0 + job->panels_per_task : job->n_panels;
-    if (job->n == 1)
-        job->k->gemv(job->x, job->w->k, job->w->packed, job->w->m, job->y, p0, p1);
-    else
-        job->k->gemm(job->x, job->ldx, job->n, job->w->k, job->w->packed, job->w->m, job->y,
-                     job->ldy, p0, p1);
+    const backend_weight *w = job->w;
+    int r0 = task * job->rows_per_task;
+    int r1 = r0 + job->rows_per_task < w->m_src ? r0 + job->rows_per_task : w->m_src;
+    float *scratch = job->thread_tmp + (size_t)thread * job->thread_floats;
+    size_t row_bytes = (size_t)w->k * gemm_elem_bytes(w->dtype);
+    for (int p = 0, start = 0; p < w->n_parts && start < r1; start += w->part_rows[p++]) {
+        int a = r0 > start ? r0 : start;
+        int b = r1 < start + w->part_rows[p] ? r1 : start + w->part_rows[p];
+        if (a < b)
+            job->k->gemm_rows(job->x, job->ldx, job->n, w->k, w->dtype,
+                              w->part[p] + (size_t)(a - start) * row_bytes, b - a, job->y + a,
+                              job->ldy, scratch);
+    }
 }
 
-static void cpu_matmul(dattn_backend *be, const backend_weight *w, const float *x, int ldx, int n,
-                       float *y, int ldy)
+/* y [n][ldy] = x [n][ldx] W^T over the pool, then W's row order (row_map) applied in place, with
+ * thread 0's work memory as the row buffer. */
+static void cpu_matmul(dattn_backend *be, cpu_cache *cc, const backend_weight *w, const float *x,
+                       int ldx, int n, float *y, int ldy)
 {
     cpu_backend *cb = be->impl;
-    int n_panels = (w->m + GEMM_PANEL - 1) / GEMM_PANEL;
     int n_threads = pool_threads(cb->pool);
+    int n_blocks = (w->m_src + GEMM_PANEL - 1) / GEMM_PANEL;
     /* A few tasks per thread balance well without cutting panels too thin. */
     int n_tasks = n_threads == 1 ? 1 : 4 * n_threads;
-    if (n_tasks > n_panels)
-        n_tasks = n_panels;
-    matmul_job job = {cb->k, w, x, ldx, n, ldy, (n_panels + n_tasks - 1) / n_tasks, n_panels, y};
-    int used = (n_panels + job.panels_per_task - 1) / job.panels_per_task;
-    pool_run(cb->pool, matmul_task, &job, used);
+    if (n_tasks > n_blocks)
+        n_tasks = n_blocks > 0 ? n_blocks : 1;
+    int per_task = (n_blocks + n_tasks - 1) / n_tasks * GEMM_PANEL;
+    matmul_job job = {cb->k, w, x, ldx, n, ldy, per_task, y, cc->thread_tmp, cc->thread_floats};
+    int used = (w->m_src + per_task - 1) / per_task;
+    pool_run(cb->pool, matmul_task, &job, used > 0 ? used : 1);
+    if (!w->row_map)
+        return;
+    float *row = cc->thread_tmp;
+    for (int i = 0; i < n; i++) {
+        float *yi = y + (size_t)i * ldy;
+        memcpy(row, yi, sizeof(float) * (size_t)w->m_src);
+        for (int c = 0; c < w->m; c++)
+            yi[c] = row[w->row_map[c]];
+    }
 }
 
 static dattn_status cpu_project_in(dattn_backend *be, dattn_cache *c, const backend_layer *l,
                                    const float *x, int n)
 {
     cpu_cache *cc = c->be_state;
-    cpu_matmul(be, l->w_qkv, x, l->d.model_dim, n, cc->qkv, l->d.qkv_dim);
+    cpu_matmul(be, cc, l->w_qkv, x, l->d.model_dim, n, cc->qkv, l->d.qkv_dim);
     return DATTN_OK;
 }
 
@@ -317,13 +400,13 @@ static dattn_status cpu_qkv_write(dattn_backend *be, dattn_cache *c, const backe
 {
     (void)be;
     cpu_cache *cc = c->be_state;
-    size_t E = (size_t)l->d.model_dim, kv = (size_t)l->d.kv_dim;
+    size_t A = (size_t)l->d.attn_dim, kv = (size_t)l->d.kv_dim;
     for (int i = 0; i < n; i++) {
         float *row = cc->qkv + (size_t)i * l->d.qkv_dim;
         if (q)
-            memcpy(row, q + i * E, sizeof(float) * E);
-        memcpy(row + E, k + i * kv, sizeof(float) * kv);
-        memcpy(row + E + kv, v + i * kv, sizeof(float) * kv);
+            memcpy(row, q + i * A, sizeof(float) * A);
+        memcpy(row + A, k + i * kv, sizeof(float) * kv);
+        memcpy(row + A + kv, v + i * kv, sizeof(float) * kv);
     }
     return DATTN_OK;
 }
@@ -332,7 +415,7 @@ static dattn_status cpu_project_out(dattn_backend *be, dattn_cache *c, const bac
                                     float *y, int n)
 {
     cpu_cache *cc = c->be_state;
-    cpu_matmul(be, l->w_out, cc->attn, l->d.model_dim, n, y, l->d.model_dim);
+    cpu_matmul(be, cc, l->w_out, cc->attn, l->d.attn_dim, n, y, l->d.model_dim);
     return DATTN_OK;
 }
 
@@ -340,15 +423,15 @@ static dattn_status cpu_attn_read(dattn_backend *be, dattn_cache *c, float *out,
 {
     (void)be;
     cpu_cache *cc = c->be_state;
-    memcpy(out, cc->attn, sizeof(float) * (size_t)n * (size_t)c->shape.model_dim);
+    size_t A = 2 * (size_t)c->shape.n_heads * (size_t)c->g.head_dim;
+    memcpy(out, cc->attn, sizeof(float) * (size_t)n * A);
     return DATTN_OK;
 }
 
 static dattn_status cpu_linear(dattn_backend *be, dattn_cache *c, const backend_weight *w,
                                const float *x, int n, float *y)
 {
-    (void)c;
-    cpu_matmul(be, w, x, w->k, n, y, w->m);
+    cpu_matmul(be, c->be_state, w, x, w->k, n, y, w->m);
     return DATTN_OK;
 }
 
@@ -358,14 +441,14 @@ static dattn_status cpu_ffn(dattn_backend *be, dattn_cache *c, const backend_wei
     cpu_cache *cc = c->be_state;
     int F = w13->m / 2;
     float *h = cc->ffn_hidden;
-    cpu_matmul(be, w13, x, w13->k, n, h, w13->m);
+    cpu_matmul(be, cc, w13, x, w13->k, n, h, w13->m);
     /* silu(W1 x) * (W3 x) in place over the W1 half of each row; W2 reads it with stride 2F. */
     for (int i = 0; i < n; i++) {
         float *h1 = h + (size_t)i * 2 * F, *h3 = h1 + F;
         for (int j = 0; j < F; j++)
             h1[j] = h1[j] / (1.0f + expf(-h1[j])) * h3[j];
     }
-    cpu_matmul(be, w2, h, 2 * F, n, y, w2->m);
+    cpu_matmul(be, cc, w2, h, 2 * F, n, y, w2->m);
     return DATTN_OK;
 }
 
@@ -391,14 +474,14 @@ static dattn_status cpu_rope_append(dattn_backend *be, dattn_cache *c, const bac
 {
     (void)be;
     cpu_cache *cc = c->be_state;
-    int E = l->d.model_dim, d = l->d.head_dim, H = l->d.n_heads, Hkv = l->d.n_kv_heads;
+    int A = l->d.attn_dim, d = l->d.head_dim, H = l->d.n_heads, Hkv = l->d.n_kv_heads;
     float scale = 1.0f / sqrtf((float)d);
     for (int i = 0; i < n; i++) {
         int64_t t = t0 + i;
-        float *q = cc->qkv + (size_t)i * l->d.qkv_dim, *k = q + E, *v = k + l->d.kv_dim;
+        float *q = cc->qkv + (size_t)i * l->d.qkv_dim, *k = q + A, *v = k + l->d.kv_dim;
         if (cc->q_sink) {
             float *qs = cc->q_sink + (size_t)i * l->d.qkv_dim;
-            memcpy(qs, q, sizeof(float) * (size_t)E);
+            memcpy(qs, q, sizeof(float) * (size_t)A);
             rope(l, qs, 2 * H, kv_cache_pos(&c->g, t), scale);
         }
         rope(l, q, 2 * H, t, scale);
@@ -420,7 +503,7 @@ static dattn_status cpu_attention(dattn_backend *be, dattn_cache *c, const backe
         .head_dim = l->d.head_dim, .t0 = t0, .n = n, .q = cc->qkv,
         .q_sink = cc->q_sink ? cc->q_sink : cc->qkv, .ldq = l->d.qkv_dim, .lambda = l->d.lambda,
         .out_scale = l->d.out_scale, .eps = l->d.sub_eps, .subln = l->subln, .out = cc->attn,
-        .ldo = l->d.model_dim,
+        .ldo = l->d.attn_dim,
     };
     if (decode)
         attn_decode(cb->pool, cb->k, &a, &cc->dec, cc->thread_tmp, cc->thread_floats);
@@ -434,8 +517,10 @@ static const backend_ops cpu_ops = {
     .destroy = cpu_destroy,
     .weight_create = cpu_weight_create,
     .weight_free = cpu_weight_free,
+    .weight_bytes = cpu_weight_bytes,
     .layer_create = cpu_layer_create,
     .layer_free = cpu_layer_free,
+    .layer_bytes = cpu_layer_bytes,
     .cache_bytes = cpu_cache_bytes,
     .cache_init = cpu_cache_init,
     .cache_release = cpu_cache_release,

@@ -1,195 +1,327 @@
-/* Per-ISA projection kernels (DESIGN §2): blocked GEMM for prefill and streaming GEMV for decode
- * over weights packed by gemm_pack (src/cpu/gemm.h). Plain C for the auto-vectorizer; the build
- * compiles this file once per instruction set with -DCPU_ISA=<isa>, and CPU_FN names each copy. */
+/* Per-ISA projection kernels (DESIGN §2, §6; src/cpu/gemm.h): a streaming GEMV for decode and a
+ * blocked GEMM for prefill, both reading row-major F32 / F16 / BF16 weights as stored. GNU C
+ * vectors for the register tiles, F16C / AVX-512 intrinsics for the f16 conversion; the build
+ * compiles this file once per instruction set with -DCPU_ISA=<isa>, and CPU_FN names each
+ * copy. */
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
+#include "half.h"
+
+#if defined(__AVX512F__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 #ifndef CPU_ISA
 #error "compile with -DCPU_ISA=<isa> (generic, avx2, avx512)"
 #endif
 
-/* Micro-kernel: MR rows of x times NP packed panels (NR = 16*NP columns): an MR x NR accumulator
- * tile in vector registers over a KC-long slice of k. Per k step it loads NR weights (NR/width
- * vectors), broadcasts MR packed x values and issues MR*NR/width FMAs into the tile:
- *
- *            b[p][0..NR)        one or two vector loads
- *   x[p][0] | acc[0][0..NR) |
- *   x[p][1] | acc[1][0..NR) |   acc[i][:] += x[p][i] * b[p][:]  (broadcast x, FMA)
- *     ...   |      ...      |
- *
- * Shapes (measured on Zen 4 with bench_gemm, n=2048 k=m=1024): avx512 12 x 16 (12 zmm of 32),
- * avx2 4 x 16 (8 of 16 ymm; 6 x 16 spills in gcc 12), generic 3 x 16 (12 of 16 xmm). Wider
- * tiles (NP = 2) measured slower. Blocking, BLIS order: for each KC slice of k, for each MC block
- * of rows (packed into a stack buffer, MC*KC*4 = 48 KiB, stays in L2), for each panel (KC*64 =
- * 16 KiB of weights, stays in L1 while the MC/MR row tiles reuse it), run the micro-kernel. */
-#ifndef GEMM_MR
-#  if defined(__AVX512F__)
-#    define GEMM_MR 12
-#    define GEMM_NP 1
-#  elif defined(__AVX2__)
-#    define GEMM_MR 4
-#    define GEMM_NP 1
-#  else
-#    define GEMM_MR 3
-#    define GEMM_NP 1
-#  endif
-#endif
-#ifndef GEMM_KC
-#  define GEMM_KC 256    /* k slice */
-#endif
-#ifndef GEMM_MC
-#  define GEMM_MC 48     /* rows per packed x block; a multiple of every MR above */
-#endif
-#define GEMM_NR (GEMM_NP * GEMM_PANEL)
-
-#if GEMM_MC % GEMM_MR != 0
-#  error "GEMM_MC must be a multiple of GEMM_MR"
-#endif
-#if GEMM_NP != 1 && GEMM_NP != 2
-#  error "GEMM_NP must be 1 or 2"
-#endif
-
 /* fmaf only where it is one instruction; otherwise (no FMA unit, e.g. the generic x86-64 build)
- * a call to libm would not vectorize, so use a separate multiply and add. */
+ * a call to libm would be slow, so use a separate multiply and add. */
 #if defined(FP_FAST_FMAF)
 #  define MADD(a, b, c) fmaf((a), (b), (c))
 #else
 #  define MADD(a, b, c) ((a) * (b) + (c))
 #endif
 
-/* acc[MR][NR] = x * b, x: packed [kc][MR], b: NP panels of [kc][16], panel q at b + q*pstride. Then
- * y = acc (first k slice) or y += acc, for the first `rows` rows and `cols` columns. */
-/* noinline: inlined into the blocking loops, gcc 12 no longer keeps acc in registers. Loop
- * vectorization off: on the base ISA (mul + add) it vectorizes the k loop through memory, 5x
- * slower; the SLP vectorizer alone builds the register tile. */
-#if defined(__GNUC__) && !defined(__clang__)
-#  define MICRO_ATTR __attribute__((noinline, optimize("no-tree-loop-vectorize")))
+/* ---- vectors ------------------------------------------------------------------------------ */
+
+/* vf: one native vector of VW floats (GNU vector extensions: the same code is zmm, ymm, xmm or
+ * NEON registers, and plain scalars where there is no vector unit). Written with vectors rather
+ * than left to the auto-vectorizer, because gcc 12's SLP pass drops the register tiles below for
+ * small changes of the source (measured: 3x slower). */
+#if defined(__AVX512F__)
+#  define VW 16
+#elif defined(__AVX2__)
+#  define VW 8
 #else
-#  define MICRO_ATTR __attribute__((noinline))
+#  define VW 4
 #endif
-MICRO_ATTR static void micro(int kc, const float *restrict x, const float *restrict b,
-                         size_t pstride, float *restrict y, int ldy, int rows, int cols,
-                         int accumulate)
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef uint16_t vh __attribute__((vector_size(VW * 2)));
+typedef uint32_t vu __attribute__((vector_size(VW * 4)));
+
+static inline vf load_f32(const float *p)
 {
-    /* The unroll pragmas make every acc index a constant, so gcc scalarizes acc and the SLP
-     * vectorizer keeps it in registers; without them acc lives on the stack (check gcc -S). */
-    float acc[GEMM_MR][GEMM_NR] = {{0}};
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void store_f32(float *p, vf v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+/* VW weights of dtype dt from element t of row w, as f32: f16 through the conversion
+ * instructions where the ISA has them (vcvtph2ps, fcvtl), bf16 as the high half of an f32. */
+static inline vf load_w(dattn_dtype dt, const void *w, size_t t)
+{
+    if (dt == DATTN_DTYPE_F32)
+        return load_f32((const float *)w + t);
+    const uint16_t *h = (const uint16_t *)w + t;
+    if (dt == DATTN_DTYPE_BF16) {
+        vh b;
+        memcpy(&b, h, sizeof b);
+        vu u = __builtin_convertvector(b, vu) << 16;
+        vf f;
+        memcpy(&f, &u, sizeof f);
+        return f;
+    }
+#if defined(__AVX512F__)
+    return (vf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+#elif defined(__AVX2__) && defined(__F16C__)
+    return (vf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+#elif defined(__aarch64__)
+    __fp16 a[VW];
+    memcpy(a, h, sizeof a);
+    vf f;
+    for (int i = 0; i < VW; i++)
+        f[i] = (float)a[i];
+    return f;
+#else
+    /* Branch-free: the 15 bits below the sign, moved into an f32's exponent and mantissa and
+     * scaled by 2^112, are the value for normal and subnormal halves alike; inf and NaN get
+     * the all-ones exponent back. */
+    vh b;
+    memcpy(&b, h, sizeof b);
+    vu u = __builtin_convertvector(b, vu), em = u & 0x7fff;
+    vu bits = em << 13;
+    vf f;
+    memcpy(&f, &bits, sizeof f);
+    f *= 0x1p112f;
+    memcpy(&bits, &f, sizeof bits);
+    bits |= (vu)(em >= 0x7c00) & 0x7f800000u;
+    bits |= (u & 0x8000) << 16;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+#endif
+}
+
+static inline float hsum(vf v)
+{
+    float s[VW];
+    memcpy(s, &v, sizeof s);
+    for (int w = VW / 2; w > 0; w /= 2)   /* pairwise: a fixed order, a small error */
+        for (int j = 0; j < w; j++)
+            s[j] += s[j + w];
+    return s[0];
+}
+
+/* Elements [t0, t0 + n) of weight row w as f32 (the GEMM's panel packing). */
+static inline void row_f32(dattn_dtype dt, const void *w, size_t t0, int n, float *restrict dst)
+{
+    int i = 0;
+    for (; i + VW <= n; i += VW)
+        store_f32(dst + i, load_w(dt, w, t0 + (size_t)i));
+    const uint8_t *b = w;
+    for (; i < n; i++) {
+        size_t t = t0 + (size_t)i;
+        if (dt == DATTN_DTYPE_F32) {
+            memcpy(dst + i, b + 4 * t, 4);
+        } else {
+            uint16_t h;
+            memcpy(&h, b + 2 * t, 2);
+            dst[i] = dt == DATTN_DTYPE_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+        }
+    }
+}
+
+/* ---- GEMV (decode) -------------------------------------------------------------------------- */
+
+/* Four weight rows share each load of x; each row sums into two vectors (eight independent FMA
+ * chains hide the latency), converted from the stored dtype in registers. No horizontal sum runs
+ * until a row ends. The rows stream once from memory: the bandwidth-bound loop of decode. */
+enum { GEMV_ROWS = 4 };
+/* Software prefetch of each row GEMV_AHEAD elements ahead: with four rows streaming, the
+ * hardware prefetchers alone left a 16-bit GEMV at 60% of the read bandwidth on Zen 4 (81-84%
+ * with it; f32 gains less). */
+#define GEMV_AHEAD 1024
+
+/* Inlined once per dtype (gemv below), so that no branch on the dtype stays in the loop. */
+__attribute__((always_inline)) static inline void gemv_dt(const float *restrict x, int k,
+                                                          dattn_dtype dt, const void *w, int rows,
+                                                          float *restrict y)
+{
+    size_t row_bytes = (size_t)k * gemm_elem_bytes(dt);
+    for (int r0 = 0; r0 < rows; r0 += GEMV_ROWS) {
+        int nr = rows - r0 < GEMV_ROWS ? rows - r0 : GEMV_ROWS;
+        /* A short last group repeats its first row in the unused slots and drops their sums. */
+        const uint8_t *row[GEMV_ROWS];
+        for (int i = 0; i < GEMV_ROWS; i++)
+            row[i] = (const uint8_t *)w + (size_t)(r0 + (i < nr ? i : 0)) * row_bytes;
+        vf a0[GEMV_ROWS] = {0}, a1[GEMV_ROWS] = {0};
+        int t = 0;
+        for (; t + 2 * VW <= k; t += 2 * VW) {
+            vf x0 = load_f32(x + t), x1 = load_f32(x + t + VW);
+#pragma GCC unroll 4
+            for (int i = 0; i < GEMV_ROWS; i++) {
+                __builtin_prefetch(row[i] + ((size_t)t + GEMV_AHEAD) * gemm_elem_bytes(dt), 0, 3);
+                a0[i] += load_w(dt, row[i], (size_t)t) * x0;
+                a1[i] += load_w(dt, row[i], (size_t)t + VW) * x1;
+            }
+        }
+        float tail[GEMV_ROWS] = {0};
+        if (t < k) {
+            float wt[VW * 2];
+            for (int i = 0; i < GEMV_ROWS; i++) {
+                row_f32(dt, row[i], (size_t)t, k - t, wt);
+                for (int j = 0; j < k - t; j++)
+                    tail[i] = MADD(wt[j], x[t + j], tail[i]);
+            }
+        }
+        for (int i = 0; i < nr; i++)
+            y[r0 + i] = hsum(a0[i] + a1[i]) + tail[i];
+    }
+}
+
+static void gemv(const float *restrict x, int k, dattn_dtype dt, const void *w, int rows,
+                 float *restrict y)
+{
+    if (dt == DATTN_DTYPE_F16)
+        gemv_dt(x, k, DATTN_DTYPE_F16, w, rows, y);
+    else if (dt == DATTN_DTYPE_BF16)
+        gemv_dt(x, k, DATTN_DTYPE_BF16, w, rows, y);
+    else
+        gemv_dt(x, k, DATTN_DTYPE_F32, w, rows, y);
+}
+
+/* ---- GEMM (prefill) --------------------------------------------------------------------------- */
+
+/* Micro-kernel: MR rows of x times one packed panel (16 weight rows): an MR x 16 accumulator tile
+ * in vector registers over a k slice. Per k step it loads the 16 weights (16/VW vectors),
+ * broadcasts MR packed x values and issues MR * 16/VW FMAs into the tile:
+ *
+ *            b[p][0..16)        16/VW vector loads
+ *   x[p][0] | acc[0][0..16) |
+ *   x[p][1] | acc[1][0..16) |   acc[i][:] += x[p][i] * b[p][:]  (broadcast x, FMA)
+ *     ...   |      ...      |
+ *
+ * Tiles: avx512 12 x 16 (12 zmm of 32), avx2 4 x 16 (8 of 16 ymm), aarch64 6 x 16 (24 of 32
+ * NEON registers), other generic 3 x 16 (12 of 16 xmm). Blocking: for each KC slice of k, x is
+ * packed once for all n rows ([n/MR][kc][MR], in the caller's scratch); then for each panel of
+ * the row range the weights of the slice are converted once into [kc][16] f32 (16 KiB, stays in
+ * L1) and every MR row tile of x runs against it. Each weight is read and converted once per
+ * GEMM. */
+#ifndef GEMM_MR
+#  if defined(__AVX512F__)
+#    define GEMM_MR 12
+#  elif defined(__AVX2__)
+#    define GEMM_MR 4
+#  elif defined(__aarch64__)
+#    define GEMM_MR 6
+#  else
+#    define GEMM_MR 3
+#  endif
+#endif
+#define NV (GEMM_PANEL / VW)   /* vectors per panel row */
+
+/* acc[MR][16] = x * b, x: packed [kc][MR], b: [kc][16]. Then y = acc (first k slice) or
+ * y += acc, for the first `rows` rows and `cols` columns. */
+__attribute__((noinline)) static void micro(int kc, const float *restrict x,
+                                            const float *restrict b, float *restrict y, int ldy,
+                                            int rows, int cols, int accumulate)
+{
+    vf acc[GEMM_MR][NV];
+    for (int i = 0; i < GEMM_MR; i++)
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = (vf){0};
     for (int p = 0; p < kc; p++) {
-        const float *bp = b + (size_t)p * GEMM_PANEL;
+        vf bv[NV];
+        for (int v = 0; v < NV; v++)
+            bv[v] = load_f32(b + (size_t)p * GEMM_PANEL + (size_t)v * VW);
 #pragma GCC unroll 16
         for (int i = 0; i < GEMM_MR; i++) {
             float xi = x[(size_t)p * GEMM_MR + i];
-#pragma GCC unroll 64
-            for (int j = 0; j < GEMM_NR; j++)
-                acc[i][j] = MADD(xi, bp[(j / GEMM_PANEL) * pstride + j % GEMM_PANEL], acc[i][j]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                acc[i][v] += xi * bv[v];
         }
     }
-    if (rows == GEMM_MR && cols == GEMM_NR) {
+    if (rows == GEMM_MR && cols == GEMM_PANEL) {
         for (int i = 0; i < GEMM_MR; i++)
-            for (int j = 0; j < GEMM_NR; j++)
-                y[(size_t)i * ldy + j] = accumulate ? y[(size_t)i * ldy + j] + acc[i][j] : acc[i][j];
+            for (int v = 0; v < NV; v++) {
+                float *yv = y + (size_t)i * ldy + (size_t)v * VW;
+                store_f32(yv, accumulate ? load_f32(yv) + acc[i][v] : acc[i][v]);
+            }
         return;
     }
+    float out[GEMM_MR][GEMM_PANEL];
+    memcpy(out, acc, sizeof out);
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < cols; j++)
-            y[(size_t)i * ldy + j] = accumulate ? y[(size_t)i * ldy + j] + acc[i][j] : acc[i][j];
+            y[(size_t)i * ldy + j] = accumulate ? y[(size_t)i * ldy + j] + out[i][j] : out[i][j];
 }
 
-/* out[0..16) = sum_t x[t] * b[t][0..16): one packed panel [k][16]. Four k-interleaved
- * accumulator sets give independent FMA chains (latency hidden); each lane is one output column,
- * so no horizontal sums. Unrolled like micro() so acc stays in registers. */
-__attribute__((noinline)) static void panel_dot(int k, const float *restrict x,
-                                                const float *restrict b, float *restrict out)
+/* x rows [0, n), columns [pc, pc + kc) -> [ceil(n/MR)][kc][MR], rows past n zero. */
+static void pack_x(const float *x, int ldx, int n, int pc, int kc, float *restrict dst)
 {
-    float acc[4][GEMM_PANEL] = {{0}};
-    int k4 = k / 4;
-    for (int t = 0; t < k4; t++) {   /* a unit-step loop: with t += 4, gcc 12 fails to SLP acc */
-        const float *xt = x + (size_t)t * 4, *bt = b + (size_t)t * 4 * GEMM_PANEL;
-#pragma GCC unroll 4
-        for (int u = 0; u < 4; u++) {
-            float xu = xt[u];
-#pragma GCC unroll 16
-            for (int j = 0; j < GEMM_PANEL; j++)
-                acc[u][j] = MADD(xu, bt[u * GEMM_PANEL + j], acc[u][j]);
-        }
-    }
-    float tail[GEMM_PANEL] = {0};
-    for (int t = 4 * k4; t < k; t++)
-        for (int j = 0; j < GEMM_PANEL; j++)
-            tail[j] = MADD(x[t], b[(size_t)t * GEMM_PANEL + j], tail[j]);
-#pragma GCC unroll 16
-    for (int j = 0; j < GEMM_PANEL; j++)
-        out[j] = ((acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j])) + tail[j];
-}
-
-void CPU_FN(gemv_packed)(const float *x, int k, const float *packed, int m, float *y,
-                         int panel0, int panel1)
-{
-    for (int pn = panel0; pn < panel1; pn++) {
-        int c0 = pn * GEMM_PANEL;
-        if (m - c0 >= GEMM_PANEL) {
-            panel_dot(k, x, packed + (size_t)pn * k * GEMM_PANEL, y + c0);
-        } else {   /* last, partial panel: never write y past column m */
-            float out[GEMM_PANEL];
-            panel_dot(k, x, packed + (size_t)pn * k * GEMM_PANEL, out);
-            for (int j = 0; j < m - c0; j++)
-                y[c0 + j] = out[j];
+    for (int r0 = 0; r0 < n; r0 += GEMM_MR) {
+        float *tile = dst + (size_t)r0 * kc;
+        for (int i = 0; i < GEMM_MR; i++) {
+            if (r0 + i < n) {
+                const float *src = x + (size_t)(r0 + i) * ldx + pc;
+                for (int t = 0; t < kc; t++)
+                    tile[(size_t)t * GEMM_MR + i] = src[t];
+            } else {
+                for (int t = 0; t < kc; t++)
+                    tile[(size_t)t * GEMM_MR + i] = 0.0f;
+            }
         }
     }
 }
 
-void CPU_FN(gemm_packed)(const float *x, int ldx, int n, int k, const float *packed, int m,
-                         float *y, int ldy, int panel0, int panel1)
+/* Weight rows [r0, r0 + nr) (nr <= 16), columns [pc, pc + kc) -> f32 [kc][16], rows past nr
+ * zero. tmp holds kc floats. */
+static void pack_panel(dattn_dtype dt, const void *w, size_t row_bytes, int r0, int nr, int pc,
+                       int kc, float *restrict dst, float *restrict tmp)
 {
-    if (n <= 0 || panel1 <= panel0)
-        return;
-    if (n == 1) {
-        CPU_FN(gemv_packed)(x, k, packed, m, y, panel0, panel1);
-        return;
+    for (int j = 0; j < GEMM_PANEL; j++) {
+        if (j < nr) {
+            row_f32(dt, (const uint8_t *)w + (size_t)(r0 + j) * row_bytes, (size_t)pc, kc, tmp);
+            for (int t = 0; t < kc; t++)
+                dst[(size_t)t * GEMM_PANEL + j] = tmp[t];
+        } else {
+            for (int t = 0; t < kc; t++)
+                dst[(size_t)t * GEMM_PANEL + j] = 0.0f;
+        }
     }
-    if (k <= 0) {   /* empty sum: the micro-kernel would never store */
+}
+
+void CPU_FN(gemm_rows)(const float *x, int ldx, int n, int k, dattn_dtype dt, const void *w,
+                       int rows, float *y, int ldy, float *scratch)
+{
+    if (n <= 0 || rows <= 0)
+        return;
+    if (k <= 0) {   /* an empty sum: the kernels would never store */
         for (int i = 0; i < n; i++)
-            for (int c = panel0 * GEMM_PANEL; c < m && c < panel1 * GEMM_PANEL; c++)
-                y[(size_t)i * ldy + c] = 0.0f;
+            for (int r = 0; r < rows; r++)
+                y[(size_t)i * ldy + r] = 0.0f;
         return;
     }
-    size_t pstride = (size_t)k * GEMM_PANEL;   /* floats from one panel to the next */
-    /* An MC x KC block of x, packed as [MC/MR][kc][MR] so the micro-kernel reads its MR values
-     * of one k from one pointer; rows past n are zero (MC*KC*4 bytes of stack). */
-    float xpack[GEMM_MC * GEMM_KC];
-
+    if (n == 1) {
+        gemv(x, k, dt, w, rows, y);
+        return;
+    }
+    size_t row_bytes = (size_t)k * gemm_elem_bytes(dt);
+    int n_pad = (n + GEMM_MR - 1) / GEMM_MR * GEMM_MR;
+    float *xpack = scratch;                               /* [n_pad][KC] */
+    float *bpack = xpack + (size_t)n_pad * GEMM_KC;       /* [KC][16] */
+    float *tmp = bpack + (size_t)GEMM_KC * GEMM_PANEL;    /* [KC] */
     for (int pc = 0; pc < k; pc += GEMM_KC) {
         int kc = k - pc < GEMM_KC ? k - pc : GEMM_KC;
-        for (int ic = 0; ic < n; ic += GEMM_MC) {
-            int mc = n - ic < GEMM_MC ? n - ic : GEMM_MC;
-            for (int r0 = 0; r0 < mc; r0 += GEMM_MR) {
-                float *dst = xpack + (size_t)r0 * kc;
-                for (int i = 0; i < GEMM_MR; i++) {
-                    const float *src = x + (size_t)(ic + r0 + i) * ldx + pc;
-                    if (r0 + i < mc)
-                        for (int t = 0; t < kc; t++)
-                            dst[t * GEMM_MR + i] = src[t];
-                    else
-                        for (int t = 0; t < kc; t++)
-                            dst[t * GEMM_MR + i] = 0.0f;
-                }
-            }
-            for (int pn = panel0; pn < panel1; pn += GEMM_NP) {
-                int np = panel1 - pn < GEMM_NP ? panel1 - pn : GEMM_NP;
-                int c0 = pn * GEMM_PANEL;
-                int cols = m - c0 < np * GEMM_PANEL ? m - c0 : np * GEMM_PANEL;
-                const float *b = packed + (size_t)pn * pstride + (size_t)pc * GEMM_PANEL;
-                /* A single panel left over at the end of the range (NP = 2): run the second
-                 * lane set on the same panel and drop it (cols <= 16), keeping one kernel. */
-                size_t ps = np == GEMM_NP ? pstride : 0;
-                for (int ir = 0; ir < mc; ir += GEMM_MR) {
-                    int rows = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
-                    micro(kc, xpack + (size_t)ir * kc, b, ps, y + (size_t)(ic + ir) * ldy + c0,
-                          ldy, rows, cols, pc > 0);
-                }
+        pack_x(x, ldx, n, pc, kc, xpack);
+        for (int r0 = 0; r0 < rows; r0 += GEMM_PANEL) {
+            int nr = rows - r0 < GEMM_PANEL ? rows - r0 : GEMM_PANEL;
+            pack_panel(dt, w, row_bytes, r0, nr, pc, kc, bpack, tmp);
+            for (int ir = 0; ir < n; ir += GEMM_MR) {
+                int nx = n - ir < GEMM_MR ? n - ir : GEMM_MR;
+                micro(kc, xpack + (size_t)ir * kc, bpack, y + (size_t)ir * ldy + r0, ldy, nx, nr,
+                      pc > 0);
             }
         }
     }

@@ -1,27 +1,40 @@
-/* Projection kernels of the CPU backend (DESIGN §2): y = x W^T for nn.Linear weights W [m][k].
- * Weights are packed once at load time into panels of 16 output columns; a blocked GEMM (prefill)
- * and a streaming GEMV (decode, n == 1) read that one format. gemm_pack.c is ISA-independent;
- * gemm.c is compiled once per instruction set (src/cpu/isa.h). */
+/* Projection kernels of the CPU backend (DESIGN §2, §6): y = x W^T for nn.Linear weights W [m][k]
+ * read as the model stores them, row-major F32, F16 or BF16 (the mapped file is the weights: no
+ * f32 copy, no packed copy). A streaming GEMV (decode, one row of x) converts a chunk of four
+ * weight rows at a time to f32 in L1 and dots them with x; a blocked GEMM (prefill) converts one
+ * 16-row panel of a k slice at a time into the [kc][16] layout its register-tile micro-kernel
+ * reads. gemm.c is compiled once per instruction set (src/cpu/isa.h). */
 #ifndef DATTN_CPU_GEMM_H
 #define DATTN_CPU_GEMM_H
 
 #include <stddef.h>
 
-#define GEMM_PANEL 16   /* output columns per packed panel */
+#include "dattn.h"
 
-/* Floats of the packed form: ceil(m/16)*16*k. */
-size_t gemm_packed_floats(int m, int k);
-/* w [m][k] row-major -> packed [ceil(m/16)][k][16], zero past column m. */
-void gemm_pack(const float *w, int m, int k, float *packed);
+#define GEMM_PANEL 16   /* weight rows (output columns) per packed panel */
+#define GEMM_KC 256     /* k slice of the GEMM: a packed panel is GEMM_KC * 16 floats (16 KiB) */
 
-/* y[i][c] = sum_k x[i][k] * W[c][k] for rows i in [0,n) and columns c in panels [panel0, panel1)
- * (c in [16*panel0, min(16*panel1, m))); nothing else of y is written. x [n][ldx], y [n][ldy].
- * Overwrites y. Single-threaded, no allocation: callers split the panel range across threads. */
+/* Bytes of one element of a weight dtype (F32, F16, BF16). */
+static inline size_t gemm_elem_bytes(dattn_dtype dt)
+{
+    return dt == DATTN_DTYPE_F32 ? 4 : 2;
+}
+
+/* Floats of scratch gemm_rows needs for n rows of x: the packed x of one k slice, a packed
+ * weight panel and a converted row. */
+static inline size_t gemm_scratch_floats(int n)
+{
+    return n <= 1 ? 0 : ((size_t)n + 16) * GEMM_KC + (size_t)(GEMM_PANEL + 1) * GEMM_KC;
+}
+
+/* y[i*ldy + r] = sum_t x[i*ldx + t] * W[r][t] for rows i in [0, n) and weight rows r in
+ * [0, rows): w points at weight row 0 of the block ([rows][k] of dtype dt, aligned to its
+ * element size). Nothing else of y is written. scratch holds gemm_scratch_floats(n) floats
+ * (64-byte aligned; none for n == 1, the GEMV). Single-threaded, no allocation: callers split
+ * the rows across threads. */
 #define GEMM_DECLARE(isa)                                                                        \
-    void gemm_packed_##isa(const float *x, int ldx, int n, int k, const float *packed, int m,    \
-                           float *y, int ldy, int panel0, int panel1);                           \
-    void gemv_packed_##isa(const float *x, int k, const float *packed, int m, float *y,          \
-                           int panel0, int panel1);
+    void gemm_rows_##isa(const float *x, int ldx, int n, int k, dattn_dtype dt, const void *w,   \
+                         int rows, float *y, int ldy, float *scratch);
 
 GEMM_DECLARE(generic)
 #if defined(__x86_64__)

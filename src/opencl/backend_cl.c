@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "convert.h"
 #include "backend.h"
 #include "cl_common.h"
 #include "cl_sources.h"
@@ -50,7 +51,7 @@ typedef struct cl_backend {
 
 struct backend_weight {
     int m, k;
-    cl_mem buf;                /* [m][k] f32, row-major (nn.Linear layout) */
+    cl_mem buf;                /* [m][k] f32, row-major (nn.Linear layout), rows in order */
 };
 
 /* A layer on the device: everything its ops read, uploaded once by layer_create. */
@@ -102,23 +103,44 @@ static void cl_destroy(dattn_backend *be)
     dattn_free(be);
 }
 
-static dattn_status cl_weight_create(dattn_backend *be, const float *w, int m, int k,
+/* Stacked row r of a weight source (backend.h): its part and the row within it. */
+static const void *src_row(const weight_src *src, int r)
+{
+    size_t row_bytes = (size_t)src->k * (src->dtype == DATTN_DTYPE_F32 ? 4 : 2);
+    for (int i = 0; i < src->n_parts; i++) {
+        if (r < src->part[i].rows)
+            return (const uint8_t *)src->part[i].data + (size_t)r * row_bytes;
+        r -= src->part[i].rows;
+    }
+    return NULL;
+}
+
+/* The weight as f32 rows in W's order (row_map applied), uploaded in one buffer. */
+static dattn_status cl_weight_create(dattn_backend *be, const weight_src *src,
                                      backend_weight **out)
 {
     cl_backend *cb = be->impl;
+    int m = src->row_map ? src->m : weight_src_rows(src), k = src->k;
     size_t bytes = sizeof(float) * (size_t)m * k;
     if (bytes > cb->max_alloc)
         return dattn_fail(DATTN_E_ARENA, "opencl: a %dx%d weight is %zu bytes in one buffer; '%s' "
                           "allows at most %llu (%s)", m, k, bytes, cb->info.name,
                           (unsigned long long)cb->max_alloc, cb->max_alloc_from);
     backend_weight *bw = dattn_alloc(sizeof *bw, "weight");
-    if (!bw)
+    float *rows = dattn_alloc(bytes ? bytes : 1, "weight upload");
+    if (!bw || !rows) {
+        dattn_free(bw);
+        dattn_free(rows);
         return DATTN_E_NOMEM;
+    }
+    for (int r = 0; r < m; r++)   /* finite: the loaders checked */
+        convert_f32(src->dtype, src_row(src, src->row_map ? src->row_map[r] : r), (size_t)k,
+                    rows + (size_t)r * k);
     cl_int err;
     bw->m = m;
     bw->k = k;
-    bw->buf = clCreateBuffer(cb->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes, (void *)w,
-                             &err);
+    bw->buf = clCreateBuffer(cb->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes, rows, &err);
+    dattn_free(rows);
     if (err != CL_SUCCESS) {
         dattn_free(bw);
         return dattn_fail(DATTN_E_OPENCL, "opencl: uploading a %dx%d weight (%zu bytes) to '%s': "
@@ -126,6 +148,12 @@ static dattn_status cl_weight_create(dattn_backend *be, const float *w, int m, i
     }
     *out = bw;
     return DATTN_OK;
+}
+
+static uint64_t cl_weight_bytes(const backend_weight *w, int *borrowed)
+{
+    *borrowed = 0;
+    return sizeof(float) * (uint64_t)w->m * (uint64_t)w->k;
 }
 
 static void cl_weight_free(dattn_backend *be, backend_weight *w)
@@ -177,8 +205,8 @@ static dattn_status cl_layer_create(dattn_backend *be, const layer_desc *d, cons
     l->d = *d;
     for (size_t i = 0; i < half; i++)
         inv_freq[i] = (float)t->inv_freq[i];
-    if ((st = cl_weight_create(be, t->w_qkv, d->qkv_dim, d->model_dim, &l->w_qkv)) != DATTN_OK ||
-        (st = cl_weight_create(be, t->w_out, d->model_dim, d->model_dim, &l->w_out)) != DATTN_OK ||
+    if ((st = cl_weight_create(be, &t->w_qkv, &l->w_qkv)) != DATTN_OK ||
+        (st = cl_weight_create(be, &t->w_out, &l->w_out)) != DATTN_OK ||
         (st = upload(cb, inv_freq, half, "RoPE table", &l->inv_freq)) != DATTN_OK ||
         (st = upload(cb, t->subln, 2 * (size_t)d->head_dim, "subln weight", &l->subln)) != DATTN_OK)
         goto fail;
@@ -189,6 +217,13 @@ fail:
     dattn_free(inv_freq);
     cl_layer_free(be, l);
     return st;
+}
+
+static uint64_t cl_layer_bytes(const backend_layer *l)
+{
+    int borrowed;
+    return cl_weight_bytes(l->w_qkv, &borrowed) + cl_weight_bytes(l->w_out, &borrowed) +
+           sizeof(float) * (2 * (uint64_t)l->d.head_dim + (uint64_t)(l->d.head_dim / 2));
 }
 
 /* ---- cache: buffers, programs, kernels ---------------------------------------------------- */
@@ -208,11 +243,11 @@ static size_t clblast_temp_bytes(const cl_backend *cb, const dattn_layer_shape *
 {
 #ifdef DATTN_HAVE_CLBLAST
     int B = g->max_batch, E = s->model_dim, F = scratch->ffn_dim, V = scratch->n_vocab;
-    int qkv = E + 2 * E / (s->n_heads / s->n_kv_heads);
+    int A = 2 * s->n_heads * g->head_dim, qkv = A + 2 * A / (s->n_heads / s->n_kv_heads);
     if (B < 2)
         return 0;
     /* {m, k, ldx, ldy} */
-    int shapes[8][4] = {{qkv, E, E, qkv}, {E, E, E, E}};
+    int shapes[8][4] = {{qkv, E, E, qkv}, {E, A, A, E}};
     int n = 2;
     if (F > 0) {
         shapes[n][0] = 2 * F, shapes[n][1] = E, shapes[n][2] = E, shapes[n++][3] = 2 * F;
@@ -243,14 +278,14 @@ static size_t clblast_temp_bytes(const cl_backend *cb, const dattn_layer_shape *
 static act_sizes sizes_of(const cl_backend *cb, const dattn_layer_shape *s, const kv_geom *g,
                           const cache_scratch *scratch)
 {
-    size_t E = (size_t)s->model_dim, r = (size_t)(s->n_heads / s->n_kv_heads), B = (size_t)g->max_batch;
-    size_t d = (size_t)g->head_dim, F = (size_t)scratch->ffn_dim;
+    size_t r = (size_t)(s->n_heads / s->n_kv_heads), B = (size_t)g->max_batch;
+    size_t d = (size_t)g->head_dim, F = (size_t)scratch->ffn_dim, A = 2 * (size_t)s->n_heads * d;
     act_sizes a;
     a.x = sizeof(float) * B * (size_t)max_int(s->model_dim, scratch->ffn_dim);
-    a.qkv = sizeof(float) * B * (E + 2 * E / r);
-    a.q = sizeof(float) * B * E;
-    a.kvd = sizeof(float) * B * (E / r);
-    a.attn = sizeof(float) * B * E;
+    a.qkv = sizeof(float) * B * (A + 2 * A / r);
+    a.q = sizeof(float) * B * A;
+    a.kvd = sizeof(float) * B * (A / r);
+    a.attn = sizeof(float) * B * A;
     a.y = sizeof(float) * B * (size_t)max_int(s->model_dim, scratch->n_vocab);
     a.hidden = sizeof(float) * B * 2 * F;
     a.partial = sizeof(float) * (size_t)s->n_heads * (size_t)cb->tune.max_split * (4 + 4 * d);
@@ -720,14 +755,14 @@ static dattn_status cl_project_in(dattn_backend *be, dattn_cache *c, const backe
 {
     cl_backend *cb = be->impl;
     cl_cache *cc = c->be_state;
-    int E = l->d.model_dim, kv = l->d.kv_dim;
+    int E = l->d.model_dim, A = l->d.attn_dim, kv = l->d.kv_dim;
     op_begin(cc);
     check(cc, clEnqueueWriteBuffer(cb->queue, cc->x, CL_FALSE, 0, sizeof(float) * (size_t)n * E,
                                    x, 0, NULL, NULL), "clEnqueueWriteBuffer(x)");
     matmul(cb, cc, l->w_qkv, cc->x, E, n, cc->qkv, l->d.qkv_dim);
-    split_columns(cb, cc, l, n, 0, E, cc->q);
-    split_columns(cb, cc, l, n, E, kv, cc->k);
-    split_columns(cb, cc, l, n, E + kv, kv, cc->v);
+    split_columns(cb, cc, l, n, 0, A, cc->q);
+    split_columns(cb, cc, l, n, A, kv, cc->k);
+    split_columns(cb, cc, l, n, A + kv, kv, cc->v);
     return op_status(cc);
 }
 
@@ -737,10 +772,10 @@ static dattn_status cl_qkv_write(dattn_backend *be, dattn_cache *c, const backen
 {
     cl_backend *cb = be->impl;
     cl_cache *cc = c->be_state;
-    size_t E = (size_t)l->d.model_dim, kv = (size_t)l->d.kv_dim;
+    size_t A = (size_t)l->d.attn_dim, kv = (size_t)l->d.kv_dim;
     op_begin(cc);
     if (q)
-        check(cc, clEnqueueWriteBuffer(cb->queue, cc->q, CL_TRUE, 0, sizeof(float) * n * E, q, 0,
+        check(cc, clEnqueueWriteBuffer(cb->queue, cc->q, CL_TRUE, 0, sizeof(float) * n * A, q, 0,
                                        NULL, NULL), "clEnqueueWriteBuffer(q)");
     check(cc, clEnqueueWriteBuffer(cb->queue, cc->k, CL_TRUE, 0, sizeof(float) * n * kv, k, 0,
                                    NULL, NULL), "clEnqueueWriteBuffer(k)");
@@ -875,7 +910,7 @@ static dattn_status cl_project_out(dattn_backend *be, dattn_cache *c, const back
     cl_cache *cc = c->be_state;
     int E = l->d.model_dim;
     op_begin(cc);
-    matmul(cb, cc, l->w_out, cc->attn, E, n, cc->y, E);
+    matmul(cb, cc, l->w_out, cc->attn, l->d.attn_dim, n, cc->y, E);
     check(cc, clEnqueueReadBuffer(cb->queue, cc->y, CL_TRUE, 0, sizeof(float) * (size_t)n * E, y,
                                   0, NULL, NULL), "clEnqueueReadBuffer(y)");
     return op_status(cc);
@@ -887,7 +922,8 @@ static dattn_status cl_attn_read(dattn_backend *be, dattn_cache *c, float *out, 
     cl_cache *cc = c->be_state;
     op_begin(cc);
     check(cc, clEnqueueReadBuffer(cb->queue, cc->attn, CL_TRUE, 0,
-                                  sizeof(float) * (size_t)n * (size_t)c->shape.model_dim, out, 0,
+                                  sizeof(float) * (size_t)n * 2 * (size_t)c->shape.n_heads *
+                                      (size_t)c->g.head_dim, out, 0,
                                   NULL, NULL), "clEnqueueReadBuffer(attention output)");
     return op_status(cc);
 }
@@ -966,8 +1002,10 @@ static const backend_ops cl_ops = {
     .destroy = cl_destroy,
     .weight_create = cl_weight_create,
     .weight_free = cl_weight_free,
+    .weight_bytes = cl_weight_bytes,
     .layer_create = cl_layer_create,
     .layer_free = cl_layer_free,
+    .layer_bytes = cl_layer_bytes,
     .cache_bytes = cl_cache_bytes,
     .cache_init = cl_cache_init,
     .cache_release = cl_cache_release,
