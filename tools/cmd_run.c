@@ -139,8 +139,10 @@ int cmd_run(int argc, char **argv)
         if (isatty(STDOUT_FILENO) && t >= 0)
             fputc('\n', stdout);
         fflush(stdout);
-        if (t >= 0)
+        if (t >= 0) {
+            run_say_end(&r);
             print_stats_line(&r);
+        }
         rc = t < 0 ? 2 : run_stop ? 130 : 0;
     } else {
         rc = repl_main(&r, isatty(STDIN_FILENO));

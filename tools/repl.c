@@ -398,6 +398,7 @@ int repl_main(run_state *r, int terminal)
         if (t >= 0) {
             fputc('\n', stdout);
             fflush(stdout);
+            run_say_end(r);
         }
         failed |= t < 0 || (t > 0 && !run_stop);   /* Ctrl-C is the user's choice, not a fault */
     }

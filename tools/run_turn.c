@@ -1,5 +1,6 @@
 /* A turn of `dattn run` (run_turn.h): tokenize a prompt, prefill it, then sample, print and
- * decode one token at a time; and the session and sampling settings turns run under. */
+ * decode one token at a time until n tokens or the model's end-of-text token; and the session
+ * and sampling settings turns run under. */
 #define _POSIX_C_SOURCE 200809L   /* isatty */
 #include <errno.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 
 #include "ceiling.h"
 #include "run_turn.h"
+#include "utf8_stream.h"
 
 volatile sig_atomic_t run_stop;
 
@@ -94,11 +96,14 @@ int run_new_session(run_state *r, const tool_model_opts *o)
     return 0;
 }
 
-/* Tokens of text into r->ids, growing it when the tokenizer asks for more; -1 on failure. */
-static int tokenize(run_state *r, const char *text, size_t len, int *n)
+/* Tokens of text into r->ids, growing it when the tokenizer asks for more; with add_special the
+ * model's beginning-of-text token(s) around it, as its tokenizer files say. -1 on failure. */
+static int tokenize(run_state *r, const char *text, size_t len, int add_special, int *n)
 {
+    const dattn_tokenizer *tok = dattn_model_tokenizer(r->model);
     for (;;) {
-        dattn_status st = dattn_tokenize(r->model, text, len, r->ids, r->ids_cap, n);
+        dattn_status st = dattn_tokenizer_encode(tok, text, len, add_special, r->ids, r->ids_cap,
+                                                 n);
         if (st == DATTN_OK)
             return 0;
         if (*n <= r->ids_cap || st != DATTN_E_INVALID_ARG) {
@@ -141,12 +146,28 @@ static void say_streaming(run_state *r, int mid_line)
             r->cp.n_ctx, pol, r->cp.n_sink, r->cp.n_ctx - r->cp.n_sink);
 }
 
+void run_say_end(const run_state *r)
+{
+    if (!r->ended)
+        return;
+    char name[64];
+    size_t nb = 0;
+    if (dattn_token_bytes(r->model, r->end_token, name, sizeof name - 1, &nb) != DATTN_OK)
+        nb = 0;
+    name[nb] = '\0';
+    fflush(stdout);
+    fprintf(stderr, "dattn: end of text: the model ended its answer with token %d%s%s%s\n",
+            (int)r->end_token, nb ? " '" : "", name, nb ? "'" : "");
+}
+
 int run_turn(run_state *r, const char *text, size_t len, long n_gen, int eval_last)
 {
     int n = 0;
     r->prompt_tokens = r->gen_tokens = r->n_evals = 0;
     r->prefill_s = r->decode_s = 0.0;
-    if (tokenize(r, text, len, &n))
+    r->ended = 0;
+    /* A conversation starts with the model's beginning-of-text token(s), if it has any. */
+    if (tokenize(r, text, len, dattn_session_n_past(r->session) == 0, &n))
         return -1;
     if (n == 0) {
         fprintf(stderr, "dattn: run: the prompt has no tokens\n");
@@ -166,8 +187,11 @@ int run_turn(run_state *r, const char *text, size_t len, long n_gen, int eval_la
     for (int i = 0; i < n; i++)
         dattn_sampler_accept(r->sampler, r->ids[i]);
     char bytes[256];
+    utf8_stream out;
+    utf8_stream_init(&out, stdout);
     for (long i = 0; i < n_gen; i++) {
         if (run_stop) {
+            utf8_stream_flush(&out);
             fflush(stdout);
             fprintf(stderr, "\ndattn: stopped (Ctrl-C)\n");
             return 1;
@@ -176,29 +200,40 @@ int run_turn(run_state *r, const char *text, size_t len, long n_gen, int eval_la
         double t1 = ceiling_now_seconds();
         st = dattn_sample(r->sampler, r->logits, &tok);
         size_t nb = 0;
-        if (st == DATTN_OK)
+        int eos = st == DATTN_OK && dattn_token_is_eos(r->model, tok);
+        if (st == DATTN_OK && !eos)
             st = dattn_token_bytes(r->model, tok, bytes, sizeof bytes, &nb);
         r->decode_s += ceiling_now_seconds() - t1;
         if (st != DATTN_OK) {
+            utf8_stream_flush(&out);
             tool_report("run", st);
             return -1;
         }
-        /* Raw bytes: a byte tokenizer may split a UTF-8 sequence over tokens. */
-        fwrite(bytes, 1, nb, stdout);
-        fflush(stdout);
         r->gen_tokens++;
-        if (i == n_gen - 1 && !eval_last)
+        if (eos) {
+            utf8_stream_flush(&out);
+            r->ended = 1;
+            r->end_token = tok;
+        } else {
+            /* A token may end inside a UTF-8 character: that waits for the next one. */
+            utf8_stream_put(&out, bytes, nb);
+            if (out.n_held == 0)
+                fflush(stdout);
+        }
+        if ((i == n_gen - 1 || eos) && !eval_last)
             break;
         t1 = ceiling_now_seconds();
         st = dattn_session_eval(r->session, &tok, 1, r->logits, 0);
         r->decode_s += ceiling_now_seconds() - t1;
         if (st == DATTN_E_CACHE_FULL) {
+            utf8_stream_flush(&out);
             fflush(stdout);
             fputc('\n', stderr);
             say_cache_full(r);
             return 1;
         }
         if (st != DATTN_OK) {
+            utf8_stream_flush(&out);
             fflush(stdout);
             fputc('\n', stderr);
             tool_report("run", st);
@@ -206,6 +241,10 @@ int run_turn(run_state *r, const char *text, size_t len, long n_gen, int eval_la
         }
         r->n_evals++;
         say_streaming(r, 1);
+        if (eos)
+            break;
     }
+    utf8_stream_flush(&out);
+    fflush(stdout);
     return 0;
 }
