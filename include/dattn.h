@@ -266,7 +266,8 @@ DATTN_API dattn_status dattn_model_get_info(const dattn_model *model, dattn_mode
  * exceeds max_ids only max_ids are written and DATTN_E_INVALID_ARG says so. */
 DATTN_API dattn_status dattn_tokenize(const dattn_model *model, const char *text, size_t len,
                                       int32_t *ids, int max_ids, int *n_ids);
-/* The bytes token `id` stands for (not NUL-terminated; a byte tokenizer gives one byte). */
+/* The bytes token `id` stands for (not NUL-terminated; a byte tokenizer gives one byte; an id
+ * of the model's vocabulary past its tokenizer's gives none). */
 DATTN_API dattn_status dattn_token_bytes(const dattn_model *model, int32_t id, char *buf,
                                          size_t cap, size_t *n);
 /* 1 if id is one of the model's end-of-text tokens (dattn_model_info's eos_ids), else 0. */

@@ -522,5 +522,11 @@ dattn_status dattn_token_bytes(const dattn_model *m, int32_t id, char *buf, size
 {
     if (!m || (!buf && cap) || !n)
         return dattn_fail(DATTN_E_INVALID_ARG, "token_bytes: NULL argument");
+    /* A model's vocabulary may be larger than its tokenizer's (padded to a round size): the ids
+     * past the tokenizer's stand for no text, as transformers' decode skips them. */
+    if (id >= m->tok.t.vocab_size && id < m->info.vocab_size) {
+        *n = 0;
+        return DATTN_OK;
+    }
     return m->tok.t.token_bytes(&m->tok.t, id, buf, cap, n);
 }
