@@ -288,10 +288,18 @@ DATTN_API void dattn_tokenizer_free(dattn_tokenizer *tok);
 DATTN_API dattn_status dattn_tokenizer_encode(const dattn_tokenizer *tok, const char *text,
                                               size_t len, int add_special, int32_t *ids,
                                               int max_ids, int *n_ids);
-/* The bytes of token `id` (not NUL-terminated; *n is set to the length even when cap is short,
- * which is then DATTN_E_INVALID_ARG). */
+/* The bytes token `id` prints in a stream of generated text (not NUL-terminated; SentencePiece:
+ * U+2581 as a space, <0xXX> as its byte). *n is set to the length even when cap is short, which
+ * is then DATTN_E_INVALID_ARG. */
 DATTN_API dattn_status dattn_tokenizer_token_bytes(const dattn_tokenizer *tok, int32_t id,
                                                    char *buf, size_t cap, size_t *n);
+/* The text of ids[0..n_ids) as the tokenizer file's decoder makes it (Hugging Face's
+ * decode(ids, skip_special_tokens=False): SentencePiece's leading space of the text dropped,
+ * <0xXX> tokens as bytes; bytes that form no UTF-8 stay bytes). *len is the length needed even
+ * when cap is short (then DATTN_E_INVALID_ARG). For a stream, dattn_tokenizer_token_bytes of
+ * each token instead. */
+DATTN_API dattn_status dattn_tokenizer_decode(const dattn_tokenizer *tok, const int32_t *ids,
+                                              int n_ids, char *buf, size_t cap, size_t *len);
 /* Ids are 0..*n-1. */
 DATTN_API dattn_status dattn_tokenizer_vocab_size(const dattn_tokenizer *tok, int *n);
 /* A model's own tokenizer, valid while the model is (never free it). dattn_tokenize is this

@@ -1,7 +1,9 @@
-/* Byte-level BPE encoding (DESIGN §6; see bpe.h), in Hugging Face's order: added tokens are split
- * out of the raw text (those with normalized=false), the rest is normalized (NFC) and split on
- * the normalized added tokens, each remaining piece is pre-tokenized into words, and each word's
- * bytes are merged pair by pair, lowest rank first (leftmost on ties), as tokenizers' Word does. */
+/* BPE encoding (DESIGN §6; see bpe.h), in Hugging Face's order: added tokens are split out of
+ * the raw text (those with normalized=false), the rest is normalized (the file's steps) and split
+ * on the normalized added tokens, each remaining piece is pre-tokenized into words (a regex for
+ * byte-level BPE; Metaspace or none for SentencePiece-style), and each word's symbols (bytes, or
+ * characters with byte fallback) are merged pair by pair, lowest rank first (leftmost on ties),
+ * as tokenizers' Word does. */
 #include "bpe.h"
 
 #include <limits.h>
@@ -130,25 +132,12 @@ static heap_item heap_pop(encoder *e)
     return top;
 }
 
-static dattn_status encode_word(encoder *e, const char *s, size_t n)
+/* Merges e->sym[0..n) pair by pair, lowest rank first (leftmost on ties), as tokenizers' Word
+ * does, then emits the symbols left. */
+static void merge_and_emit(encoder *e, size_t n)
 {
     const bpe *b = e->b;
-    if (b->ignore_merges || n == 1) {
-        int32_t id = bpe_vocab_find(b, s, n);
-        if (id >= 0) {
-            emit(e, id);
-            return DATTN_OK;
-        }
-    }
-    dattn_status st = grow(e, n);
-    if (st != DATTN_OK)
-        return st;
     for (size_t i = 0; i < n; i++) {
-        int32_t id = b->byte_id[(unsigned char)s[i]];
-        if (id < 0)
-            return dattn_fail(DATTN_E_INVALID_ARG, "tokenizer: byte 0x%02x has no token in the "
-                              "vocabulary", (unsigned char)s[i]);
-        e->sym[i] = id;
         e->prev[i] = (int32_t)i - 1;
         e->next[i] = i + 1 < n ? (int32_t)i + 1 : -1;
     }
@@ -177,17 +166,133 @@ static dattn_status encode_word(encoder *e, const char *s, size_t n)
         if (e->next[p] >= 0 && (m = find_merge(b, e->sym[p], e->sym[e->next[p]])))
             heap_push(e, m, p);
     }
-    for (int32_t p = 0; p >= 0; p = e->next[p])
-        emit(e, e->sym[p]);
+    if (n)
+        for (int32_t p = 0; p >= 0; p = e->next[p])
+            emit(e, e->sym[p]);
+}
+
+/* Byte-level: a word's bytes, each its own token first. */
+static dattn_status encode_word(encoder *e, const char *s, size_t n)
+{
+    const bpe *b = e->b;
+    if (b->ignore_merges || n == 1) {
+        int32_t id = bpe_vocab_find(b, s, n);
+        if (id >= 0) {
+            emit(e, id);
+            return DATTN_OK;
+        }
+    }
+    dattn_status st = grow(e, n);
+    if (st != DATTN_OK)
+        return st;
+    for (size_t i = 0; i < n; i++) {
+        int32_t id = b->byte_id[(unsigned char)s[i]];
+        if (id < 0)
+            return dattn_fail(DATTN_E_INVALID_ARG, "tokenizer: byte 0x%02x has no token in the "
+                              "vocabulary", (unsigned char)s[i]);
+        e->sym[i] = id;
+    }
+    merge_and_emit(e, n);
     return DATTN_OK;
 }
 
-/* One piece between added tokens: the pre-tokenizer's words, each through BPE. */
-static dattn_status encode_piece(encoder *e, const char *s, size_t n)
+/* SentencePiece-style: a word's characters, each its vocabulary token, or the <0xXX> tokens of
+ * its bytes (byte_fallback), or the unknown token (one for a run of them with fuse_unk). */
+static dattn_status encode_chars(encoder *e, const char *s, size_t n)
+{
+    const bpe *b = e->b;
+    if (b->ignore_merges) {
+        int32_t id = bpe_vocab_find(b, s, n);
+        if (id >= 0) {
+            emit(e, id);
+            return DATTN_OK;
+        }
+    }
+    dattn_status st = grow(e, n);
+    if (st != DATTN_OK)
+        return st;
+    size_t k = 0;
+    bool last_unk = false;
+    for (size_t i = 0; i < n;) {
+        size_t cl;
+        uint32_t cp = uni_decode(s + i, n - i, &cl);
+        int32_t id = bpe_vocab_find(b, s + i, cl);
+        bool known = id >= 0;
+        if (known) {
+            e->sym[k++] = id;
+        } else if (b->byte_fallback) {
+            known = true;
+            for (size_t j = 0; j < cl; j++)
+                known &= b->byte_token[(unsigned char)s[i + j]] >= 0;
+            for (size_t j = 0; known && j < cl; j++)
+                e->sym[k++] = b->byte_token[(unsigned char)s[i + j]];
+        }
+        if (!known) {
+            if (b->unk_id < 0)
+                return dattn_fail(DATTN_E_INVALID_ARG, "tokenizer: the character U+%04X is not "
+                                  "in the vocabulary, which has no unk_token", (unsigned)cp);
+            if (!(b->fuse_unk && last_unk))
+                e->sym[k++] = b->unk_id;
+        }
+        last_unk = !known;
+        i += cl;
+    }
+    merge_and_emit(e, k);
+    return DATTN_OK;
+}
+
+/* Metaspace: ' ' becomes the character, which is put before the piece by the prepend scheme
+ * (first: only for a piece at the start of the text), and with split each word starts at one. */
+static dattn_status encode_metaspace(encoder *e, const char *s, size_t n, bool at_start)
+{
+    const bpe *b = e->b;
+    size_t m = b->meta_len, spaces = 0;
+    for (size_t i = 0; i < n; i++)
+        spaces += s[i] == ' ';
+    if (n > (SIZE_MAX / 2) / (m + 1))
+        return dattn_fail(DATTN_E_INVALID_ARG, "tokenizer: a text of %zu bytes is too long", n);
+    char *t = dattn_alloc(n + spaces * m + m + 1, "Metaspace text");
+    if (!t)
+        return DATTN_E_NOMEM;
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == ' ') {
+            memcpy(t + w, b->meta_char, m);
+            w += m;
+        } else {
+            t[w++] = s[i];
+        }
+    }
+    bool starts = w >= m && !memcmp(t, b->meta_char, m);
+    if (!starts && (b->metaspace == META_ALWAYS || (b->metaspace == META_FIRST && at_start))) {
+        memmove(t + m, t, w);
+        memcpy(t, b->meta_char, m);
+        w += m;
+    }
+    dattn_status st = DATTN_OK;
+    size_t from = 0;
+    for (size_t i = 1; b->metaspace_split && i + m <= w && st == DATTN_OK; i++)
+        if (!memcmp(t + i, b->meta_char, m)) {
+            st = encode_chars(e, t + from, i - from);
+            from = i;
+            i += m - 1;
+        }
+    if (st == DATTN_OK && from < w)
+        st = encode_chars(e, t + from, w - from);
+    dattn_free(t);
+    return st;
+}
+
+/* One piece between added tokens: the pre-tokenizer's words, each through BPE. at_start: the
+ * piece begins the text (Metaspace's "first" scheme). */
+static dattn_status encode_piece(encoder *e, const char *s, size_t n, bool at_start)
 {
     const bpe *b = e->b;
     if (!n)
         return DATTN_OK;
+    if (b->sentencepiece)
+        return b->metaspace != META_NONE ? encode_metaspace(e, s, n, at_start)
+                                         : encode_chars(e, s, n);
     char *spaced = NULL;
     if (b->add_prefix_space && s[0] != ' ') {
         if (!(spaced = dattn_alloc(n + 1, "BPE prefix space")))
@@ -247,23 +352,16 @@ static int find_added(const bpe *b, const char *s, size_t from, size_t len, bool
     return 0;
 }
 
-static int is_ascii(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] >= 0x80)
-            return 0;
-    return 1;
-}
-
-/* Text between raw-matched added tokens: normalize, split on the normalized ones. */
-static dattn_status encode_gap(encoder *e, const char *s, size_t n)
+/* Text between raw-matched added tokens: normalize, split on the normalized ones. at_start: the
+ * gap begins the text. */
+static dattn_status encode_gap(encoder *e, const char *s, size_t n, bool at_start)
 {
     const bpe *b = e->b;
     if (!n)
         return DATTN_OK;
     char *norm = NULL;
-    if (b->nfc && !is_ascii(s, n)) {       /* ASCII is its own NFC */
-        dattn_status st = uni_nfc(s, n, &norm, &n);
+    if (b->n_norm) {
+        dattn_status st = bpe_normalize(b, s, n, &norm, &n);
         if (st != DATTN_OK)
             return st;
         s = norm;
@@ -272,12 +370,12 @@ static dattn_status encode_gap(encoder *e, const char *s, size_t n)
     size_t pos = 0, ms, me;
     int k;
     while (st == DATTN_OK && (k = find_added(b, s, pos, n, true, &ms, &me))) {
-        if ((st = encode_piece(e, s + pos, ms - pos)) == DATTN_OK)
+        if ((st = encode_piece(e, s + pos, ms - pos, at_start && pos == 0)) == DATTN_OK)
             emit(e, b->added[k - 1].id);
         pos = me;
     }
     if (st == DATTN_OK)
-        st = encode_piece(e, s + pos, n - pos);
+        st = encode_piece(e, s + pos, n - pos, at_start && pos == 0);
     dattn_free(norm);
     return st;
 }
@@ -294,12 +392,12 @@ dattn_status bpe_encode(const bpe *b, const char *text, size_t len, bool add_spe
     size_t pos = 0, ms, me;
     int k;
     while (st == DATTN_OK && (k = find_added(b, text, pos, len, false, &ms, &me))) {
-        if ((st = encode_gap(&e, text + pos, ms - pos)) == DATTN_OK)
+        if ((st = encode_gap(&e, text + pos, ms - pos, pos == 0)) == DATTN_OK)
             emit(&e, b->added[k - 1].id);
         pos = me;
     }
     if (st == DATTN_OK)
-        st = encode_gap(&e, text + pos, len - pos);
+        st = encode_gap(&e, text + pos, len - pos, pos == 0);
     if (st == DATTN_OK && add_special)
         for (int i = 0; i < b->n_suffix; i++)
             emit(&e, b->suffix[i]);

@@ -19,6 +19,7 @@ typedef struct loader {
     const json_tok *t;
     bpe *b;
     size_t pool_used;
+    size_t *pool_room;         /* [n_added]: each added token's normalized length */
     int16_t char_byte[324];    /* GPT-2 byte map, reversed: code point -> byte, -1 none */
 } loader;
 
@@ -151,18 +152,26 @@ static dattn_status load_vocab(loader *L, int vocab)
         if (!key->len)
             return fail(L, DATTN_E_FORMAT, "model.vocab: id %d is the empty string", (int)id);
         char *dst = b->pool + L->pool_used;
-        long n = level_bytes(L, key->str, key->len, dst);
-        bool mapped = n >= 0;
-        if (!mapped) {
+        /* Byte-level: the bytes the characters stand for; SentencePiece: the string itself. */
+        long n = b->sentencepiece ? -1 : level_bytes(L, key->str, key->len, dst);
+        bool mapped = n >= 0 || b->sentencepiece;
+        if (n < 0) {
             memcpy(dst, key->str, key->len);
             n = (long)key->len;
+        }
+        if (b->sentencepiece && n == 6 && !memcmp(dst, "<0x", 3) && dst[5] == '>') {
+            /* "<0xXX>" as Hugging Face's byte fallback spells it (upper-case hex digits) */
+            static const char hex[] = "0123456789ABCDEF";
+            const char *h1 = memchr(hex, dst[3], 16), *h2 = memchr(hex, dst[4], 16);
+            if (h1 && h2)
+                b->byte_token[(h1 - hex) * 16 + (h2 - hex)] = id;
         }
         b->tok_offset[id] = (uint32_t)L->pool_used;
         b->tok_len[id] = (uint32_t)n;
         b->tok_kind[id] = BPE_TOK_VOCAB;
         L->pool_used += (size_t)n;
         if (!mapped)
-            continue;       /* no merge can make it; it is only decoded */
+            continue;       /* byte-level: no merge can make it; it is only decoded */
         size_t mask = b->vocab_cap - 1, i = bpe_hash_bytes(dst, (size_t)n) & mask;
         for (; b->vocab_hash[i] >= 0; i = (i + 1) & mask) {
             int32_t o = b->vocab_hash[i];
@@ -181,10 +190,16 @@ static dattn_status load_vocab(loader *L, int vocab)
 
 /* ---- model.merges --------------------------------------------------------------------------- */
 
-/* The vocab id of a byte-level token string, its bytes written to buf ([len] room), or -1. */
+/* The vocab id of a token string as merges spell it, its bytes (byte-level) or the string
+ * itself (SentencePiece) written to buf ([len] room), or -1. */
 static int32_t level_id(const loader *L, const char *s, size_t len, char *buf, long *n)
 {
-    *n = level_bytes(L, s, len, buf);
+    if (L->b->sentencepiece) {
+        memcpy(buf, s, len);
+        *n = (long)len;
+    } else {
+        *n = level_bytes(L, s, len, buf);
+    }
     return *n > 0 ? bpe_vocab_find(L->b, buf, (size_t)*n) : -1;
 }
 
@@ -279,17 +294,37 @@ static dattn_status load_model(loader *L, int model)
             return fail(L, DATTN_E_UNSUPPORTED, "model.%s is set: not supported in byte-level "
                         "BPE", affixes[i]);
     }
+    bpe *b = L->b;
     int unk = member(L, model, "unk_token");
     if (unk >= 0 && L->t[unk].type != JSON_NULL && L->t[unk].type != JSON_STRING)
         return fail(L, DATTN_E_FORMAT, "model.unk_token is %s, expected a string or null",
                     json_type_name(L->t[unk].type));
-    bool flag;
-    if ((st = opt_bool(L, model, "model", "fuse_unk", false, &flag)) != DATTN_OK ||
-        (st = opt_bool(L, model, "model", "byte_fallback", false, &flag)) != DATTN_OK)
+    if (unk >= 0 && L->t[unk].type == JSON_STRING) {
+        /* the model's vocabulary, or an added token with that content */
+        b->unk_id = bpe_vocab_find(b, L->t[unk].str, L->t[unk].len);
+        for (int i = 0; b->unk_id < 0 && i < b->n_added; i++)
+            if (b->added[i].len == L->t[unk].len &&
+                !memcmp(b->pool + b->added[i].offset, L->t[unk].str, L->t[unk].len))
+                b->unk_id = b->added[i].id;
+        if (b->unk_id < 0)
+            return fail(L, DATTN_E_FORMAT, "model.unk_token '%.60s' is not a token of the "
+                        "vocabulary", L->t[unk].str);
+    }
+    if ((st = opt_bool(L, model, "model", "fuse_unk", false, &b->fuse_unk)) != DATTN_OK ||
+        (st = opt_bool(L, model, "model", "byte_fallback", false, &b->byte_fallback)) != DATTN_OK)
         return st;
-    if (flag)
-        return fail(L, DATTN_E_UNSUPPORTED, "model.byte_fallback is true (SentencePiece-style "
-                    "BPE): not supported, this build knows byte-level BPE");
+    if (b->byte_fallback && !b->sentencepiece)
+        return fail(L, DATTN_E_UNSUPPORTED, "model.byte_fallback is true with a ByteLevel "
+                    "pre-tokenizer: not supported (byte fallback belongs to SentencePiece-style "
+                    "files, Metaspace or no pre-tokenizer)");
+    if (b->byte_fallback) {
+        int missing = 0;
+        for (int c = 0; c < 256; c++)
+            missing += b->byte_token[c] < 0;
+        if (missing == 256)
+            return fail(L, DATTN_E_FORMAT, "model.byte_fallback is true but model.vocab has no "
+                        "<0xXX> byte tokens");
+    }
     if ((st = opt_bool(L, model, "model", "ignore_merges", false, &L->b->ignore_merges)) !=
         DATTN_OK)
         return st;
@@ -355,20 +390,9 @@ static dattn_status load_added(loader *L, int arr)
         if (single_word)
             return fail(L, DATTN_E_UNSUPPORTED, "%s.single_word is true: not supported", path);
         a->id = (int32_t)id->ival;
-        if (a->normalized && b->nfc) {
-            char *norm;
-            size_t nl;
-            if ((st = uni_nfc(content->str, content->len, &norm, &nl)) != DATTN_OK)
-                return st;
-            bool same = nl == content->len && !memcmp(norm, content->str, nl);
-            dattn_free(norm);
-            if (!same)
-                return fail(L, DATTN_E_UNSUPPORTED, "%s: content '%.60s' is not in NFC and is "
-                            "normalized: not supported", path, content->str);
-        }
         for (int j = 0; j < i; j++)
-            if (b->added[j].len == content->len &&
-                !memcmp(b->pool + b->added[j].offset, content->str, content->len))
+            if (b->tok_len[b->added[j].id] == content->len &&
+                !memcmp(b->pool + b->tok_offset[b->added[j].id], content->str, content->len))
                 return fail(L, DATTN_E_FORMAT, "%s: content '%.60s' repeats added_tokens[%d]",
                             path, content->str, j);
         int32_t tid = a->id;
@@ -380,13 +404,32 @@ static dattn_status load_added(loader *L, int arr)
              memcmp(b->pool + b->tok_offset[tid], content->str, content->len)))
             return fail(L, DATTN_E_FORMAT, "%s.id: %d is '%.60s' here and another token in "
                         "model.vocab", path, (int)tid, content->str);
+        /* The content as written (what the token decodes to); a normalized token matches the
+         * normalized text, so it is matched by its content through the normalizer (Hugging
+         * Face's added vocabulary does the same). */
+        b->tok_offset[tid] = (uint32_t)L->pool_used;
+        b->tok_len[tid] = (uint32_t)content->len;
+        b->tok_kind[tid] = BPE_TOK_ADDED;
+        memcpy(b->pool + L->pool_used, content->str, content->len);
         a->offset = (uint32_t)L->pool_used;
         a->len = (uint32_t)content->len;
-        memcpy(b->pool + L->pool_used, content->str, content->len);
         L->pool_used += content->len;
-        b->tok_offset[tid] = a->offset;
-        b->tok_len[tid] = a->len;
-        b->tok_kind[tid] = BPE_TOK_ADDED;
+        if (a->normalized && b->n_norm) {
+            char *norm;
+            size_t nl;
+            if ((st = bpe_normalize(b, content->str, content->len, &norm, &nl)) != DATTN_OK)
+                return st;
+            if (nl > L->pool_room[i] || !nl) {
+                dattn_free(norm);
+                return fail(L, DATTN_E_FORMAT, "%s: content '%.60s' normalizes to %zu bytes",
+                            path, content->str, nl);
+            }
+            memcpy(b->pool + L->pool_used, norm, nl);
+            a->offset = (uint32_t)L->pool_used;
+            a->len = (uint32_t)nl;
+            L->pool_used += nl;
+            dattn_free(norm);
+        }
     }
     order_key *keys = dattn_alloc(((size_t)b->n_added + 1) * sizeof *keys, "added-token order");
     if (!keys)
@@ -407,6 +450,80 @@ static dattn_status load_added(loader *L, int arr)
 
 /* ---- normalizer, pre-tokenizer, post-processor, decoder -------------------------------------- */
 
+/* A string of the file kept with the steps: its offset and length in step_text. */
+static dattn_status keep_string(loader *L, int v, const char *path, uint16_t *off, uint16_t *len)
+{
+    bpe *b = L->b;
+    const json_tok *t = &L->t[v];
+    if (t->type != JSON_STRING)
+        return fail(L, DATTN_E_FORMAT, "%s is %s, expected a string", path,
+                    json_type_name(t->type));
+    if (t->len > 64 || b->step_text_used + t->len > BPE_STEP_TEXT)
+        return fail(L, DATTN_E_UNSUPPORTED, "%s: '%.40s' is longer than this build keeps (64 "
+                    "bytes)", path, t->str);
+    memcpy(b->step_text + b->step_text_used, t->str, t->len);
+    *off = (uint16_t)b->step_text_used;
+    *len = (uint16_t)t->len;
+    b->step_text_used += t->len;
+    return DATTN_OK;
+}
+
+/* Replace {"pattern": {"String": ...}, "content": ...} into st (a normalizer or a decoder). */
+static dattn_status load_replace(loader *L, int v, const char *path, bpe_step *st)
+{
+    dattn_status status = DATTN_OK;
+    char sub[96];
+    int pat = need(L, v, path, "pattern", JSON_OBJECT, &status);
+    int content = pat < 0 ? -1 : need(L, v, path, "content", JSON_STRING, &status);
+    if (content < 0)
+        return status;
+    int str = member(L, pat, "String");
+    if (str < 0 || L->t[str].type != JSON_STRING)
+        return fail(L, DATTN_E_UNSUPPORTED, "%s.pattern: only {\"String\": ...} patterns are "
+                    "supported (a Regex is not)", path);
+    if (!L->t[str].len)
+        return fail(L, DATTN_E_FORMAT, "%s.pattern.String is empty", path);
+    snprintf(sub, sizeof sub, "%s.pattern.String", path);
+    if ((status = keep_string(L, str, sub, &st->a_off, &st->a_len)) != DATTN_OK)
+        return status;
+    snprintf(sub, sizeof sub, "%s.content", path);
+    return keep_string(L, content, sub, &st->b_off, &st->b_len);
+}
+
+/* One normalizer: NFC, Prepend or Replace. */
+static dattn_status load_norm_step(loader *L, int v, const char *path)
+{
+    bpe *b = L->b;
+    dattn_status st = DATTN_OK;
+    const char *type = type_of(L, v, path, &st);
+    if (!type)
+        return st;
+    if (b->n_norm == BPE_MAX_STEPS)
+        return fail(L, DATTN_E_UNSUPPORTED, "%s: more than %d normalizers", path, BPE_MAX_STEPS);
+    bpe_step *n = &b->norm[b->n_norm];
+    memset(n, 0, sizeof *n);
+    char sub[96];
+    if (!strcmp(type, "NFC")) {
+        n->kind = NORM_NFC;
+        b->nfc = true;
+    } else if (!strcmp(type, "Prepend")) {
+        n->kind = NORM_PREPEND;
+        int p = need(L, v, path, "prepend", JSON_STRING, &st);
+        snprintf(sub, sizeof sub, "%s.prepend", path);
+        if (p < 0 || (st = keep_string(L, p, sub, &n->a_off, &n->a_len)) != DATTN_OK)
+            return st;
+    } else if (!strcmp(type, "Replace")) {
+        n->kind = NORM_REPLACE;
+        if ((st = load_replace(L, v, path, n)) != DATTN_OK)
+            return st;
+    } else {
+        return fail(L, DATTN_E_UNSUPPORTED, "%s: type '%.40s' is not supported (this build knows "
+                    "NFC, Prepend, Replace and a Sequence of them)", path, type);
+    }
+    b->n_norm++;
+    return DATTN_OK;
+}
+
 static dattn_status load_normalizer(loader *L, int v)
 {
     if (v < 0 || L->t[v].type == JSON_NULL)
@@ -415,25 +532,61 @@ static dattn_status load_normalizer(loader *L, int v)
     const char *type = type_of(L, v, "normalizer", &st);
     if (!type)
         return st;
-    if (!strcmp(type, "NFC")) {
-        L->b->nfc = true;
-        return DATTN_OK;
-    }
     if (strcmp(type, "Sequence"))
-        return fail(L, DATTN_E_UNSUPPORTED, "normalizer type '%.40s' is not supported (this build "
-                    "knows NFC and a Sequence of NFC)", type);
+        return load_norm_step(L, v, "normalizer");
     int seq = need(L, v, "normalizer", "normalizers", JSON_ARRAY, &st);
     if (seq < 0)
         return st;
     for (int k = seq + 1, i = 0; i < L->t[seq].n; i++, k = L->t[k].end) {
         char path[48];
         snprintf(path, sizeof path, "normalizer.normalizers[%d]", i);
-        if (!(type = type_of(L, k, path, &st)))
+        if ((st = load_norm_step(L, k, path)) != DATTN_OK)
             return st;
-        if (strcmp(type, "NFC"))
-            return fail(L, DATTN_E_UNSUPPORTED, "%s: type '%.40s' is not supported (this build "
-                        "knows NFC)", path, type);
-        L->b->nfc = true;
+    }
+    return DATTN_OK;
+}
+
+/* The one character of a Metaspace / Strip field, kept as UTF-8. */
+static dattn_status load_char(loader *L, int v, const char *path, uint16_t *off, uint16_t *len)
+{
+    const json_tok *t = &L->t[v];
+    size_t n = 0;
+    if (t->type == JSON_STRING && t->len)
+        uni_decode(t->str, t->len, &n);
+    if (t->type != JSON_STRING || !t->len || n != t->len)
+        return fail(L, DATTN_E_FORMAT, "%s is %s, expected one character", path,
+                    t->type == JSON_STRING ? "not one character" : json_type_name(t->type));
+    return keep_string(L, v, path, off, len);
+}
+
+/* Metaspace {"replacement", "prepend_scheme" (or the older "add_prefix_space"), "split"}. */
+static dattn_status load_metaspace(loader *L, int v, const char *path, meta_scheme *scheme,
+                                   uint16_t *off, uint16_t *len, bool *split)
+{
+    dattn_status st = DATTN_OK;
+    char sub[96];
+    int rep = need(L, v, path, "replacement", JSON_STRING, &st);
+    snprintf(sub, sizeof sub, "%s.replacement", path);
+    if (rep < 0 || (st = load_char(L, rep, sub, off, len)) != DATTN_OK)
+        return st;
+    if ((st = opt_bool(L, v, path, "split", true, split)) != DATTN_OK)
+        return st;
+    int ps = member(L, v, "prepend_scheme");
+    if (ps >= 0 && L->t[ps].type != JSON_NULL) {
+        if (L->t[ps].type != JSON_STRING)
+            return fail(L, DATTN_E_FORMAT, "%s.prepend_scheme is %s, expected a string", path,
+                        json_type_name(L->t[ps].type));
+        const char *p = L->t[ps].str;
+        *scheme = !strcmp(p, "always") ? META_ALWAYS : !strcmp(p, "first") ? META_FIRST :
+                  !strcmp(p, "never") ? META_NEVER : META_NONE;
+        if (*scheme == META_NONE)
+            return fail(L, DATTN_E_FORMAT, "%s.prepend_scheme '%.20s' is not always, first or "
+                        "never", path, p);
+    } else {
+        bool add = true;   /* older files: add_prefix_space */
+        if ((st = opt_bool(L, v, path, "add_prefix_space", true, &add)) != DATTN_OK)
+            return st;
+        *scheme = add ? META_ALWAYS : META_NEVER;
     }
     return DATTN_OK;
 }
@@ -491,20 +644,35 @@ static dattn_status load_split(loader *L, int v, const char *path)
     return DATTN_OK;
 }
 
+/* The pre-tokenizer also says the family: ByteLevel (alone or after a Split) is byte-level
+ * BPE; none, or Metaspace, is SentencePiece-style BPE. */
 static dattn_status load_pre_tokenizer(loader *L, int v)
 {
     dattn_status st = DATTN_OK;
-    if (v < 0 || L->t[v].type == JSON_NULL)
-        return fail(L, DATTN_E_UNSUPPORTED, "pre_tokenizer is null: this build knows byte-level "
-                    "BPE (ByteLevel, or Split then ByteLevel)");
+    bpe *b = L->b;
+    if (v < 0 || L->t[v].type == JSON_NULL) {
+        b->sentencepiece = true;   /* the whole normalized text is one word */
+        return DATTN_OK;
+    }
     const char *type = type_of(L, v, "pre_tokenizer", &st);
     if (!type)
         return st;
     if (!strcmp(type, "ByteLevel"))
         return load_byte_level(L, v, "pre_tokenizer", false);
+    if (!strcmp(type, "Metaspace")) {
+        uint16_t off, len;
+        b->sentencepiece = true;
+        if ((st = load_metaspace(L, v, "pre_tokenizer", &b->metaspace, &off, &len,
+                                 &b->metaspace_split)) != DATTN_OK)
+            return st;
+        memcpy(b->meta_char, b->step_text + off, len);
+        b->meta_len = len;
+        return DATTN_OK;
+    }
     if (strcmp(type, "Sequence"))
         return fail(L, DATTN_E_UNSUPPORTED, "pre_tokenizer type '%.40s' is not supported (this "
-                    "build knows ByteLevel and Sequence [Split, ByteLevel])", type);
+                    "build knows ByteLevel, Sequence [Split, ByteLevel], Metaspace and none)",
+                    type);
     int seq = need(L, v, "pre_tokenizer", "pretokenizers", JSON_ARRAY, &st);
     if (seq < 0)
         return st;
@@ -632,17 +800,86 @@ static dattn_status load_post_processor(loader *L, int v)
     return DATTN_OK;
 }
 
+/* One SentencePiece-style decoder: Replace, ByteFallback, Fuse, Strip or Metaspace. */
+static dattn_status load_dec_step(loader *L, int v, const char *path)
+{
+    bpe *b = L->b;
+    dattn_status st = DATTN_OK;
+    const char *type = type_of(L, v, path, &st);
+    if (!type)
+        return st;
+    if (b->n_dec == BPE_MAX_STEPS)
+        return fail(L, DATTN_E_UNSUPPORTED, "%s: more than %d decoders", path, BPE_MAX_STEPS);
+    bpe_step *d = &b->dec[b->n_dec];
+    memset(d, 0, sizeof *d);
+    char sub[96];
+    if (!strcmp(type, "Replace")) {
+        d->kind = DEC_REPLACE;
+        st = load_replace(L, v, path, d);
+    } else if (!strcmp(type, "ByteFallback")) {
+        d->kind = DEC_BYTE_FALLBACK;
+    } else if (!strcmp(type, "Fuse")) {
+        d->kind = DEC_FUSE;
+    } else if (!strcmp(type, "Strip")) {
+        d->kind = DEC_STRIP;
+        int c = need(L, v, path, "content", JSON_STRING, &st);
+        int a = c < 0 ? -1 : need(L, v, path, "start", JSON_NUMBER, &st);
+        int z = a < 0 ? -1 : need(L, v, path, "stop", JSON_NUMBER, &st);
+        if (z < 0)
+            return st;
+        snprintf(sub, sizeof sub, "%s.content", path);
+        if ((st = load_char(L, c, sub, &d->a_off, &d->a_len)) != DATTN_OK)
+            return st;
+        if (!L->t[a].is_int || !L->t[z].is_int || L->t[a].ival < 0 || L->t[z].ival < 0 ||
+            L->t[a].ival > 1000 || L->t[z].ival > 1000)
+            return fail(L, DATTN_E_FORMAT, "%s: start %.20s and stop %.20s must be counts in "
+                        "0..1000", path, L->t[a].str, L->t[z].str);
+        d->start = (int)L->t[a].ival;
+        d->stop = (int)L->t[z].ival;
+    } else if (!strcmp(type, "Metaspace")) {
+        bool split;
+        d->kind = DEC_METASPACE;
+        st = load_metaspace(L, v, path, &d->scheme, &d->a_off, &d->a_len, &split);
+    } else {
+        return fail(L, DATTN_E_UNSUPPORTED, "%s: type '%.40s' is not supported (this build "
+                    "knows Replace, ByteFallback, Fuse, Strip and Metaspace)", path, type);
+    }
+    if (st == DATTN_OK)
+        b->n_dec++;
+    return st;
+}
+
 static dattn_status load_decoder(loader *L, int v)
 {
     dattn_status st = DATTN_OK;
+    bpe *b = L->b;
     if (v < 0 || L->t[v].type == JSON_NULL)
-        return fail(L, DATTN_E_UNSUPPORTED, "decoder is null: this build knows ByteLevel");
+        return fail(L, DATTN_E_UNSUPPORTED, "decoder is null: this build knows ByteLevel, and "
+                    "Replace/ByteFallback/Fuse/Strip/Metaspace for SentencePiece-style files");
     const char *type = type_of(L, v, "decoder", &st);
     if (!type)
         return st;
-    if (strcmp(type, "ByteLevel"))
-        return fail(L, DATTN_E_UNSUPPORTED, "decoder type '%.40s' is not supported (this build "
-                    "knows ByteLevel)", type);
+    if (!b->sentencepiece) {
+        if (strcmp(type, "ByteLevel"))
+            return fail(L, DATTN_E_UNSUPPORTED, "decoder type '%.40s' is not supported with a "
+                        "ByteLevel pre-tokenizer (this build knows ByteLevel)", type);
+        return DATTN_OK;
+    }
+    if (!strcmp(type, "ByteLevel"))
+        return fail(L, DATTN_E_UNSUPPORTED, "decoder type 'ByteLevel' with a pre_tokenizer that "
+                    "is not ByteLevel (null or Metaspace: SentencePiece-style BPE): not "
+                    "supported");
+    if (strcmp(type, "Sequence"))
+        return load_dec_step(L, v, "decoder");
+    int seq = need(L, v, "decoder", "decoders", JSON_ARRAY, &st);
+    if (seq < 0)
+        return st;
+    for (int k = seq + 1, i = 0; i < L->t[seq].n; i++, k = L->t[k].end) {
+        char path[48];
+        snprintf(path, sizeof path, "decoder.decoders[%d]", i);
+        if ((st = load_dec_step(L, k, path)) != DATTN_OK)
+            return st;
+    }
     return DATTN_OK;
 }
 
@@ -660,6 +897,8 @@ void bpe_free(bpe *b)
     dattn_free(b->merge_hash);
     dattn_free(b->added);
     dattn_free(b->added_order);
+    dattn_free(b->stream_pool);
+    dattn_free(b->stream_offset);
     dattn_free(b);
 }
 
@@ -685,23 +924,61 @@ static dattn_status load_doc(loader *L)
     if (trunc >= 0 && t[trunc].type != JSON_NULL)
         return fail(L, DATTN_E_UNSUPPORTED, "truncation is set: not supported (ids are never cut)");
 
-    /* Sizes first: ids are dense below the vocab plus the added tokens, and every token's
-     * bytes fit in its JSON string (a byte-level character is one byte or more). */
+    /* The pre-tokenizer says the family (how vocab strings read); the normalizer is applied to
+     * normalized added tokens. Both before the vocabulary. */
+    if ((st = load_pre_tokenizer(L, member(L, 0, "pre_tokenizer"))) != DATTN_OK ||
+        (st = load_normalizer(L, member(L, 0, "normalizer"))) != DATTN_OK)
+        return st;
+
+    /* Sizes: ids run up to the largest in the file (a vocabulary may leave gaps), and every
+     * token's bytes fit in its JSON string (a byte-level character is one byte or more); a
+     * normalized added token also keeps its normalized content. */
     int n_vocab = t[vocab].n, n_added = added >= 0 ? t[added].n : 0;
     if (!n_vocab)
         return fail(L, DATTN_E_FORMAT, "model.vocab is empty");
-    if ((long long)n_vocab + n_added > INT32_MAX / 2)
-        return fail(L, DATTN_E_FORMAT, "model.vocab: %d tokens are too many", n_vocab);
-    b->n_ids = n_vocab + n_added;
+    long long max_id = -1;
+    for (int k = vocab + 1, m = 0; m < n_vocab; m++, k = t[k + 1].end) {
+        if (t[k + 1].type != JSON_NUMBER || !t[k + 1].is_int)
+            continue;   /* load_vocab says what is wrong with it */
+        if (t[k + 1].ival >= BPE_MAX_IDS)
+            return fail(L, DATTN_E_FORMAT, "model.vocab['%.60s']: id %lld is past the %d ids "
+                        "this build takes", t[k].str, (long long)t[k + 1].ival, BPE_MAX_IDS);
+        if (t[k + 1].ival > max_id)
+            max_id = t[k + 1].ival;
+    }
+    for (int k = added + 1, m = 0; m < n_added; m++, k = t[k].end) {
+        int id = t[k].type == JSON_OBJECT ? member(L, k, "id") : -1;
+        if (id < 0 || t[id].type != JSON_NUMBER || !t[id].is_int)
+            continue;
+        if (t[id].ival >= BPE_MAX_IDS)
+            return fail(L, DATTN_E_FORMAT, "added_tokens[%d].id: %lld is past the %d ids this "
+                        "build takes", m, (long long)t[id].ival, BPE_MAX_IDS);
+        if (t[id].ival > max_id)
+            max_id = t[id].ival;
+    }
+    b->n_ids = (int)(max_id + 1 > n_vocab ? max_id + 1 : n_vocab);
     b->n_added = n_added;
+    L->pool_room = dattn_alloc(sizeof(size_t) * ((size_t)n_added + 1), "added-token sizes");
+    if (!L->pool_room)
+        return DATTN_E_NOMEM;
     size_t pool = 1;
     for (int k = vocab + 1, m = 0; m < n_vocab; m++, k = t[k + 1].end)
         pool += t[k].len;
     for (int k = added + 1, m = 0; m < n_added; m++, k = t[k].end)
         if (t[k].type == JSON_OBJECT) {
             int c = member(L, k, "content");
-            if (c >= 0 && t[c].type == JSON_STRING)
-                pool += t[c].len;
+            if (c < 0 || t[c].type != JSON_STRING)
+                continue;
+            pool += t[c].len;
+            if (b->n_norm) {   /* room for the normalized content */
+                char *norm;
+                size_t nl;
+                if ((st = bpe_normalize(b, t[c].str, t[c].len, &norm, &nl)) != DATTN_OK)
+                    return st;
+                dattn_free(norm);
+                L->pool_room[m] = nl;
+                pool += nl;
+            }
         }
     if (pool > UINT32_MAX)
         return fail(L, DATTN_E_FORMAT, "model.vocab: %zu bytes of tokens are too many", pool);
@@ -719,12 +996,9 @@ static dattn_status load_doc(loader *L)
         return DATTN_E_NOMEM;
     memset(b->vocab_hash, 0xFF, b->vocab_cap * sizeof(int32_t));
 
-    /* The normalizer before the added tokens: normalized ones must already be in NFC. */
-    if ((st = load_normalizer(L, member(L, 0, "normalizer"))) != DATTN_OK ||
-        (st = load_vocab(L, vocab)) != DATTN_OK ||
+    if ((st = load_vocab(L, vocab)) != DATTN_OK ||
         (added >= 0 && (st = load_added(L, added)) != DATTN_OK) ||
         (st = load_model(L, model)) != DATTN_OK ||
-        (st = load_pre_tokenizer(L, member(L, 0, "pre_tokenizer"))) != DATTN_OK ||
         (st = load_post_processor(L, member(L, 0, "post_processor"))) != DATTN_OK ||
         (st = load_decoder(L, member(L, 0, "decoder"))) != DATTN_OK)
         return st;
@@ -749,8 +1023,14 @@ dattn_status bpe_load(const char *name, const char *text, size_t len, bpe **out)
         return DATTN_E_NOMEM;
     }
     loader L = {.name = name, .t = doc->toks, .b = b};
+    b->unk_id = -1;
+    for (int c = 0; c < 256; c++)
+        b->byte_token[c] = -1;
     byte_map_init(&L);
     st = load_doc(&L);
+    if (st == DATTN_OK)
+        st = bpe_stream_init(b);
+    dattn_free(L.pool_room);
     json_free(doc);
     if (st != DATTN_OK) {
         bpe_free(b);

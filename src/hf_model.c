@@ -801,8 +801,8 @@ static char *model_dir(const char *path)
     return dir;
 }
 
-/* DIR/tokenizer.json when there is one (byte-level BPE); else the "none" tokenizer, which takes
- * token ids only. Its ids must lie inside the model's vocabulary. */
+/* DIR/tokenizer.json (with DIR/tokenizer_config.json) when there is one; else the "none"
+ * tokenizer, which takes token ids only. Its ids must lie inside the model's vocabulary. */
 static dattn_status load_tokenizer(dattn_model *m, const char *dir)
 {
     dattn_model_info *in = &m->info;
@@ -816,7 +816,7 @@ static dattn_status load_tokenizer(dattn_model *m, const char *dir)
     if (stat(path, &sb) != 0) {
         snprintf(in->tokenizer, sizeof in->tokenizer, "none");
         st = tokenizer_init(&m->tok.t, "none", in->vocab_size);
-    } else if ((st = tokenizer_load_json(&m->tok.t, path)) == DATTN_OK) {
+    } else if ((st = tokenizer_load_dir(&m->tok.t, dir)) == DATTN_OK) {
         snprintf(in->tokenizer, sizeof in->tokenizer, "bpe");
         if (m->tok.t.vocab_size > in->vocab_size)
             st = dattn_fail(DATTN_E_FORMAT, "%s has %d tokens, config.json's vocab_size is %d",

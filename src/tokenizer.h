@@ -43,6 +43,10 @@ dattn_status tokenizer_init(tokenizer *t, const char *name, int vocab_size);
  * asks for that this build cannot do. t is left empty on failure; release with tokenizer_free.
  * A 7.5 MB file of 128k tokens loads in about 0.1 s, 18 MB of 300k tokens in 0.3 s. */
 dattn_status tokenizer_load_json(tokenizer *t, const char *path);
+/* DIR/tokenizer.json, then DIR/tokenizer_config.json when there is one: its add_bos_token /
+ * add_eos_token (with bos_token / eos_token) set the special tokens around a text, as
+ * transformers' Llama-family tokenizers do. A malformed config is DATTN_E_FORMAT naming it. */
+dattn_status tokenizer_load_dir(tokenizer *t, const char *dir);
 /* The same from text[0..len) in memory (not kept); `name` leads the messages. */
 dattn_status tokenizer_load_json_text(tokenizer *t, const char *name, const char *text,
                                       size_t len);
@@ -51,6 +55,11 @@ dattn_status tokenizer_load_json_text(tokenizer *t, const char *name, const char
  * the text when add_special; the byte tokenizer has none. */
 dattn_status tokenizer_encode(const tokenizer *t, const char *text, size_t len, bool add_special,
                               int32_t *ids, int max, int *n);
+
+/* The text of ids through the tokenizer's decoder (bpe_decode; the byte tokenizer: the bytes).
+ * *len is the length needed even when cap is short (then DATTN_E_INVALID_ARG). */
+dattn_status tokenizer_decode(const tokenizer *t, const int32_t *ids, int n_ids, char *buf,
+                              size_t cap, size_t *len);
 
 /* Releases what tokenizer_load_json allocated (nothing for the byte tokenizer); t is then
  * empty, and freeing it again is harmless. */

@@ -65,11 +65,10 @@ dattn_status dattn_tokenizer_load(const char *path, dattn_tokenizer **out)
         size_t dir_len = is_config ? strlen(path) - strlen("config.json") : strlen(path);
         while (dir_len > 1 && path[dir_len - 1] == '/')
             dir_len--;
-        if (!dir_len)
-            json = join(".", 1, "tokenizer.json");
-        else
-            json = join(path, dir_len, "tokenizer.json");
-        st = json ? tokenizer_load_json(&tok->t, json) : DATTN_E_NOMEM;
+        json = dir_len ? join(path, dir_len, "") : join(".", 1, "");
+        if (json)
+            json[strlen(json) - 1] = '\0';   /* the directory without the trailing '/' */
+        st = json ? tokenizer_load_dir(&tok->t, json) : DATTN_E_NOMEM;
     } else if (ends_with(path, ".safetensors")) {
         st = load_safetensors(&tok->t, path);
     } else {
@@ -107,6 +106,14 @@ dattn_status dattn_tokenizer_token_bytes(const dattn_tokenizer *tok, int32_t id,
     if (!tok || (!buf && cap) || !n)
         return dattn_fail(DATTN_E_INVALID_ARG, "tokenizer_token_bytes: NULL argument");
     return tok->t.token_bytes(&tok->t, id, buf, cap, n);
+}
+
+dattn_status dattn_tokenizer_decode(const dattn_tokenizer *tok, const int32_t *ids, int n_ids,
+                                    char *buf, size_t cap, size_t *len)
+{
+    if (!tok || (!ids && n_ids) || n_ids < 0 || (!buf && cap) || !len)
+        return dattn_fail(DATTN_E_INVALID_ARG, "tokenizer_decode: NULL or negative argument");
+    return tokenizer_decode(&tok->t, ids, n_ids, buf, cap, len);
 }
 
 dattn_status dattn_tokenizer_vocab_size(const dattn_tokenizer *tok, int *n)

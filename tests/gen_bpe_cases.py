@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Small byte-level BPE tokenizers and a reference encoder for tests/test_tokenizer.py.
+"""Small BPE tokenizers and reference encoders for tests/test_tokenizer.py.
 
 It trains its own vocabularies (standard library + python3-regex), writes Hugging Face
-tokenizer.json files of four kinds (GPT-2 ByteLevel, with and without add_prefix_space; Llama-3
+tokenizer.json files of several kinds (GPT-2 ByteLevel, with and without add_prefix_space; Llama-3
 Split + TemplateProcessing with special tokens, and Qwen2's one-digit variant of the pattern;
-GPT-NeoX-style with NFC and a suffix template), and encodes text the way
+GPT-NeoX-style with NFC and a suffix template; SentencePiece-style with byte fallback as Llama-2
+writes it, with a Metaspace pre-tokenizer, and with a fused <unk>), and encodes text the way
 Hugging Face tokenizers does, written from its documented semantics (AddedVocabulary split
 leftmost-longest before and after normalization, the pre-tokenizer regex, the GPT-2 byte map,
 lowest-rank merge first), sharing nothing with src/.
@@ -213,6 +214,163 @@ def build(kind):
     return tj
 
 
+# ---- SentencePiece-style BPE (Llama-2, Gemma, Mistral) ----------------------------------------
+
+META = '\u2581'          # what a space becomes in SentencePiece vocabularies
+# Characters left out of the SentencePiece vocabularies so that byte fallback (or unk) runs.
+SP_RARE = set('ﬁ①½²³Ω\u3000\u2003\u0f73')
+
+
+def train_sp(n_merges):
+    """Merges over the characters of U+2581-prefixed words: most frequent pair first."""
+    words = collections.Counter(META + w for w in CORPUS.replace('\n', ' ').split(' ') if w)
+    splits = {w: list(w) for w in words}
+    merges = []
+    for _ in range(n_merges):
+        pairs = collections.Counter()
+        for w, f in words.items():
+            sp = splits[w]
+            for i in range(len(sp) - 1):
+                pairs[(sp[i], sp[i + 1])] += f
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(best)
+        for w in words:
+            sp, i, out = splits[w], 0, []
+            while i < len(sp):
+                if i + 1 < len(sp) and (sp[i], sp[i + 1]) == best:
+                    out.append(sp[i] + sp[i + 1])
+                    i += 2
+                else:
+                    out.append(sp[i])
+                    i += 1
+            splits[w] = out
+    return merges
+
+
+def build_sp(kind):
+    """'sp_llama2': Prepend + Replace normalizer, no pre-tokenizer, byte fallback, the Llama-2
+    decoder chain; 'sp_meta': a Metaspace pre-tokenizer and decoder (prepend_scheme first, split);
+    'sp_unk': no byte fallback, unknown characters as one fused <unk>."""
+    merges = train_sp(300)
+    vocab = {'<unk>': 0, '<s>': 1, '</s>': 2}
+    if kind != 'sp_unk':
+        for b in range(256):
+            vocab['<0x%02X>' % b] = len(vocab)
+    for ch in sorted(set(CORPUS.replace('\n', ' ').replace(' ', META)) - SP_RARE):
+        vocab.setdefault(ch, len(vocab))
+    vocab.setdefault(META, len(vocab))
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    tj = {"version": "1.0", "truncation": None, "padding": None,
+          "added_tokens": [added_token(0, '<unk>'), added_token(1, '<s>'), added_token(2, '</s>')],
+          "post_processor": template(['<s>', '$A'], {'<s>': 1}),
+          "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
+                    "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                    "fuse_unk": True, "byte_fallback": kind != 'sp_unk', "vocab": vocab,
+                    "merges": [a + ' ' + b for a, b in merges]}}
+    if kind == 'sp_meta':
+        meta = {"type": "Metaspace", "replacement": META, "prepend_scheme": "first", "split": True}
+        tj["normalizer"], tj["pre_tokenizer"], tj["decoder"] = None, meta, dict(meta)
+    else:
+        tj["normalizer"] = {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": META},
+            {"type": "Replace", "pattern": {"String": " "}, "content": META}]}
+        tj["pre_tokenizer"] = None
+        tj["decoder"] = {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": META}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+    return tj
+
+
+class ReferenceSP:
+    """Hugging Face's SentencePiece-style BPE from its documented semantics: added tokens split
+    first, each other piece normalized (Prepend when not empty, Replace) or, with Metaspace,
+    spaces replaced and the prepend scheme applied (first: a piece at the start of the text),
+    characters to tokens (bytes as <0xXX> with byte_fallback, else <unk>, fused), merges by
+    rank; decoding through the decoder's steps."""
+
+    def __init__(self, tj):
+        m = tj['model']
+        self.vocab = m['vocab']
+        self.by_id = {i: t for t, i in self.vocab.items()}
+        self.ranks = {tuple(mg.split(' ')): i for i, mg in enumerate(m['merges'])}
+        self.byte_fallback, self.unk = m['byte_fallback'], self.vocab[m['unk_token']]
+        self.added = tj['added_tokens']
+        self.meta = tj['pre_tokenizer']
+        self.norm = tj['normalizer']
+
+    def chars(self, word):
+        out, last_unk = [], False
+        for ch in word:
+            if ch in self.vocab:
+                out.append(ch)
+                last_unk = False
+            elif self.byte_fallback:
+                out.extend('<0x%02X>' % b for b in ch.encode('utf-8'))
+                last_unk = False
+            else:
+                if not last_unk:
+                    out.append('<unk>')
+                last_unk = True
+        return out
+
+    def merge(self, syms):
+        while len(syms) > 1:
+            best, at = None, -1
+            for i in range(len(syms) - 1):
+                r = self.ranks.get((syms[i], syms[i + 1]))
+                if r is not None and (best is None or r < best):
+                    best, at = r, i
+            if best is None:
+                break
+            syms[at:at + 2] = [syms[at] + syms[at + 1]]
+        return [self.vocab[s] for s in syms]
+
+    def encode(self, text, add_special):
+        ids, offset = [], 0
+        for piece, tid in split_added(text, self.added):
+            at_start, offset = offset == 0, offset + len(piece)
+            if tid is not None:
+                ids.append(tid)
+                continue
+            if self.meta:
+                s = piece.replace(' ', META)
+                if self.meta['prepend_scheme'] == 'first' and at_start and not s.startswith(META):
+                    s = META + s
+                words, cur = [], ''
+                for ch in s:
+                    if ch == META and cur:
+                        words.append(cur)
+                        cur = ''
+                    cur += ch
+                words.append(cur)
+            else:
+                words = [(META + piece if piece else piece).replace(' ', META)]
+            for w in words:
+                ids.extend(self.merge(self.chars(w)))
+        return ([1] + ids) if add_special else ids
+
+    def decode(self, ids):
+        toks = [self.by_id[i] for i in ids]
+        if self.meta:
+            return ''.join(t.replace(META, '' if k == 0 else ' ') for k, t in enumerate(toks)) \
+                .encode('utf-8')
+        out = b''
+        for t in toks:
+            t = t.replace(META, ' ')
+            out += bytes([int(t[3:5], 16)]) if len(t) == 6 and t.startswith('<0x') and \
+                t.endswith('>') else t.encode('utf-8')
+        return out[1:] if out.startswith(b' ') else out
+
+
+SP_KINDS = ['sp_llama2', 'sp_meta', 'sp_unk']
+SP_TEXTS = ["<s>hello", "a <s> b", "<s> <s>", "</s>x", "  two  spaces ", "ﬁ①½ rare chars",
+            "mixed ½ and ² and ³", "\u3000ideographic\u3000", "<unk> literal", "▁already"]
+
+
 # ---- the reference encoder --------------------------------------------------------------------
 
 def is_ws(ch):
@@ -336,9 +494,9 @@ KINDS = ['gpt2', 'gpt2_prefix', 'llama3', 'qwen2', 'neox']
 
 def write_cases(outdir):
     os.makedirs(outdir, exist_ok=True)
-    for kind in KINDS:
+    for kind in KINDS + SP_KINDS:
         with open(os.path.join(outdir, kind + '.json'), 'w', encoding='utf-8') as f:
-            json.dump(build(kind), f, ensure_ascii=False)
+            json.dump(build_sp(kind) if kind in SP_KINDS else build(kind), f, ensure_ascii=False)
 
 
 def write_big(path, n_tokens, seed=1):

@@ -108,6 +108,58 @@ static void test_tiny(void **state)
     tokenizer_free(&t);
 }
 
+/* SentencePiece-style, as Llama-2 writes it: Prepend + Replace, merges over characters, byte
+ * fallback for what the vocabulary lacks, the Replace/ByteFallback/Fuse/Strip decoder. */
+static const char tiny_sp_json[] =
+    "{\"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true},"
+    "                  {\"id\": 1, \"content\": \"<s>\", \"special\": true}],"
+    " \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": ["
+    "   {\"type\": \"Prepend\", \"prepend\": \"\u2581\"},"
+    "   {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\u2581\"}]},"
+    " \"pre_tokenizer\": null,"
+    " \"post_processor\": {\"type\": \"TemplateProcessing\","
+    "   \"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}},"
+    "              {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}],"
+    "   \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [1], \"tokens\": [\"<s>\"]}}},"
+    " \"decoder\": {\"type\": \"Sequence\", \"decoders\": ["
+    "   {\"type\": \"Replace\", \"pattern\": {\"String\": \"\u2581\"}, \"content\": \" \"},"
+    "   {\"type\": \"ByteFallback\"}, {\"type\": \"Fuse\"},"
+    "   {\"type\": \"Strip\", \"content\": \" \", \"start\": 1, \"stop\": 0}]},"
+    " \"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"fuse_unk\": true,"
+    "   \"byte_fallback\": true,"
+    "   \"vocab\": {\"<unk>\": 0, \"<s>\": 1, \"<0xC3>\": 2, \"<0xA1>\": 3, \"\u2581\": 4,"
+    "             \"a\": 5, \"b\": 6, \"\u2581a\": 7, \"ab\": 8},"
+    "   \"merges\": [\"\u2581 a\", \"a b\"]}}";
+
+static void test_tiny_sentencepiece(void **state)
+{
+    (void)state;
+    tokenizer t;
+    assert_int_equal(tokenizer_load_json_text(&t, "tiny_sp.json", tiny_sp_json,
+                                              strlen(tiny_sp_json)), DATTN_OK);
+    int32_t ids[16];
+    int n;
+    /* "a ab á" -> "▁a▁ab▁á": ▁a ▁a b ▁ and the two bytes of á (not in the vocabulary) */
+    assert_int_equal(tokenizer_encode(&t, "a ab \xc3\xa1", 7, true, ids, 16, &n), DATTN_OK);
+    const int32_t want[] = {1, 7, 7, 6, 4, 2, 3};
+    assert_int_equal(n, 7);
+    assert_memory_equal(ids, want, sizeof want);
+    char buf[32];
+    size_t len;
+    assert_int_equal(tokenizer_decode(&t, ids + 1, 6, buf, sizeof buf, &len), DATTN_OK);
+    assert_int_equal(len, 7);
+    assert_memory_equal(buf, "a ab \xc3\xa1", 7);   /* the leading space stripped */
+    assert_int_equal(t.token_bytes(&t, 7, buf, sizeof buf, &len), DATTN_OK);
+    assert_int_equal(len, 2);
+    assert_memory_equal(buf, " a", 2);                 /* a stream keeps it */
+    assert_int_equal(t.token_bytes(&t, 2, buf, sizeof buf, &len), DATTN_OK);
+    assert_int_equal(len, 1);
+    assert_int_equal((unsigned char)buf[0], 0xC3);
+    assert_int_equal(tokenizer_decode(&t, ids, 7, buf, 3, &len), DATTN_E_INVALID_ARG);
+    assert_int_equal(len, 11);   /* "<s> a ab á": the text starts with <s>, so nothing is stripped */
+    tokenizer_free(&t);
+}
+
 /* Each allocation of load + encode fails once; each failure is NOMEM and leaks nothing. */
 static void test_alloc_failures(void **state)
 {
@@ -133,6 +185,32 @@ static void test_alloc_failures(void **state)
         break;
     }
     assert_true(failures >= 8);
+    /* The same for the SentencePiece-style file, decoding too. */
+    failures = 0;
+    for (long k = 1; k < 200; k++) {
+        tokenizer t;
+        alloc_fail_at(k);
+        dattn_status st = tokenizer_load_json_text(&t, "tiny_sp.json", tiny_sp_json,
+                                                   strlen(tiny_sp_json));
+        if (st == DATTN_OK) {
+            int32_t ids[16];
+            int n = 0;
+            char buf[32];
+            size_t len;
+            st = tokenizer_encode(&t, "a ab \xc3\xa1", 7, true, ids, 16, &n);
+            if (st == DATTN_OK)
+                st = tokenizer_decode(&t, ids, n, buf, sizeof buf, &len);
+            tokenizer_free(&t);
+        }
+        alloc_fail_at(0);
+        if (st == DATTN_E_NOMEM) {
+            failures++;
+            continue;
+        }
+        assert_int_equal(st, DATTN_OK);
+        break;
+    }
+    assert_true(failures >= 8);
 }
 
 int main(void)
@@ -141,6 +219,7 @@ int main(void)
         cmocka_unit_test(test_nfc),
         cmocka_unit_test(test_pretok),
         cmocka_unit_test(test_tiny),
+        cmocka_unit_test(test_tiny_sentencepiece),
         cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -89,6 +89,27 @@ def parity(tmp):
         junk = b'ok \xff\xfe\x80 \xc3( \xe2\x82 end'
         if not ref.prefix_space:
             check(detokenize(path, tokenize(path, junk, True)) == junk, kind + ': invalid UTF-8')
+    # SentencePiece-style files against their own reference.
+    for kind in g.SP_KINDS:
+        path = os.path.join(tmp, kind + '.json')
+        ref = g.ReferenceSP(json.load(open(path, encoding='utf-8')))
+        for text in g.TEXTS + g.SP_TEXTS:
+            for raw in (True, False):
+                want = ref.encode(text, not raw)
+                got = tokenize(path, text, raw)
+                check(got == want, '%s %s %r: dattn %s, reference %s' % (
+                    kind, 'raw' if raw else 'special', text[:40], got[:20], want[:20]))
+                n_cases += 1
+            ids = tokenize(path, text, True)
+            back = detokenize(path, ids)
+            check(back == ref.decode(ids), '%s %r: detokenize gave %r, the reference %r' % (
+                kind, text[:40], back[:60], ref.decode(ids)[:60]))
+            # Byte fallback keeps every character; <unk> and the Metaspace decoder (which drops
+            # every U+2581 of the first token) do not always, nor does a piece after a special
+            # token (it gets its own U+2581) or a U+2581 written in the text (a space back).
+            if kind == 'sp_llama2' and not text.startswith(' ') and text in g.TEXTS:
+                check(back == text.encode('utf-8'), '%s %r: round trip gave %r' % (
+                    kind, text[:40], back[:60]))
     # A directory holding a tokenizer.json, and its config.json, are the same tokenizer.
     d = os.path.join(tmp, 'dir')
     os.makedirs(d, exist_ok=True)
@@ -174,7 +195,7 @@ def hostile(tmp):
          'model.merges[%d]' % len(base['model']['merges'])),
         ('merges wrong type', edit(lambda t: t['model'].__setitem__('merges', {})),
          'model.merges'),
-        ('added id out of range', edit(lambda t: t['added_tokens'][1].__setitem__('id', n + 500)),
+        ('added id out of range', edit(lambda t: t['added_tokens'][1].__setitem__('id', 10 ** 8)),
          'added_tokens[1].id'),
         ('added id negative', edit(lambda t: t['added_tokens'][0].__setitem__('id', -1)),
          'added_tokens[0].id'),
@@ -187,12 +208,23 @@ def hostile(tmp):
         ('unknown Split pattern', edit(lambda t: set_pat(t, r"\w+|\s+")), 'pattern.Regex'),
         ('Split String pattern', edit(lambda t: t['pre_tokenizer']['pretokenizers'][0].__setitem__(
             'pattern', {'String': ' '})), 'pre_tokenizer.pretokenizers[0].pattern'),
-        ('Metaspace', edit(lambda t: t.__setitem__('pre_tokenizer', {'type': 'Metaspace'})),
-         "pre_tokenizer type 'Metaspace'"),
-        ('null pre_tokenizer', edit(lambda t: t.__setitem__('pre_tokenizer', None)),
+        ('Metaspace without replacement', edit(lambda t: t.__setitem__('pre_tokenizer',
+                                                                       {'type': 'Metaspace'})),
+         "pre_tokenizer has no 'replacement'"),
+        ('Metaspace bad scheme', edit(lambda t: t.__setitem__('pre_tokenizer', {
+            'type': 'Metaspace', 'replacement': '\u2581', 'prepend_scheme': 'sometimes'})),
+         'pre_tokenizer.prepend_scheme'),
+        ('Metaspace two characters', edit(lambda t: t.__setitem__('pre_tokenizer', {
+            'type': 'Metaspace', 'replacement': 'ab'})), 'pre_tokenizer.replacement'),
+        ('null pre_tokenizer, ByteLevel decoder', edit(lambda t: t.__setitem__('pre_tokenizer',
+                                                                               None)),
          'pre_tokenizer'),
         ('NFKC', edit(lambda t: t.__setitem__('normalizer', {'type': 'NFKC'})),
-         "normalizer type 'NFKC'"),
+         "normalizer: type 'NFKC'"),
+        ('Replace with a Regex', edit(lambda t: t.__setitem__('normalizer', {
+            'type': 'Replace', 'pattern': {'Regex': ' +'}, 'content': ' '})), 'normalizer.pattern'),
+        ('Prepend not a string', edit(lambda t: t.__setitem__('normalizer', {
+            'type': 'Prepend', 'prepend': 5})), 'normalizer.prepend'),
         ('WordPiece decoder', edit(lambda t: t.__setitem__('decoder', {'type': 'WordPiece'})),
          "decoder type 'WordPiece'"),
         ('Unigram model', edit(lambda t: t['model'].__setitem__('type', 'Unigram')),
@@ -212,6 +244,35 @@ def hostile(tmp):
          "post_processor type 'RobertaProcessing'"),
         ('truncation', edit(lambda t: t.__setitem__('truncation', {'max_length': 5})),
          'truncation'),
+    ]
+    # SentencePiece-style fields, on a copy of a good SentencePiece file.
+    sp = g.build_sp('sp_llama2')
+
+    def sp_edit(fn):
+        t = json.loads(json.dumps(sp))
+        fn(t)
+        return json.dumps(t, ensure_ascii=False)
+
+    def drop_bytes(t):
+        for k in [k for k in t['model']['vocab'] if k.startswith('<0x')]:
+            del t['model']['vocab'][k]
+
+    cases += [
+        ('unk_token not in the vocabulary', sp_edit(lambda t: t['model'].__setitem__(
+            'unk_token', '<nope>')), 'model.unk_token'),
+        ('byte_fallback without byte tokens', sp_edit(drop_bytes), 'model.byte_fallback'),
+        ('Strip start a string', sp_edit(lambda t: t['decoder']['decoders'][3].__setitem__(
+            'start', 'one')), 'decoder.decoders[3].start'),
+        ('Strip start huge', sp_edit(lambda t: t['decoder']['decoders'][3].__setitem__(
+            'start', 10 ** 12)), 'decoder.decoders[3]'),
+        ('unknown decoder step', sp_edit(lambda t: t['decoder']['decoders'].append(
+            {'type': 'CTC'})), "decoder.decoders[4]: type 'CTC'"),
+        ('ByteLevel decoder with no pre-tokenizer', sp_edit(lambda t: t.__setitem__(
+            'decoder', {'type': 'ByteLevel'})), 'pre_tokenizer'),
+        ('merge of unknown characters', sp_edit(lambda t: t['model']['merges'].insert(
+            0, 'q ✓')), 'model.merges[0]'),
+        ('sp vocab id huge', sp_edit(lambda t: t['model']['vocab'].__setitem__('\u2581the', 2 ** 30)),
+         "model.vocab['\u2581the']"),
     ]
     for name, body, field in cases:
         path = os.path.join(tmp, 'bad.json')

@@ -153,6 +153,10 @@ int cmd_detokenize(int argc, char **argv)
         return usage_error(cmd, "-m PATH and --ids are required");
     /* Check the whole list before writing a byte. */
     size_t n_ids = 0;
+    if (strlen(list) / 2 + 1 > (size_t)INT32_MAX) {
+        fprintf(stderr, "dattn: %s: --ids lists too many ids\n", cmd);
+        return 2;
+    }
     int32_t *ids = malloc((strlen(list) / 2 + 1) * sizeof *ids);
     if (!ids) {
         fprintf(stderr, "dattn: %s: out of memory\n", cmd);
@@ -177,30 +181,27 @@ int cmd_detokenize(int argc, char **argv)
         free(ids);
         return 2;
     }
+    /* The decoder's text of all the ids (a SentencePiece file drops the text's leading space),
+     * in a buffer grown once to the length the first call reports. */
     int rc = 0;
     size_t cap = 1 << 16, total = 0;
     char *out = malloc(cap);
-    for (size_t i = 0; out && i < n_ids; i++) {
-        size_t n;
-        dattn_status st = dattn_tokenizer_token_bytes(tok, ids[i], out + total, cap - total, &n);
-        if (st == DATTN_E_INVALID_ARG && n > cap - total) {
-            size_t want = cap * 2 > total + n ? cap * 2 : total + n;
-            char *more = realloc(out, want);
-            if (!more) {
-                free(out);
-                out = NULL;
-                break;
-            }
+    dattn_status st = out ? dattn_tokenizer_decode(tok, ids, (int)n_ids, out, cap, &total)
+                          : DATTN_E_NOMEM;
+    if (st == DATTN_E_INVALID_ARG && out && total > cap) {
+        char *more = realloc(out, total);
+        if (!more) {
+            free(out);
+            out = NULL;
+        } else {
             out = more;
-            cap = want;
-            st = dattn_tokenizer_token_bytes(tok, ids[i], out + total, cap - total, &n);
+            cap = total;
+            st = dattn_tokenizer_decode(tok, ids, (int)n_ids, out, cap, &total);
         }
-        if (st != DATTN_OK) {
-            tool_report(cmd, st);
-            rc = 2;
-            break;
-        }
-        total += n;
+    }
+    if (out && st != DATTN_OK) {
+        tool_report(cmd, st);
+        rc = 2;
     }
     if (!out || (!rc && total && fwrite(out, 1, total, stdout) != total) || fflush(stdout)) {
         if (!rc)
