@@ -145,9 +145,12 @@ static dattn_status get_int(const cfg_ctx *c, const char *key, long lo, long hi,
         *out = (int)fallback;
         return DATTN_OK;
     }
-    if (t->type != JSON_NUMBER || !t->is_int)
+    /* An integer past int64 (the parse keeps it as text) is out of range, not a fraction. */
+    bool huge = t->type == JSON_NUMBER && !t->is_int &&
+                strspn(t->str, "-0123456789") == t->len;
+    if (!huge && (t->type != JSON_NUMBER || !t->is_int))
         return bad_type(c, key, t, "an integer");
-    if (t->ival < lo || t->ival > hi) {
+    if (huge || t->ival < lo || t->ival > hi) {
         char b[80];
         return dattn_fail(DATTN_E_UNSUPPORTED, "%s: %s is %s, outside %ld..%ld", c->file, key,
                           show(t, b, sizeof b), lo, hi);
@@ -404,7 +407,7 @@ static dattn_status open_index(dattn_model *m, const char *dir, const char *text
     const char **names = NULL;   /* [n_shards]: each shard's file name, pointing into doc */
     json_doc *doc = NULL;
     json_error je;
-    dattn_status st = json_parse(text, len, &doc, &je);
+    dattn_status st = json_parse_ex(text, len, true, &doc, &je);
     if (st != DATTN_OK)
         return dattn_error_prefix("model.safetensors.index.json: "), st;
     const json_tok *map = NULL;
@@ -840,7 +843,7 @@ static dattn_status read_generation_config(dattn_model *m, const char *dir, int 
     json_error je;
     dattn_status st = read_text(path, "generation_config.json", &text, &len, &absent);
     if (st == DATTN_OK && !absent) {
-        if ((st = json_parse(text, len, &doc, &je)) != DATTN_OK) {
+        if ((st = json_parse_ex(text, len, true, &doc, &je)) != DATTN_OK) {
             dattn_error_prefix("generation_config.json: ");
         } else if (doc->toks[0].type != JSON_OBJECT) {
             st = dattn_fail(DATTN_E_FORMAT, "generation_config.json: the top level is %s, "
@@ -888,7 +891,7 @@ dattn_status hf_model_load(dattn_model *m, const char *path)
         goto done;
     }
     json_error je;
-    if ((st = json_parse(text, len, &doc, &je)) != DATTN_OK) {
+    if ((st = json_parse_ex(text, len, true, &doc, &je)) != DATTN_OK) {
         dattn_error_prefix("config.json: ");
         goto done;
     }

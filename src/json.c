@@ -15,6 +15,7 @@ typedef struct parser {
     json_tok *toks;       /* NULL on the counting pass */
     int n_toks;
     char *strs;           /* decoded strings, NUL-terminated; NULL on the counting pass */
+    bool big_ints;        /* integers past int64 are numbers without is_int, not an error */
     size_t str_bytes;
     json_error *err;
 } parser;
@@ -257,8 +258,11 @@ static bool parse_number(parser *p)
             p->pos++;
         is_int = false;
     }
-    if (is_int && too_big)
-        return fail_at(p, start, "integer does not fit in int64");
+    if (is_int && too_big) {
+        if (!p->big_ints)
+            return fail_at(p, start, "integer does not fit in int64");
+        is_int = false;   /* kept as text, like a fraction: a reader that needs an int refuses */
+    }
     int idx;
     if (!add_tok(p, JSON_NUMBER, start, &idx))
         return false;
@@ -378,11 +382,17 @@ static bool parse_text(parser *p)
 
 dattn_status json_parse(const char *text, size_t len, json_doc **out, json_error *err)
 {
+    return json_parse_ex(text, len, false, out, err);
+}
+
+dattn_status json_parse_ex(const char *text, size_t len, bool big_ints, json_doc **out,
+                           json_error *err)
+{
     json_error spare;
     if (!err)
         err = &spare;
     *out = NULL;
-    parser count = {.s = (const unsigned char *)text, .len = len, .err = err};
+    parser count = {.s = (const unsigned char *)text, .len = len, .err = err, .big_ints = big_ints};
     if (!parse_text(&count))
         return dattn_fail(DATTN_E_FORMAT, "json: %s at byte %zu", err->what, err->offset);
 
@@ -394,7 +404,7 @@ dattn_status json_parse(const char *text, size_t len, json_doc **out, json_error
     if (!b)
         return DATTN_E_NOMEM;
     parser fill = {.s = count.s, .len = len, .err = err, .toks = b->toks,
-                   .strs = (char *)(b->toks + n)};
+                   .strs = (char *)(b->toks + n), .big_ints = big_ints};
     if (!parse_text(&fill)) {                /* cannot happen: the same text parsed above */
         dattn_free(b);
         return dattn_fail(DATTN_E_FORMAT, "json: %s at byte %zu", err->what, err->offset);

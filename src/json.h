@@ -51,6 +51,11 @@ typedef struct json_error {
  * as numbers point into it). Returns DATTN_E_FORMAT with *err filled and a message set,
  * or DATTN_E_NOMEM. Strings holding \u0000 are rejected: they are handed out as C strings. */
 dattn_status json_parse(const char *text, size_t len, json_doc **out, json_error *err);
+/* The same; big_ints: an integer past int64 is a number with is_int false (kept as text) rather
+ * than an error. For the files Python writes (config.json, tokenizer_config.json: transformers
+ * writes model_max_length = 1e30 as an integer); safetensors headers keep the strict parse. */
+dattn_status json_parse_ex(const char *text, size_t len, bool big_ints, json_doc **out,
+                           json_error *err);
 void json_free(json_doc *doc);
 
 /* "an object", "a string", "null", ... for messages. */

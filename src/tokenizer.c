@@ -275,7 +275,7 @@ dattn_status tokenizer_load_dir(tokenizer *t, const char *dir)
     if (f) {   /* optional: without it tokenizer.json says everything */
         st = read_small(f, path, &text, &len);
         fclose(f);
-        if (st == DATTN_OK && (st = json_parse(text, len, &doc, &je)) != DATTN_OK)
+        if (st == DATTN_OK && (st = json_parse_ex(text, len, true, &doc, &je)) != DATTN_OK)
             dattn_error_prefix("%s: ", path);
         if (st == DATTN_OK)
             st = apply_config(t, path, doc);

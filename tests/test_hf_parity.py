@@ -138,7 +138,7 @@ def hostile_cases(base_dir):
          ['config.json', 'num_key_value_heads is "2"', "expected an integer"]),
         ("hidden_size huge", cfg_edit(hidden_size=10 ** 15), ["config.json", "hidden_size", "outside"]),
         ("hidden_size past int64", raw_config('{"model_type": "diffllama", "hidden_size": 1' + "0" * 30 + "}"),
-         ["config.json", "int64"]),
+         ["config.json", "hidden_size", "outside"]),
         ("layers a float", cfg_edit(num_hidden_layers=2.5), ["config.json", "num_hidden_layers", "expected an integer"]),
         ("vocab missing", cfg_edit(vocab_size=None), ["config.json", "vocab_size", "missing"]),
         ("eps negative", cfg_edit(rms_norm_eps=-1e-5), ["config.json", "rms_norm_eps"]),

@@ -121,6 +121,28 @@ def parity(tmp):
     b = tokenize(os.path.join(d, 'config.json'), 'Hello world', False)
     c = tokenize(os.path.join(tmp, 'llama3.json'), 'Hello world', False)
     check(a == b == c, 'directory / config.json / file give %s %s %s' % (a, b, c))
+    # tokenizer_config.json beside it: add_bos_token / add_eos_token rebuild the template for a
+    # Llama-family class (model_max_length as transformers writes it, past int64, is fine); a
+    # wrong type is refused naming the file and the field.
+    with open(os.path.join(d, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
+        f.write('{"tokenizer_class": "LlamaTokenizerFast", "add_bos_token": false, '
+                '"add_eos_token": true, "eos_token": {"content": "<|end_of_text|>"}, '
+                '"model_max_length": 1000000000000000019884624838656}')
+    ref = g.Reference(json.load(open(os.path.join(tmp, 'llama3.json'), encoding='utf-8')))
+    eos = json.load(open(os.path.join(tmp, 'llama3.json'), encoding='utf-8'))
+    eos = [t['id'] for t in eos['added_tokens'] if t['content'] == '<|end_of_text|>'][0]
+    got = tokenize(d, 'Hello world', False)
+    check(got == ref.encode('Hello world', False) + [eos],
+          'tokenizer_config add_bos_token false, add_eos_token true: %s' % got)
+    with open(os.path.join(d, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
+        f.write('{"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": false}')
+    check(tokenize(d, 'Hello world', False) == c,
+          'tokenizer_config of another class leaves the template')
+    with open(os.path.join(d, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
+        f.write('{"add_bos_token": "yes"}')
+    r = run(['tokenize', '-m', d, '-p', 'x'])
+    check(r.returncode == 2 and b'tokenizer_config.json' in r.stderr and
+          b'add_bos_token' in r.stderr, 'tokenizer_config hostile: %r' % r.stderr)
     # A dattn model's byte tokenizer, read from its header alone.
     model = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tools', 'models',
                          'fortunes-diff-3m.safetensors')
