@@ -171,17 +171,21 @@ static void merge_and_emit(encoder *e, size_t n)
             emit(e, e->sym[p]);
 }
 
+/* A word the vocabulary holds whole is one token (ignore_merges; a single byte): 1 if emitted. */
+static int emit_whole(encoder *e, const char *s, size_t n, bool whole)
+{
+    int32_t id = whole ? bpe_vocab_find(e->b, s, n) : -1;
+    if (id >= 0)
+        emit(e, id);
+    return id >= 0;
+}
+
 /* Byte-level: a word's bytes, each its own token first. */
 static dattn_status encode_word(encoder *e, const char *s, size_t n)
 {
     const bpe *b = e->b;
-    if (b->ignore_merges || n == 1) {
-        int32_t id = bpe_vocab_find(b, s, n);
-        if (id >= 0) {
-            emit(e, id);
-            return DATTN_OK;
-        }
-    }
+    if (emit_whole(e, s, n, b->ignore_merges || n == 1))
+        return DATTN_OK;
     dattn_status st = grow(e, n);
     if (st != DATTN_OK)
         return st;
@@ -201,13 +205,8 @@ static dattn_status encode_word(encoder *e, const char *s, size_t n)
 static dattn_status encode_chars(encoder *e, const char *s, size_t n)
 {
     const bpe *b = e->b;
-    if (b->ignore_merges) {
-        int32_t id = bpe_vocab_find(b, s, n);
-        if (id >= 0) {
-            emit(e, id);
-            return DATTN_OK;
-        }
-    }
+    if (emit_whole(e, s, n, b->ignore_merges))
+        return DATTN_OK;
     dattn_status st = grow(e, n);
     if (st != DATTN_OK)
         return st;

@@ -116,6 +116,8 @@ dattn_status bpe_encode(const bpe *b, const char *text, size_t len, bool add_spe
  * the length needed even when cap is short (then DATTN_E_INVALID_ARG). */
 dattn_status bpe_decode(const bpe *b, const int32_t *ids, int n_ids, bool stream, char *buf,
                         size_t cap, size_t *len);
+/* DATTN_E_INVALID_ARG naming the id when it is outside 0..n_ids-1 or unused. */
+dattn_status bpe_check_id(const bpe *b, int32_t id);
 /* Fills stream_pool at load (bpe_decode.c). */
 dattn_status bpe_stream_init(bpe *b);
 /* The bytes token id prints in a stream (id checked by the caller). */

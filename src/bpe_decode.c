@@ -172,7 +172,7 @@ static size_t level_decode(const char *s, size_t n, char *dst)
     return o;
 }
 
-static dattn_status check_id(const bpe *b, int32_t id)
+dattn_status bpe_check_id(const bpe *b, int32_t id)
 {
     if (id < 0 || id >= b->n_ids)
         return dattn_fail(DATTN_E_INVALID_ARG, "tokenizer: token id %d is outside the "
@@ -189,7 +189,7 @@ dattn_status bpe_decode(const bpe *b, const int32_t *ids, int n_ids, bool stream
     *len = 0;
     size_t total = 0;
     for (int i = 0; i < n_ids; i++) {
-        dattn_status st = check_id(b, ids[i]);
+        dattn_status st = bpe_check_id(b, ids[i]);
         if (st != DATTN_OK)
             return st;
         total += b->tok_len[ids[i]];

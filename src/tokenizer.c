@@ -92,12 +92,9 @@ static dattn_status bpe_token(const tokenizer *t, int32_t id, char *buf, size_t 
 {
     const bpe *b = t->bpe;
     *n = 0;
-    if (id < 0 || id >= b->n_ids)
-        return dattn_fail(DATTN_E_INVALID_ARG, "tokenizer: token id %d is outside the "
-                          "vocabulary 0..%d", (int)id, b->n_ids - 1);
-    if (b->tok_kind[id] == BPE_TOK_NONE)
-        return dattn_fail(DATTN_E_INVALID_ARG, "tokenizer: token id %d is not used by the "
-                          "vocabulary", (int)id);
+    dattn_status st = bpe_check_id(b, id);
+    if (st != DATTN_OK)
+        return st;
     size_t len;
     const char *s = bpe_stream_bytes(b, id, &len);
     *n = len;
