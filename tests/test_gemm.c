@@ -1,6 +1,8 @@
 /* Projection kernels (src/cpu/gemm.h) against a float64 reference written from the definition
  * y[i][c] = sum_k x[i][k] W[c][k]: every ISA variant this CPU runs, weights stored as F32, F16
- * and BF16 (subnormal and large values too), odd sizes, row sub-ranges, strided x and y.
+ * and BF16 (subnormal and large values too) and as q8_0 / q4_0 blocks (random scales and integers
+ * written here from the layout, decoded here: the values the kernels must read), odd sizes, row
+ * sub-ranges, strided x and y.
  * Relative error ||y - ref|| / sum|x||w| <= 1e-5; cells outside the written range must keep
  * their sentinel. DATTN_TEST_SEED replays a seed. */
 #include <math.h>
@@ -17,6 +19,7 @@
 
 #include "cpu/gemm.h"
 #include "half.h"
+#include "quant.h"
 
 typedef void (*gemm_fn)(const float *, int, int, int, dattn_dtype, const void *, int, float *, int,
                         float *);
@@ -57,9 +60,47 @@ static float weight_value(void)
     }
 }
 
-static const char *dtype_name(dattn_dtype dt)
+static uint32_t rnd_bits(void)
 {
-    return dt == DATTN_DTYPE_F32 ? "f32" : dt == DATTN_DTYPE_F16 ? "f16" : "bf16";
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(rng_state >> 32);
+}
+
+/* Row r of W in format dt at ws, and its values in w: for the block formats, each block a random
+ * f16 scale (sometimes tiny or large) and random integers over their whole range. */
+static void make_row(dattn_dtype dt, int k, float *w, uint8_t *ws)
+{
+    if (!quant_is_block(dt)) {
+        for (int t = 0; t < k; t++) {
+            float v = weight_value();
+            if (dt == DATTN_DTYPE_F32) {
+                w[t] = v;
+                memcpy(ws + 4 * (size_t)t, &v, 4);
+            } else {
+                uint16_t h = dt == DATTN_DTYPE_F16 ? f32_to_f16(v) : f32_to_bf16(v);
+                w[t] = dt == DATTN_DTYPE_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+                memcpy(ws + 2 * (size_t)t, &h, 2);
+            }
+        }
+        return;
+    }
+    size_t bb = dt == DATTN_DTYPE_Q8_0 ? 34 : 18;
+    for (int b = 0; b < k / 32; b++) {
+        uint8_t *blk = ws + (size_t)b * bb;
+        uint16_t dh = f32_to_f16(weight_value() / 64.0f);
+        memcpy(blk, &dh, 2);
+        double d = f16_to_f32(dh);
+        for (int j = 0; j < 32; j++) {
+            if (dt == DATTN_DTYPE_Q8_0) {
+                blk[2 + j] = (uint8_t)rnd_bits();
+                w[b * 32 + j] = (float)(d * (int8_t)blk[2 + j]);
+            } else if (j < 16) {
+                blk[2 + j] = (uint8_t)rnd_bits();
+                w[b * 32 + j] = (float)(d * ((blk[2 + j] & 15) - 8));
+                w[b * 32 + j + 16] = (float)(d * ((blk[2 + j] >> 4) - 8));
+            }
+        }
+    }
 }
 
 /* One case: x [n][ldx], W [m][k] stored in dtype dt (the reference uses the stored values, so the
@@ -68,10 +109,11 @@ static void check_case(int n, int k, int m, int ldx_pad, int ldy_pad, int r0, in
                        dattn_dtype dt)
 {
     int ldx = k + ldx_pad, ldy = m + ldy_pad;
-    size_t es = gemm_elem_bytes(dt);
+    size_t rb = quant_row_bytes(dt, k);
+    assert_true(rb > 0);
     float *x = malloc(sizeof(float) * ((size_t)n * ldx + 1));
     float *w = malloc(sizeof(float) * ((size_t)m * k + 1));       /* the stored values */
-    uint8_t *ws = malloc(es * ((size_t)m * k + 1));               /* as stored */
+    uint8_t *ws = malloc(rb * (size_t)m + 4);                     /* as stored */
     float *y = malloc(sizeof(float) * ((size_t)n * ldy + GUARD));
     float *scratch = malloc(sizeof(float) * (gemm_scratch_floats(n) + 1));
     double *ref = malloc(sizeof(double) * ((size_t)n * m + 1));
@@ -85,17 +127,8 @@ static void check_case(int n, int k, int m, int ldx_pad, int ldy_pad, int r0, in
     assert_non_null(ref_abs);
     for (size_t i = 0; i < (size_t)n * ldx; i++)
         x[i] = rnd();
-    for (size_t i = 0; i < (size_t)m * k; i++) {
-        float v = weight_value();
-        if (dt == DATTN_DTYPE_F32) {
-            w[i] = v;
-            memcpy(ws + 4 * i, &v, 4);
-        } else {
-            uint16_t h = dt == DATTN_DTYPE_F16 ? f32_to_f16(v) : f32_to_bf16(v);
-            w[i] = dt == DATTN_DTYPE_F16 ? f16_to_f32(h) : bf16_to_f32(h);
-            memcpy(ws + 2 * i, &h, 2);
-        }
-    }
+    for (int r = 0; r < m; r++)
+        make_row(dt, k, w + (size_t)r * k, ws + (size_t)r * rb);
     for (int i = 0; i < n; i++)
         for (int c = 0; c < m; c++) {
             double s = 0, sa = 0;
@@ -111,7 +144,7 @@ static void check_case(int n, int k, int m, int ldx_pad, int ldy_pad, int r0, in
     for (int v = 0; v < n_variants; v++) {
         for (size_t i = 0; i < (size_t)n * ldy + GUARD; i++)
             y[i] = SENTINEL;
-        variants[v].gemm(x, ldx, n, k, dt, ws + (size_t)r0 * k * es, r1 - r0, y + r0, ldy,
+        variants[v].gemm(x, ldx, n, k, dt, ws + (size_t)r0 * rb, r1 - r0, y + r0, ldy,
                          scratch);
         double err = 0, norm = 0;
         int bad_outside = 0;
@@ -134,7 +167,7 @@ static void check_case(int n, int k, int m, int ldx_pad, int ldy_pad, int r0, in
         if (!(rel <= 1e-5) || bad_outside) {
             print_error("%s %s n=%d k=%d m=%d ldx=%d ldy=%d rows [%d,%d): rel err %.3g, %d cells "
                         "written outside the range (seed %llu)\n", variants[v].name,
-                        dtype_name(dt), n, k, m, ldx, ldy, r0, r1, rel, bad_outside,
+                        quant_name(dt), n, k, m, ldx, ldy, r0, r1, rel, bad_outside,
                         (unsigned long long)seed);
             fail();
         }
@@ -148,7 +181,15 @@ static void check_case(int n, int k, int m, int ldx_pad, int ldy_pad, int r0, in
     free(ref_abs);
 }
 
-static const dattn_dtype dtypes[] = {DATTN_DTYPE_F32, DATTN_DTYPE_F16, DATTN_DTYPE_BF16};
+static const dattn_dtype dtypes[] = {DATTN_DTYPE_F32, DATTN_DTYPE_F16, DATTN_DTYPE_BF16,
+                                     DATTN_DTYPE_Q8_0, DATTN_DTYPE_Q4_0};
+enum { N_DTYPES = sizeof dtypes / sizeof dtypes[0] };
+
+/* k for format dt: as given, or the next multiple of a block for the block formats. */
+static int k_for(dattn_dtype dt, int k)
+{
+    return quant_is_block(dt) ? (k + 31) / 32 * 32 : k;
+}
 
 static void test_full_range_odd_sizes(void **state)
 {
@@ -156,11 +197,11 @@ static void test_full_range_odd_sizes(void **state)
     static const int ns[] = {1, 2, 3, 5, 13, 17, 49, 64, 100};
     static const int ks[] = {1, 3, 7, 16, 33, 255, 257, 300};
     static const int ms[] = {1, 7, 16, 17, 33, 40, 64};
-    for (size_t d = 0; d < 3; d++)
+    for (size_t d = 0; d < N_DTYPES; d++)
         for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
             for (size_t b = 0; b < sizeof ks / sizeof ks[0]; b++)
                 for (size_t c = 0; c < sizeof ms / sizeof ms[0]; c++)
-                    check_case(ns[a], ks[b], ms[c], 0, 0, 0, ms[c], dtypes[d]);
+                    check_case(ns[a], k_for(dtypes[d], ks[b]), ms[c], 0, 0, 0, ms[c], dtypes[d]);
 }
 
 static void test_row_subranges(void **state)
@@ -168,21 +209,22 @@ static void test_row_subranges(void **state)
     (void)state;
     static const int ns[] = {1, 3, 17, 64};
     static const int bounds[] = {0, 1, 5, 16, 17, 40, 66, 83};
-    int k = 67, m = 83;
-    for (size_t d = 0; d < 3; d++)
+    int m = 83;
+    for (size_t d = 0; d < N_DTYPES; d++)
         for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
             for (size_t i = 0; i < sizeof bounds / sizeof *bounds; i++)
                 for (size_t j = i + 1; j < sizeof bounds / sizeof *bounds; j++)
-                    check_case(ns[a], k, m, 0, 0, bounds[i], bounds[j], dtypes[d]);
+                    check_case(ns[a], k_for(dtypes[d], 67), m, 0, 0, bounds[i], bounds[j],
+                               dtypes[d]);
 }
 
 static void test_strides(void **state)
 {
     (void)state;
-    for (size_t d = 0; d < 3; d++) {
-        check_case(17, 31, 45, 5, 3, 0, 45, dtypes[d]);
+    for (size_t d = 0; d < N_DTYPES; d++) {
+        check_case(17, k_for(dtypes[d], 31), 45, 5, 3, 0, 45, dtypes[d]);
         check_case(64, 128, 64, 1, 16, 16, 48, dtypes[d]);
-        check_case(3, 9, 20, 7, 11, 16, 20, dtypes[d]);
+        check_case(3, k_for(dtypes[d], 9), 20, 7, 11, 16, 20, dtypes[d]);
     }
 }
 
@@ -190,8 +232,8 @@ static void test_large(void **state)
 {
     (void)state;
     /* Several KC slices; long sums. */
-    for (size_t d = 0; d < 3; d++) {
-        check_case(130, 1030, 96, 0, 0, 0, 96, dtypes[d]);
+    for (size_t d = 0; d < N_DTYPES; d++) {
+        check_case(130, k_for(dtypes[d], 1030), 96, 0, 0, 0, 96, dtypes[d]);
         check_case(1, 3072, 100, 0, 0, 0, 100, dtypes[d]);
     }
 }

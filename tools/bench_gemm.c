@@ -12,6 +12,7 @@
 
 #include "cpu/gemm.h"
 #include "half.h"
+#include "quant.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -158,18 +159,15 @@ static float *alloc_floats(size_t n)
 }
 
 /* w [n] f32 in dtype dt: w itself for f32, else a new buffer. */
-static void *to_dtype(float *w, size_t n, dattn_dtype dt)
+/* rows x k f32 weights in format dt, in place (each row goes through tmp first: a row in dt takes
+ * no more bytes than in f32, so row r's bytes never reach row r + 1's floats). */
+static void to_format(float *w, size_t rows, int k, dattn_dtype dt, float *tmp)
 {
-    if (dt == DATTN_DTYPE_F32)
-        return w;
-    uint16_t *h = malloc(2 * n + 64);
-    if (!h) {
-        fprintf(stderr, "bench_gemm: out of memory\n");
-        exit(1);
+    size_t rb = quant_row_bytes(dt, k);
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(tmp, w + r * (size_t)k, sizeof(float) * (size_t)k);
+        quant_row_from_f32(dt, tmp, k, (uint8_t *)w + r * rb);
     }
-    for (size_t i = 0; i < n; i++)
-        h[i] = dt == DATTN_DTYPE_F16 ? f32_to_f16(w[i]) : f32_to_bf16(w[i]);
-    return h;
 }
 
 static void fill(float *p, size_t n, unsigned *seed)
@@ -212,7 +210,8 @@ int main(int argc, char **argv)
 #endif
     };
     static const struct { dattn_dtype dt; const char *name; } types[] = {
-        {DATTN_DTYPE_F32, "f32"}, {DATTN_DTYPE_F16, "f16"}, {DATTN_DTYPE_BF16, "bf16"}};
+        {DATTN_DTYPE_F32, "f32"}, {DATTN_DTYPE_F16, "f16"}, {DATTN_DTYPE_BF16, "bf16"},
+        {DATTN_DTYPE_Q8_0, "q8_0"}, {DATTN_DTYPE_Q4_0, "q4_0"}};
     unsigned seed = 12345;
     printf("bench_gemm git=%s threads=1\n", DATTN_GIT_REV);
 
@@ -221,6 +220,7 @@ int main(int argc, char **argv)
     float *y = alloc_floats((size_t)n * m), *scratch = alloc_floats(gemm_scratch_floats(n));
     fill(x, (size_t)n * k, &seed);
     fill(w, (size_t)m * k, &seed);
+    float *tmp_row = alloc_floats((size_t)(k > vk ? k : vk));
 
     /* Decode GEMV: enough copies of the weights to cover >= 256 MiB, used in turn, so each call
      * streams them from DRAM rather than from the last-level cache. */
@@ -241,7 +241,14 @@ int main(int argc, char **argv)
         double peak = measure_peak(isa[v].peak);
         for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
             dattn_dtype dt = types[ti].dt;
-            void *wt = to_dtype(w, (size_t)m * k, dt);
+            if (!quant_row_bytes(dt, k) || !quant_row_bytes(dt, vk)) {
+                printf("%s %s: k=%d / gemv_k=%d not a multiple of %d, skipped\n", isa[v].name,
+                       types[ti].name, k, vk, QUANT_BLOCK);
+                continue;
+            }
+            float *wt = alloc_floats((size_t)m * k);
+            memcpy(wt, w, sizeof(float) * (size_t)m * k);
+            to_format(wt, (size_t)m, k, dt, tmp_row);
             double best = 1e30;
             for (int rep = 0; rep < 5; rep++) {
                 double t0 = now();
@@ -250,21 +257,16 @@ int main(int argc, char **argv)
                 if (el < best)
                     best = el;
             }
-            if (wt != w)
-                free(wt);
+            free(wt);
             double gf = 2.0 * n * k * m / best / 1e9;
             printf("gemm %s %s n=%d k=%d m=%d: %.1f GFLOP/s = %.0f%% of FMA peak (%.1f GFLOP/s)\n",
                    isa[v].name, types[ti].name, n, k, m, gf, 100 * gf / peak, peak);
             printf("RESULT op=gemm isa=%s dtype=%s n=%d k=%d m=%d gflops=%.2f peak=%.2f ms=%.3f\n",
                    isa[v].name, types[ti].name, n, k, m, gf, peak, best * 1e3);
 
-            /* The copies in this dtype, in place over the f32 buffer (16-bit: its first half). */
-            size_t es = gemm_elem_bytes(dt), wbytes = vfl * es;
-            if (dt != DATTN_DTYPE_F32)
-                for (size_t i = 0; i < vfl * copies; i++) {
-                    uint16_t h = dt == DATTN_DTYPE_F16 ? f32_to_f16(vp[i]) : f32_to_bf16(vp[i]);
-                    memcpy((uint8_t *)vp + i * 2, &h, 2);
-                }
+            /* The copies in this format, in place over the f32 buffer (its first part). */
+            size_t wbytes = quant_row_bytes(dt, vk) * (size_t)vm;
+            to_format(vp, (size_t)vm * copies, vk, dt, tmp_row);
             int reps = 4 * copies;
             isa[v].gemm(vx, vk, 1, vk, dt, vp, vm, vy, vm, NULL);   /* warm-up */
             double t0 = now();
@@ -288,5 +290,6 @@ int main(int argc, char **argv)
     free(vx);
     free(vy);
     free(vp);
+    free(tmp_row);
     return 0;
 }

@@ -1,5 +1,6 @@
 /* Per-ISA projection kernels (DESIGN §2, §6; src/cpu/gemm.h): a streaming GEMV for decode and a
- * blocked GEMM for prefill, both reading row-major F32 / F16 / BF16 weights as stored. GNU C
+ * blocked GEMM for prefill, both reading row-major F32 / F16 / BF16 weights as stored and q8_0 /
+ * q4_0 blocks (src/quant.h). GNU C
  * vectors for the register tiles, F16C / AVX-512 intrinsics for the f16 conversion; the build
  * compiles this file once per instruction set with -DCPU_ISA=<isa>, and CPU_FN names each
  * copy. */
@@ -12,8 +13,11 @@
 #include "cpu/isa.h"
 #include "half.h"
 
-#if defined(__AVX512F__) || defined(__F16C__)
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 #ifndef CPU_ISA
@@ -102,6 +106,77 @@ static inline vf load_w(dattn_dtype dt, const void *w, size_t t)
 #endif
 }
 
+/* ---- q8_0 / q4_0 blocks ----------------------------------------------------------------- */
+
+enum { VB = QUANT_BLOCK / VW };   /* vectors of one block */
+typedef uint8_t v16u8 __attribute__((vector_size(16)));
+
+static inline float scale_f32(const uint8_t *blk)
+{
+    uint16_t h;
+    memcpy(&h, blk, 2);
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#elif defined(__aarch64__)
+    __fp16 f;
+    memcpy(&f, &h, 2);
+    return (float)f;
+#else
+    return f16_to_f32(h);
+#endif
+}
+
+/* 32 int8 values at q as VB vectors of f32: sign-extend and convert with the ISA's own
+ * instructions (gcc 12 turns __builtin_convertvector from int8 into a scalar loop). */
+static inline void widen_i8(const int8_t *q, vf v[VB])
+{
+#if defined(__AVX512F__)
+    for (int j = 0; j < VB; j++)
+        v[j] = (vf)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + 16 * j))));
+#elif defined(__AVX2__)
+    for (int j = 0; j < VB; j++)
+        v[j] = (vf)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8 * j))));
+#elif defined(__aarch64__)
+    for (int j = 0; j < 2; j++) {
+        int8x16_t b = vld1q_s8(q + 16 * j);
+        int16x8_t lo = vmovl_s8(vget_low_s8(b)), hi = vmovl_high_s8(b);
+        v[4 * j + 0] = (vf)vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo)));
+        v[4 * j + 1] = (vf)vcvtq_f32_s32(vmovl_high_s16(lo));
+        v[4 * j + 2] = (vf)vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi)));
+        v[4 * j + 3] = (vf)vcvtq_f32_s32(vmovl_high_s16(hi));
+    }
+#else
+    float f[QUANT_BLOCK];
+    for (int j = 0; j < QUANT_BLOCK; j++)
+        f[j] = (float)q[j];
+    memcpy(v, f, sizeof f);
+#endif
+}
+
+/* The 32 weights of a q8_0 or q4_0 block as VB vectors of f32 before the scale, which it
+ * returns. A q4_0 byte's low nibble is weight j, its high nibble weight j + 16; both are
+ * unpacked with 16-byte vector operations first. */
+static inline float load_block(dattn_dtype dt, const uint8_t *blk, vf v[VB])
+{
+    if (dt == DATTN_DTYPE_Q8_0) {
+        widen_i8((const int8_t *)(blk + 2), v);
+    } else {
+        v16u8 b;
+        memcpy(&b, blk + 2, sizeof b);
+        v16u8 lo = (b & 15) - 8, hi = (b >> 4) - 8;
+        int8_t q[QUANT_BLOCK];
+        memcpy(q, &lo, 16);
+        memcpy(q + 16, &hi, 16);
+        widen_i8(q, v);
+    }
+    return scale_f32(blk);
+}
+
+static inline size_t block_bytes(dattn_dtype dt)
+{
+    return dt == DATTN_DTYPE_Q8_0 ? Q8_0_BLOCK_BYTES : Q4_0_BLOCK_BYTES;
+}
+
 static inline float hsum(vf v)
 {
     float s[VW];
@@ -112,10 +187,22 @@ static inline float hsum(vf v)
     return s[0];
 }
 
-/* Elements [t0, t0 + n) of weight row w as f32 (the GEMM's panel packing). */
+/* Elements [t0, t0 + n) of weight row w as f32 (the GEMM's panel packing). A block format's
+ * range starts at a block (t0 a multiple of 32: GEMM_KC is) and ends at one or at the row's
+ * end. */
 static inline void row_f32(dattn_dtype dt, const void *w, size_t t0, int n, float *restrict dst)
 {
     int i = 0;
+    if (quant_is_block(dt)) {
+        const uint8_t *blk = (const uint8_t *)w + t0 / QUANT_BLOCK * block_bytes(dt);
+        for (; i < n; i += QUANT_BLOCK, blk += block_bytes(dt)) {
+            vf v[VB];
+            float d = load_block(dt, blk, v);
+            for (int j = 0; j < VB; j++)
+                store_f32(dst + i + j * VW, v[j] * d);
+        }
+        return;
+    }
     for (; i + VW <= n; i += VW)
         store_f32(dst + i, load_w(dt, w, t0 + (size_t)i));
     const uint8_t *b = w;
@@ -141,13 +228,14 @@ enum { GEMV_ROWS = 4 };
  * hardware prefetchers alone left a 16-bit GEMV at 60% of the read bandwidth on Zen 4 (81-84%
  * with it; f32 gains less). */
 #define GEMV_AHEAD 1024
+#define GEMV_AHEAD_BYTES 2048   /* the same for block rows (a 16-bit row's distance) */
 
 /* Inlined once per dtype (gemv below), so that no branch on the dtype stays in the loop. */
 __attribute__((always_inline)) static inline void gemv_dt(const float *restrict x, int k,
                                                           dattn_dtype dt, const void *w, int rows,
                                                           float *restrict y)
 {
-    size_t row_bytes = (size_t)k * gemm_elem_bytes(dt);
+    size_t row_bytes = quant_row_bytes(dt, k), es = row_bytes / (size_t)k;
     for (int r0 = 0; r0 < rows; r0 += GEMV_ROWS) {
         int nr = rows - r0 < GEMV_ROWS ? rows - r0 : GEMV_ROWS;
         /* A short last group repeats its first row in the unused slots and drops their sums. */
@@ -160,7 +248,7 @@ __attribute__((always_inline)) static inline void gemv_dt(const float *restrict 
             vf x0 = load_f32(x + t), x1 = load_f32(x + t + VW);
 #pragma GCC unroll 4
             for (int i = 0; i < GEMV_ROWS; i++) {
-                __builtin_prefetch(row[i] + ((size_t)t + GEMV_AHEAD) * gemm_elem_bytes(dt), 0, 3);
+                __builtin_prefetch(row[i] + ((size_t)t + GEMV_AHEAD) * es, 0, 3);
                 a0[i] += load_w(dt, row[i], (size_t)t) * x0;
                 a1[i] += load_w(dt, row[i], (size_t)t + VW) * x1;
             }
@@ -179,15 +267,53 @@ __attribute__((always_inline)) static inline void gemv_dt(const float *restrict 
     }
 }
 
+/* The same for q8_0 / q4_0 rows, block by block: per row and block the VB products with x sum
+ * into two vectors, then one FMA with the block's scale into the row's accumulator. */
+__attribute__((always_inline)) static inline void gemv_q(const float *restrict x, int k,
+                                                         dattn_dtype dt, const void *w, int rows,
+                                                         float *restrict y)
+{
+    size_t bb = block_bytes(dt), row_bytes = quant_row_bytes(dt, k);
+    int nb = k / QUANT_BLOCK;
+    for (int r0 = 0; r0 < rows; r0 += GEMV_ROWS) {
+        int nr = rows - r0 < GEMV_ROWS ? rows - r0 : GEMV_ROWS;
+        const uint8_t *row[GEMV_ROWS];
+        for (int i = 0; i < GEMV_ROWS; i++)
+            row[i] = (const uint8_t *)w + (size_t)(r0 + (i < nr ? i : 0)) * row_bytes;
+        vf acc[GEMV_ROWS] = {0};
+        for (int b = 0; b < nb; b++) {
+            vf xv[VB];
+            for (int j = 0; j < VB; j++)
+                xv[j] = load_f32(x + (size_t)b * QUANT_BLOCK + (size_t)j * VW);
+#pragma GCC unroll 4
+            for (int i = 0; i < GEMV_ROWS; i++) {
+                const uint8_t *blk = row[i] + (size_t)b * bb;
+                __builtin_prefetch(blk + GEMV_AHEAD_BYTES, 0, 3);
+                vf v[VB];
+                float d = load_block(dt, blk, v);
+                vf t0 = v[0] * xv[0], t1 = v[1] * xv[1];
+                for (int j = 2; j < VB; j += 2) {
+                    t0 += v[j] * xv[j];
+                    t1 += v[j + 1] * xv[j + 1];
+                }
+                acc[i] += d * (t0 + t1);
+            }
+        }
+        for (int i = 0; i < nr; i++)
+            y[r0 + i] = hsum(acc[i]);
+    }
+}
+
 static void gemv(const float *restrict x, int k, dattn_dtype dt, const void *w, int rows,
                  float *restrict y)
 {
-    if (dt == DATTN_DTYPE_F16)
-        gemv_dt(x, k, DATTN_DTYPE_F16, w, rows, y);
-    else if (dt == DATTN_DTYPE_BF16)
-        gemv_dt(x, k, DATTN_DTYPE_BF16, w, rows, y);
-    else
-        gemv_dt(x, k, DATTN_DTYPE_F32, w, rows, y);
+    switch (dt) {
+    case DATTN_DTYPE_F16: gemv_dt(x, k, DATTN_DTYPE_F16, w, rows, y); break;
+    case DATTN_DTYPE_BF16: gemv_dt(x, k, DATTN_DTYPE_BF16, w, rows, y); break;
+    case DATTN_DTYPE_Q8_0: gemv_q(x, k, DATTN_DTYPE_Q8_0, w, rows, y); break;
+    case DATTN_DTYPE_Q4_0: gemv_q(x, k, DATTN_DTYPE_Q4_0, w, rows, y); break;
+    default: gemv_dt(x, k, DATTN_DTYPE_F32, w, rows, y); break;
+    }
 }
 
 /* ---- GEMM (prefill) --------------------------------------------------------------------------- */
@@ -307,7 +433,7 @@ void CPU_FN(gemm_rows)(const float *x, int ldx, int n, int k, dattn_dtype dt, co
         gemv(x, k, dt, w, rows, y);
         return;
     }
-    size_t row_bytes = (size_t)k * gemm_elem_bytes(dt);
+    size_t row_bytes = quant_row_bytes(dt, k);
     int n_pad = (n + GEMM_MR - 1) / GEMM_MR * GEMM_MR;
     float *xpack = scratch;                               /* [n_pad][KC] */
     float *bpack = xpack + (size_t)n_pad * GEMM_KC;       /* [KC][16] */

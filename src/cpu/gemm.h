@@ -1,24 +1,22 @@
 /* Projection kernels of the CPU backend (DESIGN §2, §6): y = x W^T for nn.Linear weights W [m][k]
- * read as the model stores them, row-major F32, F16 or BF16 (the mapped file is the weights: no
- * f32 copy, no packed copy). A streaming GEMV (decode, one row of x) converts a chunk of four
- * weight rows at a time to f32 in L1 and dots them with x; a blocked GEMM (prefill) converts one
- * 16-row panel of a k slice at a time into the [kc][16] layout its register-tile micro-kernel
- * reads. gemm.c is compiled once per instruction set (src/cpu/isa.h). */
+ * read in the format the model holds them, row-major F32, F16 or BF16 as stored (the mapped file
+ * is the weights: no f32 copy, no packed copy) or q8_0 / q4_0 blocks (src/quant.h). A streaming
+ * GEMV (decode, one row of x) converts four weight rows at a time to f32 in registers and dots
+ * them with x; a blocked GEMM (prefill) converts one 16-row panel of a k slice at a time into the
+ * [kc][16] layout its register-tile micro-kernel reads. gemm.c is compiled once per instruction
+ * set (src/cpu/isa.h). */
 #ifndef DATTN_CPU_GEMM_H
 #define DATTN_CPU_GEMM_H
 
 #include <stddef.h>
 
 #include "dattn.h"
+#include "quant.h"
 
 #define GEMM_PANEL 16   /* weight rows (output columns) per packed panel */
-#define GEMM_KC 256     /* k slice of the GEMM: a packed panel is GEMM_KC * 16 floats (16 KiB) */
-
-/* Bytes of one element of a weight dtype (F32, F16, BF16). */
-static inline size_t gemm_elem_bytes(dattn_dtype dt)
-{
-    return dt == DATTN_DTYPE_F32 ? 4 : 2;
-}
+#define GEMM_KC 256     /* k slice of the GEMM: a packed panel is GEMM_KC * 16 floats (16 KiB);
+                         * whole q8_0 / q4_0 blocks */
+_Static_assert(GEMM_KC % QUANT_BLOCK == 0, "a GEMM k slice holds whole weight blocks");
 
 /* Floats of scratch gemm_rows needs for n rows of x: the packed x of one k slice, a packed
  * weight panel and a converted row. */
