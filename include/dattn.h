@@ -129,6 +129,11 @@ typedef enum dattn_dtype {
     DATTN_DTYPE_I8 = 7,
     DATTN_DTYPE_U8 = 8,
     DATTN_DTYPE_BOOL = 9,
+    /* Weight formats of their own (llama.cpp's layouts), never a safetensors dtype: blocks of 32
+     * weights along a row with one f16 scale d. */
+    DATTN_DTYPE_Q8_0 = 10,     /* 34 bytes: d, int8 q[32]; weight = d * q */
+    DATTN_DTYPE_Q4_0 = 11,     /* 18 bytes: d, 16 bytes of 4-bit q (low nibbles: weights 0-15,
+                                * high: 16-31); weight = d * (q - 8) */
 } dattn_dtype;
 
 /* E = model_dim, H = n_heads (diff heads), Hkv = n_kv_heads, r = H / Hkv, d = head_dim (one
@@ -253,12 +258,27 @@ typedef struct dattn_model_info {
     int32_t bos_id;            /* the model's beginning-of-text token, -1 if none */
     int n_eos;                 /* end-of-text tokens: generation stops at any of them */
     int32_t eos_ids[DATTN_MAX_EOS];
+    dattn_dtype weights;       /* the format the projections, the embedding and the logits
+                                * weight are held in: `dtype` when used as stored */
 } dattn_model_info;
+
+/* How a model's weights are held. Zeroed: as stored (F32, F16 and BF16 read in place from the
+ * mapped file on the CPU). convert_weights = 1: every projection, the embedding and the logits
+ * weight (tied: one copy) converted at load to `weights`: F32, F16, BF16, or the block formats
+ * Q8_0 / Q4_0 (their rows need a multiple of 32 columns). */
+typedef struct dattn_model_params {
+    int convert_weights;
+    dattn_dtype weights;
+} dattn_model_params;
 
 /* Loads a safetensors checkpoint (hyper-parameters in __metadata__, tensor names of DESIGN §6).
  * Every tensor's presence, dtype and shape is checked first; the message names the first one
  * that is missing or wrong. */
 DATTN_API dattn_status dattn_model_load(dattn_backend *backend, const char *path, dattn_model **out);
+/* The same with the weights held as params says (NULL: as stored). */
+DATTN_API dattn_status dattn_model_load_params(dattn_backend *backend, const char *path,
+                                               const dattn_model_params *params,
+                                               dattn_model **out);
 DATTN_API void dattn_model_free(dattn_model *model);
 DATTN_API dattn_status dattn_model_get_info(const dattn_model *model, dattn_model_info *out);
 

@@ -81,6 +81,8 @@ typedef struct layer_tensors {
  * scratch, max_batch rows. */
 typedef struct backend_ops {
     const char *kind;                                   /* "cpu", "opencl" */
+    int uses_host_rows;        /* 1: weight_create keeps borrowed host rows and computes with
+                                * them in place (the CPU); 0: it copies or uploads them */
     void (*destroy)(dattn_backend *be);
     /* Holds (borrows, copies or uploads) an nn.Linear weight; unless w->borrow, the source may
      * be freed afterwards. */

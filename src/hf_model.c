@@ -717,19 +717,19 @@ static dattn_status load_block(dattn_model *m, const hf_config *hc, int l, const
     layer_src src = {.vec_dtype = DATTN_DTYPE_F32, .lambda_q1 = vec, .lambda_k1 = vec + D,
                      .lambda_q2 = vec + 2 * D, .lambda_k2 = vec + 3 * D, .subln = NULL,
                      .rope_inv_freq = inv_freq, .sub_eps = (float)hc->eps, .checked = 1};
-    float *copy_qkv = NULL, *copy_out = NULL;
+    void *copy_qkv = NULL, *copy_out = NULL;
     dattn_layer_shape shape = model_attn_shape(m);
     shape.layer_index = l;
     if ((st = model_check_finite(qkv, 3)) == DATTN_OK &&
         (st = model_check_finite(o, 1)) == DATTN_OK &&
-        (st = model_weight_src(qkv, 3, &src.qkv, &copy_qkv)) == DATTN_OK &&
-        (st = model_weight_src(o, 1, &src.out, &copy_out)) == DATTN_OK) {
+        (st = model_weight_src(m, qkv, 3, &src.qkv, &copy_qkv)) == DATTN_OK &&
+        (st = model_weight_src(m, o, 1, &src.out, &copy_out)) == DATTN_OK) {
         src.qkv.row_map = map;
         src.qkv.m = qkv_dim;
         st = layer_create_src(m->be, &shape, &src, &b->attn);
     }
-    dattn_free(copy_qkv);
-    dattn_free(copy_out);
+    dattn_free_aligned(copy_qkv);
+    dattn_free_aligned(copy_out);
     if (st != DATTN_OK)
         return dattn_error_prefix("layer %d: ", l), st;
     m->info.weight_bytes += m->be->ops->layer_bytes(b->attn->impl);
@@ -773,16 +773,8 @@ static uint64_t fingerprint(const dattn_model *m, const hf_config *hc)
     uint64_t h = FNV1A_INIT;
     h = fnv1a(h, hc, sizeof *hc);
     for (int s = 0; s < m->n_shards; s++)
-        for (int i = 0; i < st_count(m->shards[s]); i++) {
-            const st_tensor *t = st_at(m->shards[s], i);
-            h = fnv1a(h, t->name, strlen(t->name));
-            h = fnv1a(h, &t->dtype, sizeof t->dtype);
-            h = fnv1a(h, t->shape, sizeof(int64_t) * (size_t)t->n_dims);
-            const uint8_t *b = t->data;
-            h = fnv1a(h, b, t->nbytes < 256 ? t->nbytes : 256);
-            for (size_t off = 65536; off + 64 <= t->nbytes; off += 65536)
-                h = fnv1a(h, b + off, 64);
-        }
+        for (int i = 0; i < st_count(m->shards[s]); i++)
+            h = model_hash_tensor(m, h, st_at(m->shards[s], i));
     return h ? h : 1;
 }
 
@@ -932,13 +924,15 @@ dattn_status hf_model_load(dattn_model *m, const char *path)
                         "or infinite value (element %zu)", bad);
         goto done;
     }
+    if (m->params.convert_weights)
+        st_release_tensor(m->embed);   /* converted at the end */
     in->dtype = m->embed->dtype == ST_F32 ? DATTN_DTYPE_F32
                 : m->embed->dtype == ST_F16 ? DATTN_DTYPE_F16 : DATTN_DTYPE_BF16;
     for (int s = 0; s < m->n_shards; s++)
         for (int i = 0; i < st_count(m->shards[s]); i++)
             in->n_params += st_at(m->shards[s], i)->n_elems;
-    in->weight_bytes = m->embed->nbytes;
     in->fingerprint = fingerprint(m, &hc);
+    model_release_files(m);   /* the checks above touched the files: converting, let them go */
 
     if (hc.llama3) {
         if (!(inv_freq = dattn_alloc(sizeof(double) * (size_t)(hc.head_dim / 2), "RoPE table"))) {
@@ -962,8 +956,7 @@ dattn_status hf_model_load(dattn_model *m, const char *path)
     m->final_norm = model_host_vector(m, find(m, "model.norm.weight"), &st);
     if (st != DATTN_OK)
         goto done;
-    const st_tensor *out[1] = {hc.tie ? m->embed : find(m, "lm_head.weight")};
-    st = model_make_weight(m, out, 1, hc.tie, &m->w_logits);
+    st = model_make_embed_logits(m, hc.tie ? m->embed : find(m, "lm_head.weight"), hc.tie);
 done:
     dattn_free(inv_freq);
     dattn_free(map);

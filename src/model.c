@@ -12,6 +12,7 @@
 #include "convert.h"
 #include "hf_model.h"
 #include "meta.h"
+#include "quant.h"
 #include "status.h"
 
 /* ---- metadata ---------------------------------------------------------------------------- */
@@ -185,22 +186,28 @@ static dattn_status check_tensors(const st_file *f, const dattn_model_info *in)
 /* FNV-1a over the metadata, every tensor's name, dtype and shape, and a sample of its bytes (the
  * first 256 and then 64 every 64 KiB): two trainings of one shape differ, and a 10 GB file is
  * fingerprinted without reading it all. */
-static uint64_t fingerprint(const st_file *f, const dattn_model_info *in)
+uint64_t model_hash_tensor(const dattn_model *m, uint64_t h, const st_tensor *t)
+{
+    h = fnv1a(h, t->name, strlen(t->name));
+    h = fnv1a(h, &t->dtype, sizeof t->dtype);
+    h = fnv1a(h, t->shape, sizeof(int64_t) * (size_t)t->n_dims);
+    const uint8_t *b = t->data;
+    h = fnv1a(h, b, t->nbytes < 256 ? t->nbytes : 256);
+    for (size_t off = 65536; off + 64 <= t->nbytes; off += 65536)
+        h = fnv1a(h, b + off, 64);
+    if (m->params.convert_weights)   /* the samples faulted in pages all over it */
+        st_release_tensor(t);
+    return h;
+}
+
+static uint64_t fingerprint(const dattn_model *m, const dattn_model_info *in)
 {
     uint64_t h = FNV1A_INIT;
     int fields[] = {in->dim, in->n_layers, in->n_heads, in->n_kv_heads, in->vocab_size,
                     in->ffn_dim, in->tie_embeddings};
     h = fnv1a(h, fields, sizeof fields);
-    for (int i = 0; i < st_count(f); i++) {
-        const st_tensor *t = st_at(f, i);
-        h = fnv1a(h, t->name, strlen(t->name));
-        h = fnv1a(h, &t->dtype, sizeof t->dtype);
-        h = fnv1a(h, t->shape, sizeof(int64_t) * (size_t)t->n_dims);
-        const uint8_t *b = t->data;
-        h = fnv1a(h, b, t->nbytes < 256 ? t->nbytes : 256);
-        for (size_t off = 65536; off + 64 <= t->nbytes; off += 65536)
-            h = fnv1a(h, b + off, 64);
-    }
+    for (int i = 0; i < st_count(m->file); i++)
+        h = model_hash_tensor(m, h, st_at(m->file, i));
     return h ? h : 1;   /* 0 means "no model" in a cache file */
 }
 
@@ -215,7 +222,64 @@ static dattn_status to_f32(const st_file *f, const char *name, float *dst)
     return DATTN_OK;
 }
 
-dattn_status model_weight_src(const st_tensor *const *t, int n, weight_src *out, float **copy)
+/* Tensors t[0..n) (checked 2-D with k columns, finite) stacked and converted to format `to`
+ * in one allocation. The source pages are released as the rows are done, a few MiB at a time,
+ * so that the file and its copy are never both resident. */
+static dattn_status convert_rows(const st_tensor *const *t, int n, int k, dattn_dtype to,
+                                 void **copy)
+{
+    enum { RELEASE_BYTES = 4 << 20 };
+    size_t rb = quant_row_bytes(to, k), rows = 0;
+    if (rb == 0)
+        return dattn_fail(DATTN_E_UNSUPPORTED, "model: tensor '%s' has %d columns; %s weights need "
+                          "a multiple of %d", t[0]->name, k, quant_name(to), QUANT_BLOCK);
+    for (int i = 0; i < n; i++)
+        rows += (size_t)t[i]->shape[0];
+    uint8_t *dst = dattn_alloc_aligned(rows * rb + 1, "weight conversion");
+    float *row = dattn_alloc(sizeof(float) * (size_t)k + 1, "weight conversion row");
+    if (!dst || !row) {
+        dattn_free_aligned(dst);
+        dattn_free(row);
+        return DATTN_E_NOMEM;
+    }
+    *copy = dst;
+    for (int i = 0; i < n; i++) {
+        size_t src_rb = (size_t)k * st_dtype_size(t[i]->dtype), done = 0;
+        for (int64_t r = 0; r < t[i]->shape[0]; r++, dst += rb) {
+            convert_f32((dattn_dtype)t[i]->dtype, (const uint8_t *)t[i]->data + (size_t)r * src_rb,
+                        (size_t)k, row);
+            quant_row_from_f32(to, row, k, dst);
+            size_t end = (size_t)(r + 1) * src_rb;
+            if (end - done >= RELEASE_BYTES || r + 1 == t[i]->shape[0]) {
+                st_release_range(t[i], done, end - done);
+                done = end;
+            }
+        }
+    }
+    dattn_free(row);
+    return DATTN_OK;
+}
+
+/* Keeps a converted weight for the model's lifetime (the backend borrows it). */
+static dattn_status hold(dattn_model *m, void *p)
+{
+    if (m->n_held == m->cap_held) {
+        int cap = m->cap_held ? 2 * m->cap_held : 4 * m->info.n_layers + 4;
+        void **grown = dattn_alloc(sizeof(void *) * (size_t)cap, "converted weights");
+        if (!grown)
+            return DATTN_E_NOMEM;
+        if (m->n_held)
+            memcpy(grown, m->held, sizeof(void *) * (size_t)m->n_held);
+        dattn_free(m->held);
+        m->held = grown;
+        m->cap_held = cap;
+    }
+    m->held[m->n_held++] = p;
+    return DATTN_OK;
+}
+
+dattn_status model_weight_src(dattn_model *m, const st_tensor *const *t, int n,
+                              weight_src *out, void **copy)
 {
     memset(out, 0, sizeof *out);
     *copy = NULL;
@@ -227,8 +291,12 @@ dattn_status model_weight_src(const st_tensor *const *t, int n, weight_src *out,
     }
     out->k = t[0]->n_dims == 2 ? (int)t[0]->shape[1] : 1;
     out->m = rows;
-    if (same) {   /* the usual case: the mapped file is the weights */
-        out->dtype = (dattn_dtype)t[0]->dtype;
+    /* As stored, the usual case: the mapped file is the weights. Mixed dtypes (or a file whose
+     * data is not aligned to its elements) get one f32 copy. */
+    dattn_dtype want = m->params.convert_weights ? m->params.weights
+                       : same ? (dattn_dtype)t[0]->dtype : DATTN_DTYPE_F32;
+    if (same && want == (dattn_dtype)t[0]->dtype) {
+        out->dtype = want;
         out->n_parts = n;
         for (int i = 0; i < n; i++) {
             out->part[i].data = t[i]->data;
@@ -237,25 +305,22 @@ dattn_status model_weight_src(const st_tensor *const *t, int n, weight_src *out,
         out->borrow = 1;
         return DATTN_OK;
     }
-    /* Mixed dtypes (or a file whose data is not aligned to its elements): one f32 copy. */
-    float *f = dattn_alloc(sizeof(float) * (size_t)rows * (size_t)out->k + 1, "weight conversion");
-    if (!f)
-        return DATTN_E_NOMEM;
-    size_t at = 0;
-    for (int i = 0; i < n; i++) {
-        size_t bad = convert_f32((dattn_dtype)t[i]->dtype, t[i]->data, t[i]->n_elems, f + at);
-        if (bad < t[i]->n_elems) {
-            dattn_free(f);
-            return dattn_fail(DATTN_E_NONFINITE, "model: tensor '%s' holds a NaN or infinite "
-                              "value (element %zu)", t[i]->name, bad);
-        }
-        at += t[i]->n_elems;
-    }
-    out->dtype = DATTN_DTYPE_F32;
+    dattn_status st = convert_rows(t, n, out->k, want, copy);
+    if (st != DATTN_OK)
+        return st;
+    out->dtype = want;
     out->n_parts = 1;
-    out->part[0].data = f;
+    out->part[0].data = *copy;
     out->part[0].rows = rows;
-    *copy = f;
+    if (m->be->ops->uses_host_rows) {
+        if ((st = hold(m, *copy)) != DATTN_OK) {
+            dattn_free_aligned(*copy);
+            *copy = NULL;
+            return st;
+        }
+        *copy = NULL;
+        out->borrow = 1;
+    }
     return DATTN_OK;
 }
 
@@ -285,14 +350,52 @@ dattn_status model_make_weight(dattn_model *m, const st_tensor *const *t, int n,
     if (st != DATTN_OK)
         return st;
     weight_src src;
-    float *copy;
-    st = model_weight_src(t, n, &src, &copy);
+    void *copy;
+    st = model_weight_src(m, t, n, &src, &copy);
     if (st == DATTN_OK)
         st = m->be->ops->weight_create(m->be, &src, out);
-    dattn_free(copy);
+    dattn_free_aligned(copy);
     if (st == DATTN_OK)
         model_count_weight(m, *out, shares_embedding);
     return st;
+}
+
+dattn_status model_make_embed_logits(dattn_model *m, const st_tensor *logits, int tied)
+{
+    const st_tensor *e = m->embed;
+    dattn_status st;
+    m->info.weights = m->params.convert_weights ? m->params.weights : m->info.dtype;
+    if (!m->params.convert_weights || (m->params.weights == (dattn_dtype)e->dtype &&
+                                       (uintptr_t)e->data % st_dtype_size(e->dtype) == 0)) {
+        m->info.weight_bytes += e->nbytes;   /* read from the mapped file */
+        return model_make_weight(m, &logits, 1, tied, &m->w_logits);
+    }
+    /* Checked finite when the loader opened it. */
+    dattn_dtype to = m->params.weights;
+    if ((st = convert_rows(&e, 1, (int)e->shape[1], to, &m->embed_rows)) != DATTN_OK)
+        return st;
+    m->info.weight_bytes += quant_row_bytes(to, e->shape[1]) * (size_t)e->shape[0];
+    if (tied) {   /* the backend borrows (CPU) or uploads the same rows */
+        weight_src src = {.dtype = to, .k = (int)e->shape[1], .n_parts = 1,
+                          .part = {{m->embed_rows, (int)e->shape[0]}}, .m = (int)e->shape[0],
+                          .borrow = 1};
+        if ((st = m->be->ops->weight_create(m->be, &src, &m->w_logits)) != DATTN_OK)
+            return st;
+        model_count_weight(m, m->w_logits, 1);
+    } else if ((st = model_make_weight(m, &logits, 1, 0, &m->w_logits)) != DATTN_OK) {
+        return st;
+    }
+    model_release_files(m);
+    return DATTN_OK;
+}
+
+void model_release_files(const dattn_model *m)
+{
+    if (!m->params.convert_weights)
+        return;
+    st_release_pages(m->file);
+    for (int i = 0; i < m->n_shards; i++)
+        st_release_pages(m->shards[i]);
 }
 
 float *model_host_vector(dattn_model *m, const st_tensor *t, dattn_status *st)
@@ -339,16 +442,16 @@ static dattn_status load_block(dattn_model *m, int l)
     layer_src src = {.vec_dtype = DATTN_DTYPE_F32, .lambda_q1 = vec, .lambda_k1 = vec + d,
                      .lambda_q2 = vec + 2 * d, .lambda_k2 = vec + 3 * d, .subln = vec + 4 * d,
                      .sub_eps = 1e-5f, .checked = 1};
-    float *copy_qkv = NULL, *copy_out = NULL;
+    void *copy_qkv = NULL, *copy_out = NULL;
     dattn_layer_shape shape = model_attn_shape(m);
     shape.layer_index = l;
     if ((st = model_check_finite(qkv, 3)) == DATTN_OK &&
         (st = model_check_finite(o, 1)) == DATTN_OK &&
-        (st = model_weight_src(qkv, 3, &src.qkv, &copy_qkv)) == DATTN_OK &&
-        (st = model_weight_src(o, 1, &src.out, &copy_out)) == DATTN_OK)
+        (st = model_weight_src(m, qkv, 3, &src.qkv, &copy_qkv)) == DATTN_OK &&
+        (st = model_weight_src(m, o, 1, &src.out, &copy_out)) == DATTN_OK)
         st = layer_create_src(m->be, &shape, &src, &b->attn);
-    dattn_free(copy_qkv);
-    dattn_free(copy_out);
+    dattn_free_aligned(copy_qkv);
+    dattn_free_aligned(copy_out);
     dattn_free(vec);
     if (st != DATTN_OK)
         return dattn_error_prefix("layer %d: ", l), st;
@@ -381,6 +484,10 @@ void dattn_model_free(dattn_model *m)
     }
     dattn_free(m->blocks);
     ops->weight_free(m->be, m->w_logits);
+    dattn_free_aligned(m->embed_rows);
+    for (int i = 0; i < m->n_held; i++)
+        dattn_free_aligned(m->held[i]);
+    dattn_free(m->held);
     dattn_free(m->final_norm);
     st_close(m->file);
     for (int s = 0; s < m->n_shards; s++)
@@ -391,6 +498,12 @@ void dattn_model_free(dattn_model *m)
 }
 
 dattn_status dattn_model_load(dattn_backend *be, const char *path, dattn_model **out)
+{
+    return dattn_model_load_params(be, path, NULL, out);
+}
+
+dattn_status dattn_model_load_params(dattn_backend *be, const char *path,
+                                     const dattn_model_params *params, dattn_model **out)
 {
     if (!out)
         return dattn_fail(DATTN_E_INVALID_ARG, "model: out is NULL");
@@ -404,6 +517,14 @@ dattn_status dattn_model_load(dattn_backend *be, const char *path, dattn_model *
     if (!m)
         return DATTN_E_NOMEM;
     m->be = be;
+    if (params && params->convert_weights) {
+        if (!quant_is_weight_format(params->weights)) {
+            dattn_free(m);
+            return dattn_fail(DATTN_E_INVALID_ARG, "model: weights can be held as f32, f16, bf16, "
+                              "q8_0 or q4_0, not dtype %d", (int)params->weights);
+        }
+        m->params = *params;
+    }
     dattn_status st;
     if (hf_is_model_path(path)) {   /* a Hugging Face diffllama directory (DESIGN §1b) */
         if ((st = hf_model_load(m, path)) != DATTN_OK)
@@ -437,12 +558,14 @@ dattn_status dattn_model_load(dattn_backend *be, const char *path, dattn_model *
                         "infinite value (element %zu)", bad);
         goto fail;
     }
+    if (m->params.convert_weights)
+        st_release_tensor(m->embed);   /* converted at the end */
     in->dtype = m->embed->dtype == ST_F32 ? DATTN_DTYPE_F32
                 : m->embed->dtype == ST_F16 ? DATTN_DTYPE_F16 : DATTN_DTYPE_BF16;
     for (int i = 0; i < st_count(m->file); i++)
         in->n_params += st_at(m->file, i)->n_elems;
-    in->weight_bytes = m->embed->nbytes;   /* read from the mapped file */
-    in->fingerprint = fingerprint(m->file, in);
+    in->fingerprint = fingerprint(m, in);
+    model_release_files(m);   /* the checks above touched the file: converting, let it go */
 
     m->blocks = dattn_alloc(sizeof *m->blocks * (size_t)in->n_layers, "model layers");
     if (!m->blocks) {
@@ -456,8 +579,8 @@ dattn_status dattn_model_load(dattn_backend *be, const char *path, dattn_model *
     m->final_norm = model_host_vector(m, st_find(m->file, "norm.weight"), &st);
     if (st != DATTN_OK)
         goto fail;
-    const st_tensor *logits[1] = {in->tie_embeddings ? m->embed : st_find(m->file, "output.weight")};
-    if ((st = model_make_weight(m, logits, 1, in->tie_embeddings, &m->w_logits)) != DATTN_OK)
+    const st_tensor *logits = in->tie_embeddings ? m->embed : st_find(m->file, "output.weight");
+    if ((st = model_make_embed_logits(m, logits, in->tie_embeddings)) != DATTN_OK)
         goto fail;
     *out = m;
     return DATTN_OK;
@@ -489,6 +612,12 @@ dattn_layer_shape model_attn_shape(const dattn_model *m)
 void model_embed_row(const dattn_model *m, int32_t id, float *dst)
 {
     size_t E = (size_t)m->info.dim;
+    if (m->embed_rows) {
+        size_t rb = quant_row_bytes(m->params.weights, (int64_t)E);
+        quant_row_to_f32(m->params.weights, (const uint8_t *)m->embed_rows + (size_t)id * rb,
+                         (int)E, dst);
+        return;
+    }
     const uint8_t *row = (const uint8_t *)m->embed->data + (size_t)id * E * st_dtype_size(m->embed->dtype);
     convert_f32((dattn_dtype)m->embed->dtype, row, E, dst);   /* checked finite at load */
 }

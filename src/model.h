@@ -24,6 +24,12 @@ struct dattn_model {
     st_file *file;                 /* kept mapped: the embedding rows are read from it */
     const st_tensor *embed;        /* tok_embeddings.weight [vocab][E] */
     dattn_tokenizer tok;           /* tok.t: the model's tokenizer (dattn_model_tokenizer) */
+    dattn_model_params params;     /* how the weights are held (dattn_model_load_params) */
+    void *embed_rows;              /* the embedding converted to params.weights ([vocab] rows),
+                                    * or NULL: its rows are read from the mapped file */
+    void **held;                   /* [n_held] converted weights the backend computes with in
+                                    * place (uses_host_rows), freed with the model */
+    int n_held, cap_held;
     model_block *blocks;           /* [n_layers] */
     float *final_norm;             /* [E] */
     backend_weight *w_logits;      /* output.weight, or the embedding when tied */
@@ -35,10 +41,14 @@ struct dattn_model {
     int32_t bos_ids[MODEL_MAX_SPECIAL], eos_ids[MODEL_MAX_SPECIAL];
 };
 
-/* A projection from tensors of the mapped checkpoint (checked present, 2-D, float), stacked:
- * borrowed in place when they share a dtype and are aligned to it; otherwise converted into one
- * f32 copy, *copy, which the caller frees once the weight is made (NULL when borrowed). */
-dattn_status model_weight_src(const st_tensor *const *t, int n, weight_src *out, float **copy);
+/* A projection from tensors of the mapped checkpoint (checked present, 2-D, float), stacked, in
+ * the format the model's params ask for: borrowed in place when they are already in it (as
+ * stored: when they share a dtype) and aligned to it; otherwise converted into one copy. A
+ * backend that computes with host rows in place borrows that copy too (the model keeps it: one
+ * copy in memory); for another, *copy is it, which the caller frees once the weight is made
+ * (dattn_free_aligned; NULL when borrowed). */
+dattn_status model_weight_src(dattn_model *m, const st_tensor *const *t, int n,
+                              weight_src *out, void **copy);
 /* Every value of the tensors is finite; else DATTN_E_NONFINITE naming the tensor and element. */
 dattn_status model_check_finite(const st_tensor *const *t, int n);
 /* The same made into a backend weight after a finiteness check naming the tensor; its bytes are
@@ -47,6 +57,17 @@ dattn_status model_make_weight(dattn_model *m, const st_tensor *const *t, int n,
                                int shares_embedding, backend_weight **out);
 /* Adds a weight's bytes to the model's weight_bytes (see model_make_weight). */
 void model_count_weight(dattn_model *m, const backend_weight *w, int shares_embedding);
+/* The embedding's lookup rows and the logits weight (the embedding itself when tied: one copy),
+ * both in the model's weight format, and their bytes counted; then, when the weights were
+ * converted, the mapped files' pages are handed back to the kernel (nothing reads them now but
+ * the tokenizer and the header, which fault back in). The loaders' last step. */
+dattn_status model_make_embed_logits(dattn_model *m, const st_tensor *logits, int tied);
+/* Adds a tensor's name, dtype, shape and sampled bytes to a model fingerprint (FNV-1a); when
+ * the weights are converted its pages are released afterwards. */
+uint64_t model_hash_tensor(const dattn_model *m, uint64_t h, const st_tensor *t);
+/* When the weights are converted, hands the mapped files' pages back (st_release_pages): after
+ * the loader's checks have read them, and once it is done. Nothing when used as stored. */
+void model_release_files(const dattn_model *m);
 /* A 1-D float tensor as an f32 host copy (counted in weight_bytes); NULL with *st set on
  * failure, including a NaN or inf. */
 float *model_host_vector(dattn_model *m, const st_tensor *t, dattn_status *st);

@@ -2,6 +2,7 @@
  * trusts nothing in the file: the header length, JSON, dtypes, shapes and offsets are checked,
  * and tensors must lie inside the data section without overlapping, before a pointer is given out.
  * Every failure names the tensor or key and the problem. */
+#define _DEFAULT_SOURCE   /* madvise */
 #define _POSIX_C_SOURCE 200809L
 #include "safetensors.h"
 
@@ -328,6 +329,8 @@ static dattn_status open_common(const unsigned char *base, size_t len, void *map
         st_close(f);
         return st;
     }
+    for (int i = 0; map && i < f->n_tensors; i++)
+        f->tensors[i].mapped = 1;
     *out = f;
     return DATTN_OK;
 }
@@ -377,6 +380,29 @@ dattn_status st_open(const char *path, st_file **out)
     if (map == MAP_FAILED)
         return dattn_fail(DATTN_E_IO, "safetensors: cannot map '%.200s': %s", path, strerror(err));
     return open_common(map, len, map, path, out);
+}
+
+void st_release_pages(const st_file *f)
+{
+    if (f && f->map)
+        madvise(f->map, f->map_bytes, MADV_DONTNEED);   /* advice: a failure changes nothing */
+}
+
+void st_release_range(const st_tensor *t, size_t off, size_t n)
+{
+    if (!t || !t->mapped || off > t->nbytes || n > t->nbytes - off)
+        return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)t->data + off + page - 1) / page * page;
+    uintptr_t b = ((uintptr_t)t->data + off + n) / page * page;   /* whole pages inside */
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);   /* advice: a failure changes nothing */
+}
+
+void st_release_tensor(const st_tensor *t)
+{
+    if (t)
+        st_release_range(t, 0, t->nbytes);
 }
 
 void st_close(st_file *f)

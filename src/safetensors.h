@@ -23,6 +23,7 @@ typedef struct st_tensor {
     size_t n_elems;
     size_t nbytes;
     const void *data;          /* into the mapped/loaded file, valid until st_close; any alignment */
+    int mapped;                /* 1: data lies in a file st_open mapped (st_release_tensor) */
 } st_tensor;
 
 typedef struct st_file st_file;
@@ -33,6 +34,15 @@ dattn_status st_open(const char *path, st_file **out);
 /* The same checks on buf[0..len), which is not copied and must outlive the st_file. */
 dattn_status st_open_memory(const void *buf, size_t len, st_file **out);
 void st_close(st_file *f);
+/* Hands the mapped file's pages back to the kernel (madvise MADV_DONTNEED): once the loader has
+ * converted the weights, the copy it made is what stays resident. The mapping stays valid; a read
+ * faults its page back in from the file. Nothing for st_open_memory. */
+void st_release_pages(const st_file *f);
+/* The same for the whole pages inside one tensor's data (a mapped one; nothing otherwise): the
+ * loader's step after it converted that tensor, so that the file is never all resident at once. */
+void st_release_tensor(const st_tensor *t);
+/* The whole pages inside bytes [off, off + n) of a tensor's data. */
+void st_release_range(const st_tensor *t, size_t off, size_t n);
 
 /* Tensors in header order. */
 int st_count(const st_file *f);

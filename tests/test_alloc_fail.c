@@ -565,13 +565,14 @@ typedef struct model_ctx {
     dattn_backend *be;
     double tol;                /* against the CPU's logits */
     dattn_model *m;
+    const dattn_model_params *params;   /* NULL: as stored */
 } model_ctx;
 
 static dattn_status model_call(void *v)
 {
     model_ctx *x = v;
     x->m = SENTINEL;
-    return dattn_model_load(x->be, g_model_path, &x->m);
+    return dattn_model_load_params(x->be, g_model_path, x->params, &x->m);
 }
 
 static void model_ok(void *v)
@@ -587,9 +588,15 @@ static void model_failed(void *v, long n) { check_out_null(n, ((model_ctx *)v)->
 static void test_model_load(void **state)
 {
     (void)state;
-    model_ctx x = {g_be, 1e-6, NULL};
+    model_ctx x = {g_be, 1e-6, NULL, NULL};
     scenario sc = {"dattn_model_load (2 layers, F16)", &x, model_call, model_ok, model_failed};
     assert_true(walk(&sc) > 0);
+    /* Converted at load (F16 to f32 loses nothing): the copies the model keeps. */
+    dattn_model_params params = {.convert_weights = 1, .weights = DATTN_DTYPE_F32};
+    model_ctx y = {g_be, 1e-6, NULL, &params};
+    scenario sc2 = {"dattn_model_load_params (weights converted to f32)", &y, model_call,
+                    model_ok, model_failed};
+    assert_true(walk(&sc2) > 0);
     CHECK_NO_DEFECTS();
 }
 
@@ -759,7 +766,7 @@ static void test_backend_create_opencl(void **state)
     scenario sc = {"dattn_backend_create (opencl)", &x, backend_call, backend_ok, backend_failed};
     assert_true(walk(&sc) > 0);
     /* A model on it: the host side of its weights and layers. */
-    model_ctx mx = {NULL, 1e-4, NULL};
+    model_ctx mx = {NULL, 1e-4, NULL, NULL};
     TU_OK(dattn_backend_create(&x.p, &mx.be), "opencl backend");
     scenario sc2 = {"dattn_model_load (opencl)", &mx, model_call, model_ok, model_failed};
     walk(&sc2);

@@ -58,7 +58,8 @@ static void usage_hint(void)
     fprintf(stderr, "usage: dattn run -m MODEL [-p PROMPT] [-n N] [--backend cpu|opencl|auto] "
                     "[--device SEL] [--threads N] [--ctx N] [--kv f32|f16|q8] "
                     "[--policy full|sink:S,window:W] [--batch N] [--seed N] [--temp X] "
-                    "[--top-k K] [--top-p P] [--repeat-penalty X] [--repeat-last-n N]\n"
+                    "[--top-k K] [--top-p P] [--repeat-penalty X] [--repeat-last-n N] "
+                    "[--weights f16|bf16|q8_0|q4_0|f32]\n"
                     "the policy is sink:%d,window:CTX-%d unless given: the stream goes on past "
                     "the context (--policy full stops there)\n", TOOL_STREAM_SINKS,
             TOOL_STREAM_SINKS);

@@ -172,6 +172,32 @@ void tool_model_opts_stream(tool_model_opts *o)
     o->fit_sinks = 1;
 }
 
+static const struct {
+    dattn_dtype t;
+    const char *name;
+} weight_names[] = {
+    {DATTN_DTYPE_F32, "f32"},   {DATTN_DTYPE_F16, "f16"},   {DATTN_DTYPE_BF16, "bf16"},
+    {DATTN_DTYPE_Q8_0, "q8_0"}, {DATTN_DTYPE_Q4_0, "q4_0"},
+};
+
+int tool_parse_weights(const char *s, dattn_dtype *out)
+{
+    for (size_t i = 0; i < sizeof weight_names / sizeof *weight_names; i++)
+        if (!strcmp(s, weight_names[i].name)) {
+            *out = weight_names[i].t;
+            return 0;
+        }
+    return -1;
+}
+
+const char *tool_weights_name(dattn_dtype t)
+{
+    for (size_t i = 0; i < sizeof weight_names / sizeof *weight_names; i++)
+        if (weight_names[i].t == t)
+            return weight_names[i].name;
+    return "?";
+}
+
 static int opt_bad(const char *cmd, const char *what, const char *arg)
 {
     fprintf(stderr, "dattn: %s: %s%s%s\n", cmd, what, arg ? " " : "", arg ? arg : "");
@@ -181,7 +207,7 @@ static int opt_bad(const char *cmd, const char *what, const char *arg)
 int tool_model_opt(const char *cmd, tool_model_opts *o, int argc, char **argv, int *i)
 {
     static const char *const names[] = {"-m", "--model", "--backend", "--device", "--threads",
-                                        "--ctx", "--batch", "--kv", "--policy"};
+                                        "--ctx", "--batch", "--kv", "--policy", "--weights"};
     const char *a = argv[*i];
     int known = 0;
     for (size_t k = 0; k < sizeof names / sizeof *names; k++)
@@ -211,6 +237,10 @@ int tool_model_opt(const char *cmd, tool_model_opts *o, int argc, char **argv, i
     } else if (!strcmp(a, "--kv")) {
         if (tool_parse_kv(v, &o->kv))
             return opt_bad(cmd, "--kv takes f32, f16 or q8, not", v);
+    } else if (!strcmp(a, "--weights")) {
+        if (tool_parse_weights(v, &o->load.weights))
+            return opt_bad(cmd, "--weights takes f16, bf16, q8_0, q4_0 or f32, not", v);
+        o->load.convert_weights = 1;
     } else {
         if (tool_parse_policy(v, &o->policy, &o->n_sink, &o->window))
             return opt_bad(cmd, "--policy takes full, sink:S or sink:S,window:W (S + W at most "
@@ -244,7 +274,7 @@ int tool_open_model(const char *cmd, const tool_model_opts *o, dattn_backend **b
     bp.device = o->device;
     dattn_status st = dattn_backend_create(&bp, be);
     if (st == DATTN_OK)
-        st = dattn_model_load(*be, o->model_path, model);
+        st = dattn_model_load_params(*be, o->model_path, &o->load, model);
     if (st != DATTN_OK) {
         tool_report(cmd, st);
         dattn_backend_free(*be);
@@ -314,12 +344,12 @@ void tool_policy_name(const dattn_cache_params *p, char *buf, size_t n)
 
 void tool_print_model(FILE *f, const dattn_model_info *m)
 {
-    static const char *dtypes[] = {"f32", "f16", "bf16"};
     char wb[32];
     tool_format_bytes(m->weight_bytes, wb, sizeof wb);
     fprintf(f, "dim=%d layers=%d heads=%d kv_heads=%d ffn=%d vocab=%d max_seq_len=%d "
-               "tokenizer=%s weights=%s%s params=%llu (%s held)\n",
+               "tokenizer=%s weights=%s%s stored=%s params=%llu (%s held)\n",
             m->dim, m->n_layers, m->n_heads, m->n_kv_heads, m->ffn_dim, m->vocab_size,
-            m->max_seq_len, m->tokenizer, (unsigned)m->dtype < 3 ? dtypes[m->dtype] : "?",
-            m->tie_embeddings ? " tied" : "", (unsigned long long)m->n_params, wb);
+            m->max_seq_len, m->tokenizer, tool_weights_name(m->weights),
+            m->tie_embeddings ? " tied" : "", tool_weights_name(m->dtype),
+            (unsigned long long)m->n_params, wb);
 }

@@ -39,6 +39,10 @@ void tool_report(const char *cmd, dattn_status st);
 void tool_backend_env(dattn_backend_params *bp);
 /* "cpu" / "auto" / "opencl" into params; returns 0 on success. */
 int tool_parse_backend(const char *s, dattn_backend_type *out);
+/* "f32" / "f16" / "bf16" / "q8_0" / "q4_0" (the --weights names) into *out; 0 on success. */
+int tool_parse_weights(const char *s, dattn_dtype *out);
+/* The same names back; "?" for another dtype. */
+const char *tool_weights_name(dattn_dtype t);
 /* "1.50 GiB", "12.0 MiB", "512 B". */
 void tool_format_bytes(uint64_t bytes, char *buf, size_t n);
 
@@ -57,6 +61,7 @@ typedef struct tool_model_opts {
     long n_sink, window;       /* sink+window; window 0: n_ctx - n_sink */
     int fit_sinks;             /* the policy was not given: n_sink shrinks to n_ctx / 2 in a
                                   short context (see tool_model_opts_stream) */
+    dattn_model_params load;   /* --weights: as stored unless given */
 } tool_model_opts;
 
 /* The full policy: a session stops when the context is full. */

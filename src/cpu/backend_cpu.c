@@ -146,7 +146,12 @@ static dattn_status cpu_weight_create(dattn_backend *be, const weight_src *src,
     if (!w)
         return DATTN_E_NOMEM;
     memset(w, 0, sizeof *w);
-    size_t es = gemm_elem_bytes(src->dtype), row_bytes = (size_t)src->k * es;
+    size_t row_bytes = quant_row_bytes(src->dtype, src->k);
+    if (row_bytes == 0 && src->k > 0) {
+        cpu_weight_free(be, w);
+        return dattn_fail(DATTN_E_UNSUPPORTED, "cpu: a %s weight needs a multiple of %d columns, "
+                          "not %d", quant_name(src->dtype), QUANT_BLOCK, src->k);
+    }
     w->dtype = src->dtype;
     w->k = src->k;
     w->m_src = weight_src_rows(src);
@@ -349,7 +354,7 @@ static void matmul_task(void *ctx, int task, int thread)
     int r0 = task * job->rows_per_task;
     int r1 = r0 + job->rows_per_task < w->m_src ? r0 + job->rows_per_task : w->m_src;
     float *scratch = job->thread_tmp + (size_t)thread * job->thread_floats;
-    size_t row_bytes = (size_t)w->k * gemm_elem_bytes(w->dtype);
+    size_t row_bytes = quant_row_bytes(w->dtype, w->k);
     for (int p = 0, start = 0; p < w->n_parts && start < r1; start += w->part_rows[p++]) {
         int a = r0 > start ? r0 : start;
         int b = r1 < start + w->part_rows[p] ? r1 : start + w->part_rows[p];
@@ -514,6 +519,7 @@ static dattn_status cpu_attention(dattn_backend *be, dattn_cache *c, const backe
 
 static const backend_ops cpu_ops = {
     .kind = "cpu",
+    .uses_host_rows = 1,
     .destroy = cpu_destroy,
     .weight_create = cpu_weight_create,
     .weight_free = cpu_weight_free,

@@ -20,7 +20,6 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "convert.h"
 #include "backend.h"
 #include "cl_common.h"
 #include "cl_sources.h"
@@ -28,6 +27,7 @@
 #include "clblast_gemm.h"
 #endif
 #include "program.h"
+#include "quant.h"
 #include "status.h"
 #include "tuning.h"
 
@@ -106,7 +106,7 @@ static void cl_destroy(dattn_backend *be)
 /* Stacked row r of a weight source (backend.h): its part and the row within it. */
 static const void *src_row(const weight_src *src, int r)
 {
-    size_t row_bytes = (size_t)src->k * (src->dtype == DATTN_DTYPE_F32 ? 4 : 2);
+    size_t row_bytes = quant_row_bytes(src->dtype, src->k);
     for (int i = 0; i < src->n_parts; i++) {
         if (r < src->part[i].rows)
             return (const uint8_t *)src->part[i].data + (size_t)r * row_bytes;
@@ -115,7 +115,9 @@ static const void *src_row(const weight_src *src, int r)
     return NULL;
 }
 
-/* The weight as f32 rows in W's order (row_map applied), uploaded in one buffer. */
+/* The weight as f32 rows in W's order (row_map applied), uploaded in one buffer: the OpenCL
+ * kernels read f32 weights only, so F16, BF16, q8_0 and q4_0 are widened here (their memory on
+ * the device is 4 bytes a weight). */
 static dattn_status cl_weight_create(dattn_backend *be, const weight_src *src,
                                      backend_weight **out)
 {
@@ -133,9 +135,9 @@ static dattn_status cl_weight_create(dattn_backend *be, const weight_src *src,
         dattn_free(rows);
         return DATTN_E_NOMEM;
     }
-    for (int r = 0; r < m; r++)   /* finite: the loaders checked */
-        convert_f32(src->dtype, src_row(src, src->row_map ? src->row_map[r] : r), (size_t)k,
-                    rows + (size_t)r * k);
+    for (int r = 0; r < m; r++)   /* finite: the loaders checked; q8_0 / q4_0 dequantized */
+        quant_row_to_f32(src->dtype, src_row(src, src->row_map ? src->row_map[r] : r), k,
+                         rows + (size_t)r * k);
     cl_int err;
     bw->m = m;
     bw->k = k;
