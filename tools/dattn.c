@@ -31,6 +31,9 @@ static void usage(FILE *f)
             "  logits -m MODEL --tokens 1,2,3 -o OUT.safetensors [--backend B] [--kv K]\n"
             "              [--weights W]\n"
             "      write logits [n, vocab] f32 for every position (parity with PyTorch)\n"
+            "  perplexity -m MODEL -f TEXT [--ctx N] [--weights W] [--kv K] [--chunks N]\n"
+            "      how well the model predicts TEXT: nats per token and per byte, perplexity\n"
+            "      (chunks of --ctx, default min(max_seq_len, 512); the second half of each scored)\n"
             "  plan -m MODEL (--mem SIZE | --ctx N) [--kv K] [--policy P] [--backend B]\n"
             "              [--weights W]\n"
             "      exact arena bytes for a context, or the longest context that fits in SIZE\n"
@@ -91,6 +94,8 @@ int main(int argc, char **argv)
         return cmd_run(argc - 2, argv + 2);
     if (!strcmp(cmd, "logits"))
         return cmd_logits(argc - 2, argv + 2);
+    if (!strcmp(cmd, "perplexity"))
+        return cmd_perplexity(argc - 2, argv + 2);
     if (!strcmp(cmd, "plan"))
         return cmd_plan(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize"))

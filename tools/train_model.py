@@ -109,7 +109,16 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op (OpenMP) threads")
     ap.add_argument("--final-windows", type=int, help="held-out windows in the final score "
                     "(default: all of them)")
+    ap.add_argument("--write-held-out", metavar="PATH", help="write the held-out text (every "
+                    f"{HELD_OUT_EVERY}th fortune, as the model never saw it) to PATH and exit: "
+                    "the text `dattn perplexity` scores")
     a = ap.parse_args()
+    if a.write_held_out:
+        _, held = split(read_fortunes(FORTUNE_DIR)[1])
+        with open(a.write_held_out, "wb") as f:
+            f.write(bytes(held.tolist()))
+        print(f"train_model: wrote {len(held)} held-out bytes to {a.write_held_out}")
+        return 0
 
     torch.set_num_threads(a.threads)
     torch.use_deterministic_algorithms(True)
