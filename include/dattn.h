@@ -91,6 +91,9 @@ DATTN_API dattn_status dattn_backend_create(const dattn_backend_params *params, 
 DATTN_API void dattn_backend_free(dattn_backend *backend);
 /* A line that says what runs, e.g. "cpu avx512, 2 threads". */
 DATTN_API const char *dattn_backend_describe(const dattn_backend *backend);
+/* How many times the CPU backend's thread pool has woken its threads for a pass of work since
+ * it was created (benchmarks: passes per token); 0 for a backend without a pool. */
+DATTN_API uint64_t dattn_backend_pool_passes(const dattn_backend *backend);
 
 /* ---- OpenCL devices ----------------------------------------------------------------------- */
 
@@ -260,6 +263,8 @@ typedef struct dattn_model_info {
     int32_t eos_ids[DATTN_MAX_EOS];
     dattn_dtype weights;       /* the format the projections, the embedding and the logits
                                 * weight are held in: `dtype` when used as stored */
+    uint64_t embed_bytes;      /* the embedding table as held (part of weight_bytes): a token
+                                * reads one row of it */
 } dattn_model_info;
 
 /* How a model's weights are held. Zeroed: as stored (F32, F16 and BF16 read in place from the

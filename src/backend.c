@@ -58,3 +58,8 @@ void dattn_backend_free(dattn_backend *be)
 
 const char *dattn_backend_describe(const dattn_backend *be) { return be ? be->describe : "(none)"; }
 
+uint64_t dattn_backend_pool_passes(const dattn_backend *be)
+{
+    return be && be->ops->pool_passes ? be->ops->pool_passes(be) : 0;
+}
+

@@ -148,6 +148,8 @@ typedef struct backend_ops {
     /* Waits until the device has finished every call made so far (benchmarks). NULL for host
      * backends, whose calls return when done. */
     void (*sync)(dattn_backend *be);
+    /* Thread-pool passes run so far (dattn_backend_pool_passes); NULL: the backend has none. */
+    uint64_t (*pool_passes)(const dattn_backend *be);
 } backend_ops;
 
 struct dattn_backend {

@@ -368,13 +368,15 @@ dattn_status model_make_embed_logits(dattn_model *m, const st_tensor *logits, in
     if (!m->params.convert_weights || (m->params.weights == (dattn_dtype)e->dtype &&
                                        (uintptr_t)e->data % st_dtype_size(e->dtype) == 0)) {
         m->info.weight_bytes += e->nbytes;   /* read from the mapped file */
+        m->info.embed_bytes = e->nbytes;
         return model_make_weight(m, &logits, 1, tied, &m->w_logits);
     }
     /* Checked finite when the loader opened it. */
     dattn_dtype to = m->params.weights;
     if ((st = convert_rows(&e, 1, (int)e->shape[1], to, &m->embed_rows)) != DATTN_OK)
         return st;
-    m->info.weight_bytes += quant_row_bytes(to, e->shape[1]) * (size_t)e->shape[0];
+    m->info.embed_bytes = quant_row_bytes(to, e->shape[1]) * (size_t)e->shape[0];
+    m->info.weight_bytes += m->info.embed_bytes;
     if (tied) {   /* the backend borrows (CPU) or uploads the same rows */
         weight_src src = {.dtype = to, .k = (int)e->shape[1], .n_parts = 1,
                           .part = {{m->embed_rows, (int)e->shape[0]}}, .m = (int)e->shape[0],

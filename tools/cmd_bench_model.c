@@ -181,18 +181,17 @@ int cmd_bench_model(int argc, char **argv)
     ceil_runs[1] = read_ceiling(opencl, o.device, threads);
 
     /* Decode: fill the cache to each fill in turn, then time reps single-token steps. */
-    double bytes_per_param = info.n_params ? (double)info.weight_bytes / info.n_params : 4.0;
     /* A step reads every weight except the embedding rows of other tokens (when not tied: the
-     * logits read the whole table otherwise). */
+     * logits read the whole table otherwise), each in the format it is held in. */
     double weights_read = (double)info.weight_bytes;
     if (!info.tie_embeddings)
-        weights_read -= (double)(info.vocab_size - 1) * info.dim * bytes_per_param;
+        weights_read -= (double)info.embed_bytes * (info.vocab_size - 1) / info.vocab_size;
     int d = info.head_dim;
     size_t elem = cp.kv_type == DATTN_KV_F32 ? 4 : cp.kv_type == DATTN_KV_F16 ? 2 : 1;
     /* k1, k2 (d each) and v (2d) per position and KV head, plus q8's three f32 scales. */
     double kv_per_pos = (double)info.n_layers * info.n_kv_heads *
                         (4.0 * d * elem + (cp.kv_type == DATTN_KV_Q8 ? 12.0 : 0.0));
-    struct { long fill; double ms, bytes; } res[MAX_FILLS];
+    struct { long fill; double ms, bytes, passes; } res[MAX_FILLS];
     dattn_session_reset(session);
     for (int f = 0; f < n_fills; f++) {
         long have = dattn_session_n_past(session);
@@ -203,6 +202,7 @@ int cmd_bench_model(int argc, char **argv)
             goto done;
         }
         res[f].fill = dattn_session_n_past(session);
+        uint64_t passes0 = dattn_backend_pool_passes(be);
         for (int r = 0; r < reps; r++) {
             if (!warm)
                 ceiling_flush_caches();
@@ -215,6 +215,7 @@ int cmd_bench_model(int argc, char **argv)
                 goto done;
             }
         }
+        res[f].passes = (double)(dattn_backend_pool_passes(be) - passes0) / (double)reps;
         res[f].ms = ceiling_median(ms, (int)reps);
         res[f].bytes = weights_read + kv_per_pos * (res[f].fill + 0.5 * reps);
     }
@@ -227,20 +228,23 @@ int cmd_bench_model(int argc, char **argv)
            prefill_reps, prompt / (prefill_ms * 1e-3));
     printf("decode (kv %s, median of %ld steps, %s):\n", tool_kv_name(cp.kv_type), reps,
            warm ? "warm caches" : "caches flushed");
-    printf("%10s %10s %10s %12s %10s %10s\n", "fill", "ms/token", "tok/s", "MB read", "floor ms",
-           "% of floor");
+    printf("%10s %10s %10s %12s %10s %10s %12s\n", "fill", "ms/token", "tok/s", "MB read",
+           "floor ms", "% of floor", "pool passes");
     for (int f = 0; f < n_fills; f++) {
         double floor_ms = gbps > 0 ? res[f].bytes / (gbps * 1e9) * 1e3 : 0.0;
-        printf("%10ld %10.3f %10.1f %12.2f %10.3f %9.1f%%\n", res[f].fill, res[f].ms,
-               1e3 / res[f].ms, res[f].bytes / 1e6, floor_ms, 100.0 * floor_ms / res[f].ms);
+        printf("%10ld %10.3f %10.1f %12.2f %10.3f %9.1f%% %12.1f\n", res[f].fill, res[f].ms,
+               1e3 / res[f].ms, res[f].bytes / 1e6, floor_ms, 100.0 * floor_ms / res[f].ms,
+               res[f].passes);
     }
     printf("bench=model_prefill tokens=%ld kv=%s ms=%.2f tok_s=%.1f\n", prompt,
            tool_kv_name(cp.kv_type), prefill_ms, prompt / (prefill_ms * 1e-3));
     for (int f = 0; f < n_fills; f++) {
         double floor_ms = gbps > 0 ? res[f].bytes / (gbps * 1e9) * 1e3 : 0.0;
-        printf("bench=model_decode fill=%ld kv=%s ms=%.4f tok_s=%.1f bytes=%.0f floor_ms=%.4f "
-               "ceiling_gbps=%.1f pct=%.1f\n", res[f].fill, tool_kv_name(cp.kv_type), res[f].ms,
-               1e3 / res[f].ms, res[f].bytes, floor_ms, gbps, 100.0 * floor_ms / res[f].ms);
+        printf("bench=model_decode fill=%ld kv=%s weights=%s ms=%.4f tok_s=%.1f bytes=%.0f "
+               "floor_ms=%.4f ceiling_gbps=%.1f pct=%.1f pool_passes=%.1f\n", res[f].fill,
+               tool_kv_name(cp.kv_type), tool_weights_name(info.weights), res[f].ms,
+               1e3 / res[f].ms, res[f].bytes, floor_ms, gbps, 100.0 * floor_ms / res[f].ms,
+               res[f].passes);
     }
     rc = 0;
 done:

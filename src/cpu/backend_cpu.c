@@ -517,9 +517,15 @@ static dattn_status cpu_attention(dattn_backend *be, dattn_cache *c, const backe
     return DATTN_OK;
 }
 
+static uint64_t cpu_pool_passes(const dattn_backend *be)
+{
+    return pool_passes(((const cpu_backend *)be->impl)->pool);
+}
+
 static const backend_ops cpu_ops = {
     .kind = "cpu",
     .uses_host_rows = 1,
+    .pool_passes = cpu_pool_passes,
     .destroy = cpu_destroy,
     .weight_create = cpu_weight_create,
     .weight_free = cpu_weight_free,

@@ -23,6 +23,7 @@ struct pool {
     pthread_cond_t wake;       /* a new pass (or shutdown) */
     pthread_cond_t done;       /* the last worker finished the pass */
     atomic_uint generation;    /* bumped once per pass */
+    uint64_t passes;           /* passes run (the caller's thread alone counts them) */
     atomic_int next_task;
     atomic_int busy_workers;
     int n_tasks;
@@ -126,6 +127,8 @@ void pool_destroy(pool *p)
 
 int pool_threads(const pool *p) { return p->n_threads; }
 
+uint64_t pool_passes(const pool *p) { return p->passes; }
+
 void pool_run(pool *p, pool_fn fn, void *ctx, int n_tasks)
 {
     if (n_tasks <= 0)
@@ -135,6 +138,7 @@ void pool_run(pool *p, pool_fn fn, void *ctx, int n_tasks)
             fn(ctx, t, 0);
         return;
     }
+    p->passes++;
     p->fn = fn;
     p->ctx = ctx;
     p->n_tasks = n_tasks;

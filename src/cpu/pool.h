@@ -3,6 +3,8 @@
 #ifndef DATTN_POOL_H
 #define DATTN_POOL_H
 
+#include <stdint.h>
+
 #include "dattn.h"
 
 typedef struct pool pool;
@@ -15,5 +17,7 @@ int pool_threads(const pool *p);
 /* Runs all tasks on the pool's threads (the caller's thread is thread 0) and returns when
  * every task is done. */
 void pool_run(pool *p, pool_fn fn, void *ctx, int n_tasks);
+/* Passes that woke the other threads so far (one thread, or one task, runs inline: not one). */
+uint64_t pool_passes(const pool *p);
 
 #endif
