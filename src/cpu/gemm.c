@@ -111,18 +111,22 @@ static inline vf load_w(dattn_dtype dt, const void *w, size_t t)
 enum { VB = QUANT_BLOCK / VW };   /* vectors of one block */
 typedef uint8_t v16u8 __attribute__((vector_size(16)));
 
-static inline float scale_f32(const uint8_t *blk)
+/* A block's scale d, in every lane: f16 broadcast then widened in one instruction where the ISA
+ * converts f16 vectors. */
+static inline vf scale_vf(const uint8_t *blk)
 {
     uint16_t h;
     memcpy(&h, blk, 2);
-#if defined(__F16C__)
-    return _cvtsh_ss(h);
+#if defined(__AVX512F__)
+    return (vf)_mm512_cvtph_ps(_mm256_set1_epi16((short)h));
+#elif defined(__AVX2__) && defined(__F16C__)
+    return (vf)_mm256_cvtph_ps(_mm_set1_epi16((short)h));
 #elif defined(__aarch64__)
     __fp16 f;
     memcpy(&f, &h, 2);
-    return (float)f;
+    return (vf){0} + (float)f;
 #else
-    return f16_to_f32(h);
+    return (vf){0} + f16_to_f32(h);
 #endif
 }
 
@@ -153,10 +157,10 @@ static inline void widen_i8(const int8_t *q, vf v[VB])
 #endif
 }
 
-/* The 32 weights of a q8_0 or q4_0 block as VB vectors of f32 before the scale, which it
- * returns. A q4_0 byte's low nibble is weight j, its high nibble weight j + 16; both are
- * unpacked with 16-byte vector operations first. */
-static inline float load_block(dattn_dtype dt, const uint8_t *blk, vf v[VB])
+/* The 32 weights of a q8_0 or q4_0 block as VB vectors of f32 before the scale. A q4_0 byte's
+ * low nibble is weight j, its high nibble weight j + 16; both are unpacked with 16-byte vector
+ * operations first. */
+static inline void load_block(dattn_dtype dt, const uint8_t *blk, vf v[VB])
 {
     if (dt == DATTN_DTYPE_Q8_0) {
         widen_i8((const int8_t *)(blk + 2), v);
@@ -169,7 +173,6 @@ static inline float load_block(dattn_dtype dt, const uint8_t *blk, vf v[VB])
         memcpy(q + 16, &hi, 16);
         widen_i8(q, v);
     }
-    return scale_f32(blk);
 }
 
 static inline size_t block_bytes(dattn_dtype dt)
@@ -196,8 +199,8 @@ static inline void row_f32(dattn_dtype dt, const void *w, size_t t0, int n, floa
     if (quant_is_block(dt)) {
         const uint8_t *blk = (const uint8_t *)w + t0 / QUANT_BLOCK * block_bytes(dt);
         for (; i < n; i += QUANT_BLOCK, blk += block_bytes(dt)) {
-            vf v[VB];
-            float d = load_block(dt, blk, v);
+            vf v[VB], d = scale_vf(blk);
+            load_block(dt, blk, v);
             for (int j = 0; j < VB; j++)
                 store_f32(dst + i + j * VW, v[j] * d);
         }
@@ -268,7 +271,7 @@ __attribute__((always_inline)) static inline void gemv_dt(const float *restrict 
 }
 
 /* The same for q8_0 / q4_0 rows, block by block: per row and block the VB products with x sum
- * into two vectors, then one FMA with the block's scale into the row's accumulator. */
+ * into one vector (FMAs), then one FMA with the block's scale into the row's accumulator. */
 __attribute__((always_inline)) static inline void gemv_q(const float *restrict x, int k,
                                                          dattn_dtype dt, const void *w, int rows,
                                                          float *restrict y)
@@ -290,13 +293,11 @@ __attribute__((always_inline)) static inline void gemv_q(const float *restrict x
                 const uint8_t *blk = row[i] + (size_t)b * bb;
                 __builtin_prefetch(blk + GEMV_AHEAD_BYTES, 0, 3);
                 vf v[VB];
-                float d = load_block(dt, blk, v);
-                vf t0 = v[0] * xv[0], t1 = v[1] * xv[1];
-                for (int j = 2; j < VB; j += 2) {
-                    t0 += v[j] * xv[j];
-                    t1 += v[j + 1] * xv[j + 1];
-                }
-                acc[i] += d * (t0 + t1);
+                load_block(dt, blk, v);
+                vf t = v[0] * xv[0];
+                for (int j = 1; j < VB; j++)
+                    t += v[j] * xv[j];
+                acc[i] += scale_vf(blk) * t;
             }
         }
         for (int i = 0; i < nr; i++)
