@@ -1,7 +1,8 @@
 /* Drivers of the CPU attention (DESIGN §5): cut a call into pool tasks and run the per-ISA
  * kernels. Decode is flash decoding in two passes over the cache: (KV head, split) tasks score
  * the keys (phase 1), then weight V once with the differential attention map (phase 2); a final
- * pass sums the splits' partial vectors and applies the sub-layer RMSNorm. */
+ * pass sums the splits' partial vectors and applies the sub-layer RMSNorm. A cache too short to
+ * split runs the three phases of each KV head in one task: one pass of the pool, not three. */
 #include "attn.h"
 
 #include <math.h>
@@ -77,6 +78,18 @@ static void combine_task(void *ctx, int h, int thread)
         out[c] *= norm * a->subln[c];
 }
 
+/* KV head `task` whole, when the cache is not split: its scores, its values, then the heads that
+ * read it (h / r == task) combined. */
+static void unsplit_task(void *ctx, int task, int thread)
+{
+    const decode_job *job = ctx;
+    int r = job->a->n_heads / job->n_kv_heads;
+    scores_task(ctx, task, thread);
+    values_task(ctx, task, thread);
+    for (int h = task * r; h < (task + 1) * r; h++)
+        combine_task(ctx, h, thread);
+}
+
 /* Splits per KV head: enough tasks to keep every thread busy with some slack for uneven
  * finishing (as flash-attention's heuristic aims for full waves), but never so many that a split
  * is shorter than a few pages, where the per-task overhead would show. */
@@ -98,6 +111,10 @@ void attn_decode(pool *p, const cpu_kernels *k, const attn_args *a, const decode
     job.n_pieces = kv_pieces(g, a->t0, a->t0, s->pieces);
     job.n_split = choose_splits(job.n_pieces, g->n_kv_heads, pool_threads(p));
     int n_tasks = job.n_split * g->n_kv_heads;
+    if (job.n_split == 1) {   /* a short context: no split waits for another, so one pass */
+        pool_run(p, unsplit_task, &job, g->n_kv_heads);
+        return;
+    }
     pool_run(p, scores_task, &job, n_tasks);
     pool_run(p, values_task, &job, n_tasks);
     pool_run(p, combine_task, &job, a->n_heads);
