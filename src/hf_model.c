@@ -924,7 +924,7 @@ dattn_status hf_model_load(dattn_model *m, const char *path)
                         "or infinite value (element %zu)", bad);
         goto done;
     }
-    if (m->params.convert_weights)
+    if (model_converts(m))
         st_release_tensor(m->embed);   /* converted at the end */
     in->dtype = m->embed->dtype == ST_F32 ? DATTN_DTYPE_F32
                 : m->embed->dtype == ST_F16 ? DATTN_DTYPE_F16 : DATTN_DTYPE_BF16;

@@ -195,7 +195,7 @@ uint64_t model_hash_tensor(const dattn_model *m, uint64_t h, const st_tensor *t)
     h = fnv1a(h, b, t->nbytes < 256 ? t->nbytes : 256);
     for (size_t off = 65536; off + 64 <= t->nbytes; off += 65536)
         h = fnv1a(h, b + off, 64);
-    if (m->params.convert_weights)   /* the samples faulted in pages all over it */
+    if (model_converts(m))   /* the samples faulted in pages all over it */
         st_release_tensor(t);
     return h;
 }
@@ -391,9 +391,15 @@ dattn_status model_make_embed_logits(dattn_model *m, const st_tensor *logits, in
     return DATTN_OK;
 }
 
+int model_converts(const dattn_model *m)
+{
+    return m->params.convert_weights && m->embed &&
+           m->params.weights != (dattn_dtype)m->embed->dtype;
+}
+
 void model_release_files(const dattn_model *m)
 {
-    if (!m->params.convert_weights)
+    if (!model_converts(m))
         return;
     st_release_pages(m->file);
     for (int i = 0; i < m->n_shards; i++)
@@ -560,7 +566,7 @@ dattn_status dattn_model_load_params(dattn_backend *be, const char *path,
                         "infinite value (element %zu)", bad);
         goto fail;
     }
-    if (m->params.convert_weights)
+    if (model_converts(m))
         st_release_tensor(m->embed);   /* converted at the end */
     in->dtype = m->embed->dtype == ST_F32 ? DATTN_DTYPE_F32
                 : m->embed->dtype == ST_F16 ? DATTN_DTYPE_F16 : DATTN_DTYPE_BF16;

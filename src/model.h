@@ -63,8 +63,11 @@ void model_count_weight(dattn_model *m, const backend_weight *w, int shares_embe
  * the tokenizer and the header, which fault back in). The loaders' last step. */
 dattn_status model_make_embed_logits(dattn_model *m, const st_tensor *logits, int tied);
 /* Adds a tensor's name, dtype, shape and sampled bytes to a model fingerprint (FNV-1a); when
- * the weights are converted its pages are released afterwards. */
+ * the weights are converted (model_converts) its pages are released afterwards. */
 uint64_t model_hash_tensor(const dattn_model *m, uint64_t h, const st_tensor *t);
+/* 1 when the model's params convert the weights away from the file's dtype (the embedding's):
+ * then the file's pages are handed back once read, as nothing computes with them in place. */
+int model_converts(const dattn_model *m);
 /* When the weights are converted, hands the mapped files' pages back (st_release_pages): after
  * the loader's checks have read them, and once it is done. Nothing when used as stored. */
 void model_release_files(const dattn_model *m);
