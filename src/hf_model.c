@@ -575,19 +575,24 @@ static dattn_status check_one(const dattn_model *m, const char *name, int64_t a,
     const st_tensor *t = find(m, name);
     if (!t)
         return dattn_fail(DATTN_E_FORMAT, "model: tensor '%s' is missing", name);
-    int n_dims = b ? 2 : 1;
-    if (t->n_dims != n_dims || t->shape[0] != a || (b && t->shape[1] != b)) {
+    int n_dims = b ? 2 : 1, packed_u8;
+    int64_t shape[2];
+    model_stored_shape(m, a, b, shape, &packed_u8);
+    if (t->n_dims != n_dims || t->shape[0] != shape[0] || (b && t->shape[1] != shape[1])) {
         char got[128], want[64];
         if (b)
-            snprintf(want, sizeof want, "[%lld,%lld]", (long long)a, (long long)b);
+            snprintf(want, sizeof want, "[%lld,%lld]", (long long)shape[0], (long long)shape[1]);
         else
             snprintf(want, sizeof want, "[%lld]", (long long)a);
         return dattn_fail(DATTN_E_FORMAT, "model: tensor '%s' is %s, expected %s (from "
-                          "config.json)", name, shape_text(t, got, sizeof got), want);
+                          "config.json%s)", name, shape_text(t, got, sizeof got), want,
+                          packed_u8 ? "; packed rows" : "");
     }
-    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
-        return dattn_fail(DATTN_E_FORMAT, "model: tensor '%s' is %s, expected F32, F16 or BF16",
-                          name, st_dtype_name(t->dtype));
+    if (packed_u8 ? t->dtype != ST_U8
+                  : t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
+        return dattn_fail(DATTN_E_FORMAT, "model: tensor '%s' is %s, expected %s", name,
+                          st_dtype_name(t->dtype), packed_u8 ? "U8 (packed rows)" :
+                          "F32, F16 or BF16");
     return DATTN_OK;
 }
 
@@ -720,8 +725,8 @@ static dattn_status load_block(dattn_model *m, const hf_config *hc, int l, const
     void *copy_qkv = NULL, *copy_out = NULL;
     dattn_layer_shape shape = model_attn_shape(m);
     shape.layer_index = l;
-    if ((st = model_check_finite(qkv, 3)) == DATTN_OK &&
-        (st = model_check_finite(o, 1)) == DATTN_OK &&
+    if ((st = model_check_finite(m, qkv, 3)) == DATTN_OK &&
+        (st = model_check_finite(m, o, 1)) == DATTN_OK &&
         (st = model_weight_src(m, qkv, 3, &src.qkv, &copy_qkv)) == DATTN_OK &&
         (st = model_weight_src(m, o, 1, &src.out, &copy_out)) == DATTN_OK) {
         src.qkv.row_map = map;
@@ -796,28 +801,62 @@ static char *model_dir(const char *path)
     return dir;
 }
 
-/* DIR/tokenizer.json (with DIR/tokenizer_config.json) when there is one; else the "none"
+/* Prefix of the metadata keys under which `dattn quantize` carries a directory's JSON files in
+ * the one file it writes ("dattn.config.json", ...). */
+#define PACKED_PREFIX "dattn."
+
+/* The JSON file `name` of the model: DIR/name, or, for a packed file (dir NULL), its metadata
+ * value PACKED_PREFIX name. *absent = 1 when there is none. *where names it for messages. */
+static dattn_status source_text(const dattn_model *m, const char *dir, const char *name,
+                                char **text, size_t *len, int *absent, char *where, size_t cap)
+{
+    *text = NULL;
+    *absent = 0;
+    if (dir) {
+        snprintf(where, cap, "%s/%s", dir, name);
+        return read_text(where, name, text, len, absent);
+    }
+    char key[64];
+    snprintf(key, sizeof key, PACKED_PREFIX "%s", name);
+    snprintf(where, cap, "%s (in the packed model's metadata)", key);
+    const char *v = st_meta(m->shards[0], key);
+    if (!v) {
+        *absent = 1;
+        return DATTN_OK;
+    }
+    *len = strlen(v);
+    if (!(*text = dattn_alloc(*len + 1, name)))
+        return DATTN_E_NOMEM;
+    memcpy(*text, v, *len + 1);
+    return DATTN_OK;
+}
+
+/* tokenizer.json (with tokenizer_config.json) when the model has one; else the "none"
  * tokenizer, which takes token ids only. Its ids must lie inside the model's vocabulary. */
 static dattn_status load_tokenizer(dattn_model *m, const char *dir)
 {
     dattn_model_info *in = &m->info;
-    size_t n = strlen(dir) + 20;
-    char *path = dattn_alloc(n, "tokenizer path");
-    if (!path)
-        return DATTN_E_NOMEM;
-    snprintf(path, n, "%s/tokenizer.json", dir);
-    struct stat sb;
-    dattn_status st;
-    if (stat(path, &sb) != 0) {
+    char where[512], cfg_where[512], *text = NULL, *cfg = NULL;
+    size_t len = 0, cfg_len = 0;
+    int absent = 0, cfg_absent = 0;
+    dattn_status st = source_text(m, dir, "tokenizer.json", &text, &len, &absent, where,
+                                  sizeof where);
+    if (st == DATTN_OK && !absent)
+        st = source_text(m, dir, "tokenizer_config.json", &cfg, &cfg_len, &cfg_absent,
+                         cfg_where, sizeof cfg_where);
+    if (st != DATTN_OK) {
+    } else if (absent) {
         snprintf(in->tokenizer, sizeof in->tokenizer, "none");
         st = tokenizer_init(&m->tok.t, "none", in->vocab_size);
-    } else if ((st = tokenizer_load_dir(&m->tok.t, dir)) == DATTN_OK) {
+    } else if ((st = tokenizer_load_texts(&m->tok.t, where, text, len, cfg_where, cfg,
+                                          cfg_len)) == DATTN_OK) {
         snprintf(in->tokenizer, sizeof in->tokenizer, "bpe");
         if (m->tok.t.vocab_size > in->vocab_size)
             st = dattn_fail(DATTN_E_FORMAT, "%s has %d tokens, config.json's vocab_size is %d",
-                            path, m->tok.t.vocab_size, in->vocab_size);
+                            where, m->tok.t.vocab_size, in->vocab_size);
     }
-    dattn_free(path);
+    dattn_free(text);
+    dattn_free(cfg);
     return st;
 }
 
@@ -825,15 +864,13 @@ static dattn_status load_tokenizer(dattn_model *m, const char *dir)
  * what transformers' generate() stops at, so they replace config.json's. */
 static dattn_status read_generation_config(dattn_model *m, const char *dir, int vocab)
 {
-    size_t n = strlen(dir) + 32, len = 0;
-    char *path = dattn_alloc(n, "path"), *text = NULL;
-    if (!path)
-        return DATTN_E_NOMEM;
-    snprintf(path, n, "%s/generation_config.json", dir);
+    size_t len = 0;
+    char where[512], *text = NULL;
     int absent = 0;
     json_doc *doc = NULL;
     json_error je;
-    dattn_status st = read_text(path, "generation_config.json", &text, &len, &absent);
+    dattn_status st = source_text(m, dir, "generation_config.json", &text, &len, &absent, where,
+                                  sizeof where);
     if (st == DATTN_OK && !absent) {
         if ((st = json_parse_ex(text, len, true, &doc, &je)) != DATTN_OK) {
             dattn_error_prefix("generation_config.json: ");
@@ -857,29 +894,28 @@ static dattn_status read_generation_config(dattn_model *m, const char *dir, int 
     }
     json_free(doc);
     dattn_free(text);
-    dattn_free(path);
     return st;
 }
 
-dattn_status hf_model_load(dattn_model *m, const char *path)
+/* The model from DIR (config.json, the shards, the tokenizer files), or, with dir NULL, from the
+ * packed file m->shards[0] that carries them in its metadata. */
+static dattn_status load_from(dattn_model *m, const char *dir)
 {
-    char *dir = model_dir(path), *cfg_path = NULL, *text = NULL;
+    char *text = NULL, where[512];
     json_doc *doc = NULL;
     float *vec = NULL;
     int32_t *map = NULL;
     double *inv_freq = NULL;
     hf_config hc;
-    dattn_status st = DATTN_E_NOMEM;
     size_t len = 0;
-    if (!dir || !(cfg_path = dattn_alloc(strlen(dir) + 16, "config path")))
-        goto done;
-    snprintf(cfg_path, strlen(dir) + 16, "%s/config.json", dir);
     int absent = 0;
-    if ((st = read_text(cfg_path, "config.json", &text, &len, &absent)) != DATTN_OK)
+    dattn_status st = source_text(m, dir, "config.json", &text, &len, &absent, where,
+                                  sizeof where);
+    if (st != DATTN_OK)
         goto done;
     if (absent) {
         st = dattn_fail(DATTN_E_IO, "no config.json in %s: not a Hugging Face model directory",
-                        dir);
+                        dir ? dir : "the packed file");
         goto done;
     }
     json_error je;
@@ -910,7 +946,8 @@ dattn_status hf_model_load(dattn_model *m, const char *path)
         goto done;
     }
     if ((st = read_generation_config(m, dir, hc.vocab)) != DATTN_OK ||
-        (st = load_tokenizer(m, dir)) != DATTN_OK || (st = open_weights(m, dir)) != DATTN_OK ||
+        (st = load_tokenizer(m, dir)) != DATTN_OK ||
+        (dir && (st = open_weights(m, dir)) != DATTN_OK) ||
         (st = check_tensors(m, &hc)) != DATTN_OK)
         goto done;
     in->bos_id = m->n_bos ? m->bos_ids[0] : -1;
@@ -918,19 +955,14 @@ dattn_status hf_model_load(dattn_model *m, const char *path)
     memcpy(in->eos_ids, m->eos_ids, sizeof(int32_t) * (size_t)m->n_eos);
 
     m->embed = find(m, "model.embed_tokens.weight");
-    size_t bad = convert_f32((dattn_dtype)m->embed->dtype, m->embed->data, m->embed->n_elems, NULL);
-    if (bad < m->embed->n_elems) {
-        st = dattn_fail(DATTN_E_NONFINITE, "model: tensor 'model.embed_tokens.weight' holds a NaN "
-                        "or infinite value (element %zu)", bad);
+    if ((st = model_check_finite(m, &m->embed, 1)) != DATTN_OK)
         goto done;
-    }
     if (model_converts(m))
         st_release_tensor(m->embed);   /* converted at the end */
-    in->dtype = m->embed->dtype == ST_F32 ? DATTN_DTYPE_F32
-                : m->embed->dtype == ST_F16 ? DATTN_DTYPE_F16 : DATTN_DTYPE_BF16;
+    in->dtype = model_tensor_format(m, m->embed);
     for (int s = 0; s < m->n_shards; s++)
         for (int i = 0; i < st_count(m->shards[s]); i++)
-            in->n_params += st_at(m->shards[s], i)->n_elems;
+            in->n_params += model_tensor_params(m, st_at(m->shards[s], i));
     in->fingerprint = fingerprint(m, &hc);
     model_release_files(m);   /* the checks above touched the files: converting, let them go */
 
@@ -963,7 +995,69 @@ done:
     dattn_free(vec);
     json_free(doc);
     dattn_free(text);
-    dattn_free(cfg_path);
+    return st;
+}
+
+dattn_status hf_model_load(dattn_model *m, const char *path)
+{
+    char *dir = model_dir(path);
+    if (!dir)
+        return DATTN_E_NOMEM;
+    dattn_status st = load_from(m, dir);
     dattn_free(dir);
     return st;
+}
+
+int hf_is_packed(const st_file *f)
+{
+    return st_meta(f, PACKED_PREFIX "config.json") != NULL;
+}
+
+dattn_status hf_model_load_packed(dattn_model *m)
+{
+    if (!(m->shards = dattn_alloc(sizeof *m->shards, "shards")))
+        return DATTN_E_NOMEM;
+    m->shards[0] = m->file;   /* the one file is the one shard */
+    m->n_shards = 1;
+    m->file = NULL;
+    return load_from(m, NULL);
+}
+
+const char *const hf_text_names[HF_N_TEXTS] = {"config.json", "generation_config.json",
+                                               "tokenizer.json", "tokenizer_config.json"};
+
+dattn_status hf_files_open(const char *path, hf_files *out)
+{
+    memset(out, 0, sizeof *out);
+    char *dir = model_dir(path), where[512];
+    dattn_model holder;   /* open_weights fills its shards */
+    memset(&holder, 0, sizeof holder);
+    dattn_status st = dir ? DATTN_OK : DATTN_E_NOMEM;
+    for (int i = 0; st == DATTN_OK && i < HF_N_TEXTS; i++) {
+        size_t len = 0;
+        int absent = 0;
+        st = source_text(&holder, dir, hf_text_names[i], &out->text[i], &len, &absent, where,
+                         sizeof where);
+        if (st == DATTN_OK && absent && i == 0)
+            st = dattn_fail(DATTN_E_IO, "no config.json in %s: not a Hugging Face model "
+                            "directory", dir);
+    }
+    if (st == DATTN_OK)
+        st = open_weights(&holder, dir);
+    out->shards = holder.shards;
+    out->n_shards = holder.n_shards;
+    dattn_free(dir);
+    if (st != DATTN_OK)
+        hf_files_close(out);
+    return st;
+}
+
+void hf_files_close(hf_files *f)
+{
+    for (int i = 0; i < f->n_shards; i++)
+        st_close(f->shards[i]);
+    dattn_free(f->shards);
+    for (int i = 0; i < HF_N_TEXTS; i++)
+        dattn_free(f->text[i]);
+    memset(f, 0, sizeof *f);
 }

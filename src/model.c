@@ -106,15 +106,20 @@ static void layer_wants(const dattn_model_info *in, int l, want w[W_PER_LAYER])
     }
 }
 
-static dattn_status check_tensor(const st_file *f, const want *w, const st_tensor **out)
+static dattn_status check_tensor(const dattn_model *m, const want *w, const st_tensor **out)
 {
     const st_tensor *t;
-    dattn_status st = st_expect(f, w->name, w->n_dims, w->shape, &t);
+    int64_t shape[2];
+    int packed_u8;
+    model_stored_shape(m, w->shape[0], w->n_dims == 2 ? w->shape[1] : 0, shape, &packed_u8);
+    dattn_status st = st_expect(m->file, w->name, w->n_dims, shape, &t);
     if (st != DATTN_OK)
         return st;
-    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
-        return dattn_fail(DATTN_E_FORMAT, "model: tensor '%s' is %s, expected F32, F16 or BF16",
-                          w->name, st_dtype_name(t->dtype));
+    if (packed_u8 ? t->dtype != ST_U8
+                  : t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
+        return dattn_fail(DATTN_E_FORMAT, "model: tensor '%s' is %s, expected %s", w->name,
+                          st_dtype_name(t->dtype), packed_u8 ? "U8 (packed rows)" :
+                          "F32, F16 or BF16");
     if (out)
         *out = t;
     return DATTN_OK;
@@ -147,19 +152,20 @@ static int expected_name(const dattn_model_info *in, const char *name)
 
 /* Every tensor the metadata asks for, with its shape and dtype, before anything is loaded; and
  * no tensor besides them (metadata and file disagree, or a file of another layout). */
-static dattn_status check_tensors(const st_file *f, const dattn_model_info *in)
+static dattn_status check_tensors(const dattn_model *m, const dattn_model_info *in)
 {
+    const st_file *f = m->file;
     want w[W_PER_LAYER];
     dattn_status st;
     want_set(&w[0], "tok_embeddings.weight", in->vocab_size, in->dim);
-    if ((st = check_tensor(f, &w[0], NULL)) != DATTN_OK)
+    if ((st = check_tensor(m, &w[0], NULL)) != DATTN_OK)
         return st;
     want_set(&w[0], "norm.weight", in->dim, 0);
-    if ((st = check_tensor(f, &w[0], NULL)) != DATTN_OK)
+    if ((st = check_tensor(m, &w[0], NULL)) != DATTN_OK)
         return st;
     if (!in->tie_embeddings) {
         want_set(&w[0], "output.weight", in->vocab_size, in->dim);
-        if ((st = check_tensor(f, &w[0], NULL)) != DATTN_OK)
+        if ((st = check_tensor(m, &w[0], NULL)) != DATTN_OK)
             return dattn_error_prefix("(tie_embeddings is false) "), st;
     } else if (st_find(f, "output.weight")) {
         return dattn_fail(DATTN_E_FORMAT, "model: tie_embeddings is true but the file has an "
@@ -168,7 +174,7 @@ static dattn_status check_tensors(const st_file *f, const dattn_model_info *in)
     for (int l = 0; l < in->n_layers; l++) {
         layer_wants(in, l, w);
         for (int i = 0; i < W_PER_LAYER; i++)
-            if ((st = check_tensor(f, &w[i], NULL)) != DATTN_OK)
+            if ((st = check_tensor(m, &w[i], NULL)) != DATTN_OK)
                 return st;
     }
     for (int i = 0; i < st_count(f); i++) {
@@ -222,11 +228,55 @@ static dattn_status to_f32(const st_file *f, const char *name, float *dst)
     return DATTN_OK;
 }
 
+dattn_dtype model_tensor_format(const dattn_model *m, const st_tensor *t)
+{
+    if (t->dtype == ST_U8 && quant_is_block(m->packed))
+        return m->packed;
+    return (dattn_dtype)t->dtype;
+}
+
+int64_t model_tensor_cols(const dattn_model *m, const st_tensor *t)
+{
+    int64_t b = t->n_dims == 2 ? t->shape[1] : 1;
+    dattn_dtype f = model_tensor_format(m, t);
+    if (quant_is_block(f))
+        return b / (int64_t)quant_row_bytes(f, QUANT_BLOCK) * QUANT_BLOCK;
+    return b;
+}
+
+uint64_t model_tensor_params(const dattn_model *m, const st_tensor *t)
+{
+    if (quant_is_block(model_tensor_format(m, t)))
+        return (uint64_t)t->shape[0] * (uint64_t)model_tensor_cols(m, t);
+    return t->n_elems;
+}
+
+void model_stored_shape(const dattn_model *m, int64_t a, int64_t b, int64_t shape[2],
+                        int *packed_u8)
+{
+    shape[0] = a;
+    shape[1] = b;
+    *packed_u8 = b && quant_is_block(m->packed);
+    if (*packed_u8)
+        shape[1] = (int64_t)quant_row_bytes(m->packed, b);   /* 0 when b is not whole blocks */
+}
+
+/* Row r of a stored matrix as f32 (k columns, any format it may hold). */
+static void stored_row_f32(const dattn_model *m, const st_tensor *t, int64_t r, int k, float *dst)
+{
+    dattn_dtype f = model_tensor_format(m, t);
+    const uint8_t *row = (const uint8_t *)t->data + (size_t)r * quant_row_bytes(f, k);
+    if (quant_is_block(f))
+        quant_row_to_f32(f, row, k, dst);
+    else
+        convert_f32(f, row, (size_t)k, dst);
+}
+
 /* Tensors t[0..n) (checked 2-D with k columns, finite) stacked and converted to format `to`
  * in one allocation. The source pages are released as the rows are done, a few MiB at a time,
  * so that the file and its copy are never both resident. */
-static dattn_status convert_rows(const st_tensor *const *t, int n, int k, dattn_dtype to,
-                                 void **copy)
+static dattn_status convert_rows(const dattn_model *m, const st_tensor *const *t, int n, int k,
+                                 dattn_dtype to, void **copy)
 {
     enum { RELEASE_BYTES = 4 << 20 };
     size_t rb = quant_row_bytes(to, k), rows = 0;
@@ -244,10 +294,9 @@ static dattn_status convert_rows(const st_tensor *const *t, int n, int k, dattn_
     }
     *copy = dst;
     for (int i = 0; i < n; i++) {
-        size_t src_rb = (size_t)k * st_dtype_size(t[i]->dtype), done = 0;
+        size_t src_rb = quant_row_bytes(model_tensor_format(m, t[i]), k), done = 0;
         for (int64_t r = 0; r < t[i]->shape[0]; r++, dst += rb) {
-            convert_f32((dattn_dtype)t[i]->dtype, (const uint8_t *)t[i]->data + (size_t)r * src_rb,
-                        (size_t)k, row);
+            stored_row_f32(m, t[i], r, k, row);
             quant_row_from_f32(to, row, k, dst);
             size_t end = (size_t)(r + 1) * src_rb;
             if (end - done >= RELEASE_BYTES || r + 1 == t[i]->shape[0]) {
@@ -284,18 +333,19 @@ dattn_status model_weight_src(dattn_model *m, const st_tensor *const *t, int n,
     memset(out, 0, sizeof *out);
     *copy = NULL;
     int same = 1, rows = 0;
+    dattn_dtype fmt = model_tensor_format(m, t[0]);
     for (int i = 0; i < n; i++) {
         size_t es = st_dtype_size(t[i]->dtype);
-        same &= t[i]->dtype == t[0]->dtype && (uintptr_t)t[i]->data % es == 0;
+        same &= model_tensor_format(m, t[i]) == fmt && (uintptr_t)t[i]->data % es == 0;
         rows += (int)t[i]->shape[0];
     }
-    out->k = t[0]->n_dims == 2 ? (int)t[0]->shape[1] : 1;
+    out->k = (int)model_tensor_cols(m, t[0]);
     out->m = rows;
     /* As stored, the usual case: the mapped file is the weights. Mixed dtypes (or a file whose
      * data is not aligned to its elements) get one f32 copy. */
     dattn_dtype want = m->params.convert_weights ? m->params.weights
-                       : same ? (dattn_dtype)t[0]->dtype : DATTN_DTYPE_F32;
-    if (same && want == (dattn_dtype)t[0]->dtype) {
+                       : same ? fmt : DATTN_DTYPE_F32;
+    if (same && want == fmt) {
         out->dtype = want;
         out->n_parts = n;
         for (int i = 0; i < n; i++) {
@@ -305,7 +355,7 @@ dattn_status model_weight_src(dattn_model *m, const st_tensor *const *t, int n,
         out->borrow = 1;
         return DATTN_OK;
     }
-    dattn_status st = convert_rows(t, n, out->k, want, copy);
+    dattn_status st = convert_rows(m, t, n, out->k, want, copy);
     if (st != DATTN_OK)
         return st;
     out->dtype = want;
@@ -332,11 +382,14 @@ void model_count_weight(dattn_model *m, const backend_weight *w, int shares_embe
         m->info.weight_bytes += bytes;
 }
 
-dattn_status model_check_finite(const st_tensor *const *t, int n)
+dattn_status model_check_finite(const dattn_model *m, const st_tensor *const *t, int n)
 {
     for (int i = 0; i < n; i++) {
-        size_t bad = convert_f32((dattn_dtype)t[i]->dtype, t[i]->data, t[i]->n_elems, NULL);
-        if (bad < t[i]->n_elems)
+        dattn_dtype f = model_tensor_format(m, t[i]);
+        size_t count = (size_t)model_tensor_params(m, t[i]);
+        size_t bad = quant_is_block(f) ? quant_blocks_finite(f, t[i]->data, count)
+                                       : convert_f32(f, t[i]->data, count, NULL);
+        if (bad < count)
             return dattn_fail(DATTN_E_NONFINITE, "model: tensor '%s' holds a NaN or infinite "
                               "value (element %zu)", t[i]->name, bad);
     }
@@ -346,7 +399,7 @@ dattn_status model_check_finite(const st_tensor *const *t, int n)
 dattn_status model_make_weight(dattn_model *m, const st_tensor *const *t, int n,
                                int shares_embedding, backend_weight **out)
 {
-    dattn_status st = model_check_finite(t, n);
+    dattn_status st = model_check_finite(m, t, n);
     if (st != DATTN_OK)
         return st;
     weight_src src;
@@ -365,7 +418,7 @@ dattn_status model_make_embed_logits(dattn_model *m, const st_tensor *logits, in
     const st_tensor *e = m->embed;
     dattn_status st;
     m->info.weights = m->params.convert_weights ? m->params.weights : m->info.dtype;
-    if (!m->params.convert_weights || (m->params.weights == (dattn_dtype)e->dtype &&
+    if (!m->params.convert_weights || (m->params.weights == model_tensor_format(m, e) &&
                                        (uintptr_t)e->data % st_dtype_size(e->dtype) == 0)) {
         m->info.weight_bytes += e->nbytes;   /* read from the mapped file */
         m->info.embed_bytes = e->nbytes;
@@ -373,12 +426,13 @@ dattn_status model_make_embed_logits(dattn_model *m, const st_tensor *logits, in
     }
     /* Checked finite when the loader opened it. */
     dattn_dtype to = m->params.weights;
-    if ((st = convert_rows(&e, 1, (int)e->shape[1], to, &m->embed_rows)) != DATTN_OK)
+    if ((st = convert_rows(m, &e, 1, (int)model_tensor_cols(m, e), to, &m->embed_rows)) !=
+        DATTN_OK)
         return st;
-    m->info.embed_bytes = quant_row_bytes(to, e->shape[1]) * (size_t)e->shape[0];
+    m->info.embed_bytes = quant_row_bytes(to, model_tensor_cols(m, e)) * (size_t)e->shape[0];
     m->info.weight_bytes += m->info.embed_bytes;
     if (tied) {   /* the backend borrows (CPU) or uploads the same rows */
-        weight_src src = {.dtype = to, .k = (int)e->shape[1], .n_parts = 1,
+        weight_src src = {.dtype = to, .k = (int)model_tensor_cols(m, e), .n_parts = 1,
                           .part = {{m->embed_rows, (int)e->shape[0]}}, .m = (int)e->shape[0],
                           .borrow = 1};
         if ((st = m->be->ops->weight_create(m->be, &src, &m->w_logits)) != DATTN_OK)
@@ -394,7 +448,7 @@ dattn_status model_make_embed_logits(dattn_model *m, const st_tensor *logits, in
 int model_converts(const dattn_model *m)
 {
     return m->params.convert_weights && m->embed &&
-           m->params.weights != (dattn_dtype)m->embed->dtype;
+           m->params.weights != model_tensor_format(m, m->embed);
 }
 
 void model_release_files(const dattn_model *m)
@@ -453,8 +507,8 @@ static dattn_status load_block(dattn_model *m, int l)
     void *copy_qkv = NULL, *copy_out = NULL;
     dattn_layer_shape shape = model_attn_shape(m);
     shape.layer_index = l;
-    if ((st = model_check_finite(qkv, 3)) == DATTN_OK &&
-        (st = model_check_finite(o, 1)) == DATTN_OK &&
+    if ((st = model_check_finite(m, qkv, 3)) == DATTN_OK &&
+        (st = model_check_finite(m, o, 1)) == DATTN_OK &&
         (st = model_weight_src(m, qkv, 3, &src.qkv, &copy_qkv)) == DATTN_OK &&
         (st = model_weight_src(m, o, 1, &src.out, &copy_out)) == DATTN_OK)
         st = layer_create_src(m->be, &shape, &src, &b->attn);
@@ -545,6 +599,19 @@ dattn_status dattn_model_load_params(dattn_backend *be, const char *path,
         dattn_free(m);
         return st;
     }
+    /* A file `dattn quantize` wrote: its matrices packed, maybe a Hugging Face model inside. */
+    const char *packed = st_meta(m->file, "dattn.weights");
+    if (packed && (quant_from_name(packed, &m->packed) != 0 || !quant_is_block(m->packed))) {
+        st = dattn_fail(DATTN_E_FORMAT, "model: __metadata__ dattn.weights is '%.40s'; this "
+                        "build reads q8_0 and q4_0", packed);
+        goto fail;
+    }
+    if (hf_is_packed(m->file)) {
+        if ((st = hf_model_load_packed(m)) != DATTN_OK)
+            goto fail;
+        *out = m;
+        return DATTN_OK;
+    }
     dattn_model_info *in = &m->info;
     if ((st = read_info(m->file, in)) != DATTN_OK)
         goto fail;
@@ -556,22 +623,17 @@ dattn_status dattn_model_load_params(dattn_backend *be, const char *path,
     in->head_dim = in->dim / in->n_heads / 2;
     in->bos_id = -1;   /* the byte tokenizer has no special tokens */
     if ((st = tokenizer_init(&m->tok.t, in->tokenizer, in->vocab_size)) != DATTN_OK ||
-        (st = check_tensors(m->file, in)) != DATTN_OK)
+        (st = check_tensors(m, in)) != DATTN_OK)
         goto fail;
     m->embed = st_find(m->file, "tok_embeddings.weight");
     /* The embedding stays in the file and is read a row at a time: check all of it now. */
-    size_t bad = convert_f32((dattn_dtype)m->embed->dtype, m->embed->data, m->embed->n_elems, NULL);
-    if (bad < m->embed->n_elems) {
-        st = dattn_fail(DATTN_E_NONFINITE, "model: tensor 'tok_embeddings.weight' holds a NaN or "
-                        "infinite value (element %zu)", bad);
+    if ((st = model_check_finite(m, &m->embed, 1)) != DATTN_OK)
         goto fail;
-    }
     if (model_converts(m))
         st_release_tensor(m->embed);   /* converted at the end */
-    in->dtype = m->embed->dtype == ST_F32 ? DATTN_DTYPE_F32
-                : m->embed->dtype == ST_F16 ? DATTN_DTYPE_F16 : DATTN_DTYPE_BF16;
+    in->dtype = model_tensor_format(m, m->embed);
     for (int i = 0; i < st_count(m->file); i++)
-        in->n_params += st_at(m->file, i)->n_elems;
+        in->n_params += model_tensor_params(m, st_at(m->file, i));
     in->fingerprint = fingerprint(m, in);
     model_release_files(m);   /* the checks above touched the file: converting, let it go */
 
@@ -626,8 +688,7 @@ void model_embed_row(const dattn_model *m, int32_t id, float *dst)
                          (int)E, dst);
         return;
     }
-    const uint8_t *row = (const uint8_t *)m->embed->data + (size_t)id * E * st_dtype_size(m->embed->dtype);
-    convert_f32((dattn_dtype)m->embed->dtype, row, E, dst);   /* checked finite at load */
+    stored_row_f32(m, m->embed, id, (int)E, dst);   /* checked finite at load */
 }
 
 /* ---- tokenizer ------------------------------------------------------------------------------ */

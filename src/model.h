@@ -25,6 +25,8 @@ struct dattn_model {
     const st_tensor *embed;        /* tok_embeddings.weight [vocab][E] */
     dattn_tokenizer tok;           /* tok.t: the model's tokenizer (dattn_model_tokenizer) */
     dattn_model_params params;     /* how the weights are held (dattn_model_load_params) */
+    dattn_dtype packed;            /* a file dattn quantize wrote: its matrices are U8 rows of
+                                    * this block format ("dattn.weights"); else F32 (none) */
     void *embed_rows;              /* the embedding converted to params.weights ([vocab] rows),
                                     * or NULL: its rows are read from the mapped file */
     void **held;                   /* [n_held] converted weights the backend computes with in
@@ -50,7 +52,17 @@ struct dattn_model {
 dattn_status model_weight_src(dattn_model *m, const st_tensor *const *t, int n,
                               weight_src *out, void **copy);
 /* Every value of the tensors is finite; else DATTN_E_NONFINITE naming the tensor and element. */
-dattn_status model_check_finite(const st_tensor *const *t, int n);
+dattn_status model_check_finite(const dattn_model *m, const st_tensor *const *t, int n);
+/* The format a stored tensor holds: its dtype (F32, F16, BF16), or the packed block format of a
+ * U8 matrix in a file dattn quantize wrote. */
+dattn_dtype model_tensor_format(const dattn_model *m, const st_tensor *t);
+/* Columns of a stored matrix (of its rows, in weights) and its parameter count. */
+int64_t model_tensor_cols(const dattn_model *m, const st_tensor *t);
+uint64_t model_tensor_params(const dattn_model *m, const st_tensor *t);
+/* A stored matrix [a][b] or vector [a] (b = 0) in a packed file: matrices are U8 [a][row bytes].
+ * The shape a loader checks for, and the dtype: sets *packed_u8 when the tensor must be U8. */
+void model_stored_shape(const dattn_model *m, int64_t a, int64_t b, int64_t shape[2],
+                        int *packed_u8);
 /* The same made into a backend weight after a finiteness check naming the tensor; its bytes are
  * added to the model's weight_bytes (not when it borrows the embedding's rows, counted once). */
 dattn_status model_make_weight(dattn_model *m, const st_tensor *const *t, int n,

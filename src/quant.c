@@ -132,3 +132,16 @@ void quant_row_to_f32(dattn_dtype t, const void *src, int k, float *dst)
         break;
     }
 }
+
+size_t quant_blocks_finite(dattn_dtype t, const void *src, size_t n)
+{
+    size_t bb = t == DATTN_DTYPE_Q8_0 ? Q8_0_BLOCK_BYTES : Q4_0_BLOCK_BYTES;
+    const uint8_t *s = src;
+    for (size_t b = 0; b < n / QUANT_BLOCK; b++) {
+        uint16_t h;
+        memcpy(&h, s + b * bb, 2);
+        if ((h & 0x7c00) == 0x7c00)   /* all-ones exponent: inf or NaN */
+            return b * QUANT_BLOCK;
+    }
+    return n;
+}

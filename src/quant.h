@@ -57,6 +57,9 @@ int quant_from_name(const char *name, dattn_dtype *out);
  * round to nearest even; q8_0: d = max|x| / 127, q = round(x / d) (half away from zero); q4_0:
  * d = m / -8 for the m of largest magnitude, q = min(15, trunc(x / d + 8.5)). */
 void quant_row_from_f32(dattn_dtype t, const float *x, int k, void *dst);
+/* Of n weights (n a multiple of 32) in block format t at src, the index of the first whose block
+ * scale is NaN or infinite (a value d * q is finite iff d is), or n when all are finite. */
+size_t quant_blocks_finite(dattn_dtype t, const void *src, size_t n);
 /* One row of format t back to f32. */
 void quant_row_to_f32(dattn_dtype t, const void *src, int k, float *dst);
 

@@ -388,6 +388,10 @@ void st_release_pages(const st_file *f)
         madvise(f->map, f->map_bytes, MADV_DONTNEED);   /* advice: a failure changes nothing */
 }
 
+int st_meta_count(const st_file *f) { return f->n_meta; }
+const char *st_meta_key(const st_file *f, int i) { return f->meta[i].key; }
+const char *st_meta_value(const st_file *f, int i) { return f->meta[i].value; }
+
 void st_release_range(const st_tensor *t, size_t off, size_t n)
 {
     if (!t || !t->mapped || off > t->nbytes || n > t->nbytes - off)
@@ -556,7 +560,8 @@ static void build_header(text_buf *b, const st_write_tensor *tensors, int n_tens
 
 /* Everything the reader would refuse is refused here, before a byte is written. */
 static dattn_status check_write_args(const char *path, const st_write_tensor *tensors,
-                                     int n_tensors, const char *const *meta_kv, int n_meta)
+                                     const st_producer *producers, int n_tensors,
+                                     const char *const *meta_kv, int n_meta)
 {
     if (!path || n_tensors < 0 || (n_tensors > 0 && !tensors) || n_meta < 0 ||
         (n_meta > 0 && !meta_kv))
@@ -602,7 +607,8 @@ static dattn_status check_write_args(const char *path, const st_write_tensor *te
         }
         if (has_zero)
             nbytes = 0;
-        if (nbytes > 0 && !t->data)
+        if (nbytes > 0 && !t->data &&
+            !(producers && producers[i].produce && producers[i].chunk > 0))
             return dattn_fail(DATTN_E_INVALID_ARG, "safetensors: tensor '%.200s' has no data",
                               t->name);
         if (align8(offset) < offset || SIZE_MAX - align8(offset) < nbytes)
@@ -615,9 +621,17 @@ static dattn_status check_write_args(const char *path, const st_write_tensor *te
 dattn_status st_write(const char *path, const st_write_tensor *tensors, int n_tensors,
                       const char *const *meta_kv, int n_meta)
 {
-    dattn_status st = check_write_args(path, tensors, n_tensors, meta_kv, n_meta);
+    return st_write_produced(path, tensors, NULL, n_tensors, meta_kv, n_meta);
+}
+
+dattn_status st_write_produced(const char *path, const st_write_tensor *tensors,
+                               const st_producer *producers, int n_tensors,
+                               const char *const *meta_kv, int n_meta)
+{
+    dattn_status st = check_write_args(path, tensors, producers, n_tensors, meta_kv, n_meta);
     if (st != DATTN_OK)
         return st;
+    void *buf = NULL;   /* the producers' chunk */
     text_buf measure = {0};
     build_header(&measure, tensors, n_tensors, meta_kv, n_meta);
     size_t header_bytes = align8(measure.len);   /* so the data section starts 8-aligned */
@@ -643,12 +657,38 @@ dattn_status st_write(const char *path, const st_write_tensor *tensors, int n_te
         goto done;
     }
     bool ok = fwrite(header, 1, 8 + header_bytes, fr.f) == 8 + header_bytes;
-    size_t offset = 0;
-    for (int i = 0; ok && i < n_tensors; i++) {
-        size_t pad = align8(offset) - offset, nbytes = write_nbytes(&tensors[i]);
-        ok = fwrite(zeros, 1, pad, fr.f) == pad &&
-             (nbytes == 0 || fwrite(tensors[i].data, 1, nbytes, fr.f) == nbytes);
+    dattn_status made = DATTN_OK;
+    size_t offset = 0, buf_bytes = 0;
+    for (int i = 0; ok && made == DATTN_OK && i < n_tensors; i++) {
+        const st_write_tensor *t = &tensors[i];
+        size_t pad = align8(offset) - offset, nbytes = write_nbytes(t);
+        ok = fwrite(zeros, 1, pad, fr.f) == pad;
+        if (t->data || nbytes == 0) {
+            ok = ok && (nbytes == 0 || fwrite(t->data, 1, nbytes, fr.f) == nbytes);
+        } else {
+            const st_producer *pr = &producers[i];
+            if (buf_bytes < pr->chunk) {
+                dattn_free(buf);
+                buf_bytes = 0;
+                if (!(buf = dattn_alloc(pr->chunk, "safetensors write buffer"))) {
+                    file_replace_abort(&fr);
+                    st = DATTN_E_NOMEM;
+                    goto done;
+                }
+                buf_bytes = pr->chunk;
+            }
+            for (size_t at = 0; ok && made == DATTN_OK && at < nbytes; at += pr->chunk) {
+                size_t n = nbytes - at < pr->chunk ? nbytes - at : pr->chunk;
+                made = pr->produce(pr->ctx, at, buf, n);
+                ok = made != DATTN_OK || fwrite(buf, 1, n, fr.f) == n;
+            }
+        }
         offset += pad + nbytes;
+    }
+    if (made != DATTN_OK) {   /* the producer said why */
+        st = made;
+        file_replace_abort(&fr);
+        goto done;
     }
     if (!ok) {
         int err = errno;
@@ -661,6 +701,7 @@ dattn_status st_write(const char *path, const st_write_tensor *tensors, int n_te
     if (st != DATTN_OK)
         dattn_error_prefix("safetensors: ");
 done:
+    dattn_free(buf);
     dattn_free(header);
     return st;
 }

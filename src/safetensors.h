@@ -49,6 +49,9 @@ int st_count(const st_file *f);
 const st_tensor *st_at(const st_file *f, int i);
 const st_tensor *st_find(const st_file *f, const char *name);  /* NULL if absent */
 const char *st_meta(const st_file *f, const char *key);         /* __metadata__ value or NULL */
+int st_meta_count(const st_file *f);                            /* __metadata__ pairs, by key */
+const char *st_meta_key(const st_file *f, int i);
+const char *st_meta_value(const st_file *f, int i);
 
 const char *st_dtype_name(st_dtype t);                          /* "F32", "BF16", ... */
 size_t st_dtype_size(st_dtype t);                               /* 0 for an unknown value */
@@ -75,5 +78,20 @@ typedef struct st_write_tensor {
 
 dattn_status st_write(const char *path, const st_write_tensor *tensors, int n_tensors,
                       const char *const *meta_kv, int n_meta);
+
+/* A tensor's bytes made as they are written instead of held in memory, `chunk` at a time (the
+ * last piece may be shorter): produce(ctx, off, buf, n) fills bytes [off, off + n), called in
+ * order; a status other than DATTN_OK stops the write (nothing replaces `path`) and is
+ * returned. */
+typedef struct st_producer {
+    dattn_status (*produce)(void *ctx, size_t off, void *buf, size_t n);
+    void *ctx;
+    size_t chunk;
+} st_producer;
+
+/* st_write where tensors[i] with data NULL takes its bytes from producers[i]. */
+dattn_status st_write_produced(const char *path, const st_write_tensor *tensors,
+                               const st_producer *producers, int n_tensors,
+                               const char *const *meta_kv, int n_meta);
 
 #endif

@@ -251,39 +251,58 @@ static dattn_status apply_config(tokenizer *t, const char *path, const json_doc 
     return DATTN_OK;
 }
 
-dattn_status tokenizer_load_dir(tokenizer *t, const char *dir)
+dattn_status tokenizer_load_texts(tokenizer *t, const char *name, const char *text, size_t len,
+                                  const char *cfg_name, const char *cfg, size_t cfg_len)
 {
-    size_t n = strlen(dir) + 32;
-    char *path = dattn_alloc(n, "tokenizer path");
-    if (!path)
-        return DATTN_E_NOMEM;
-    snprintf(path, n, "%s/tokenizer.json", dir);
-    dattn_status st = tokenizer_load_json(t, path);
-    if (st != DATTN_OK) {
-        dattn_free(path);
+    dattn_status st = tokenizer_load_json_text(t, name, text, len);
+    if (st != DATTN_OK || !cfg)
         return st;
-    }
-    snprintf(path, n, "%s/tokenizer_config.json", dir);
-    char *text = NULL;
-    size_t len = 0;
     json_doc *doc = NULL;
     json_error je;
-    FILE *f = fopen(path, "rb");
-    if (f) {   /* optional: without it tokenizer.json says everything */
-        st = read_small(f, path, &text, &len);
-        fclose(f);
-        if (st == DATTN_OK && (st = json_parse_ex(text, len, true, &doc, &je)) != DATTN_OK)
-            dattn_error_prefix("%s: ", path);
-        if (st == DATTN_OK)
-            st = apply_config(t, path, doc);
-    } else if (errno != ENOENT) {
-        st = dattn_fail(DATTN_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    }
+    if ((st = json_parse_ex(cfg, cfg_len, true, &doc, &je)) != DATTN_OK)
+        dattn_error_prefix("%s: ", cfg_name);
+    else
+        st = apply_config(t, cfg_name, doc);
     json_free(doc);
-    dattn_free(text);
-    dattn_free(path);
     if (st != DATTN_OK)
         tokenizer_free(t);
+    return st;
+}
+
+dattn_status tokenizer_load_dir(tokenizer *t, const char *dir)
+{
+    *t = (tokenizer){0};
+    size_t n = strlen(dir) + 32;
+    char *path = dattn_alloc(n, "tokenizer path"), *cfg_path = dattn_alloc(n, "tokenizer path");
+    char *text = NULL, *cfg = NULL;
+    size_t len = 0, cfg_len = 0;
+    dattn_status st = DATTN_E_NOMEM;
+    if (!path || !cfg_path)
+        goto done;
+    snprintf(path, n, "%s/tokenizer.json", dir);
+    snprintf(cfg_path, n, "%s/tokenizer_config.json", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        st = dattn_fail(DATTN_E_IO, "%s: cannot open: %s", path, strerror(errno));
+        goto done;
+    }
+    st = read_small(f, path, &text, &len);
+    fclose(f);
+    if (st != DATTN_OK)
+        goto done;
+    if ((f = fopen(cfg_path, "rb"))) {   /* optional: without it tokenizer.json says everything */
+        st = read_small(f, cfg_path, &cfg, &cfg_len);
+        fclose(f);
+    } else if (errno != ENOENT) {
+        st = dattn_fail(DATTN_E_IO, "%s: cannot open: %s", cfg_path, strerror(errno));
+    }
+    if (st == DATTN_OK)
+        st = tokenizer_load_texts(t, path, text, len, cfg_path, cfg, cfg_len);
+done:
+    dattn_free(text);
+    dattn_free(cfg);
+    dattn_free(path);
+    dattn_free(cfg_path);
     return st;
 }
 

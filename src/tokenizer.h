@@ -47,6 +47,10 @@ dattn_status tokenizer_load_json(tokenizer *t, const char *path);
  * add_eos_token (with bos_token / eos_token) set the special tokens around a text, as
  * transformers' Llama-family tokenizers do. A malformed config is DATTN_E_FORMAT naming it. */
 dattn_status tokenizer_load_dir(tokenizer *t, const char *dir);
+/* tokenizer.json's and tokenizer_config.json's texts (cfg NULL: none), in memory, not kept; the
+ * names lead the messages. tokenizer_load_dir reads the files and calls this. */
+dattn_status tokenizer_load_texts(tokenizer *t, const char *name, const char *text, size_t len,
+                                  const char *cfg_name, const char *cfg, size_t cfg_len);
 /* The same from text[0..len) in memory (not kept); `name` leads the messages. */
 dattn_status tokenizer_load_json_text(tokenizer *t, const char *name, const char *text,
                                       size_t len);

@@ -1,6 +1,7 @@
 /* The public tokenizer without a model (dattn.h, "tokenizers on their own"): a path is a
  * tokenizer.json, a directory holding one (or that directory's config.json), or a dattn
- * .safetensors model, whose __metadata__ names its tokenizer (only the header is read). */
+ * .safetensors model, whose __metadata__ names its tokenizer or, written by `dattn quantize` from
+ * a Hugging Face directory, carries its tokenizer.json (only the header is read). */
 #include <string.h>
 #include <sys/stat.h>
 
@@ -35,6 +36,20 @@ static dattn_status load_safetensors(tokenizer *t, const char *path)
     dattn_status st = st_open(path, &f);
     if (st != DATTN_OK)
         return st;
+    /* A file `dattn quantize` made of a Hugging Face directory carries its tokenizer files. */
+    const char *json = st_meta(f, "dattn.tokenizer.json");
+    if (json || st_meta(f, "dattn.config.json")) {
+        const char *cfg = st_meta(f, "dattn.tokenizer_config.json");
+        st = json ? tokenizer_load_texts(t, "dattn.tokenizer.json", json, strlen(json),
+                                         "dattn.tokenizer_config.json", cfg,
+                                         cfg ? strlen(cfg) : 0)
+                  : dattn_fail(DATTN_E_FORMAT, "the model has no tokenizer.json (it takes token "
+                               "ids only)");
+        st_close(f);
+        if (st != DATTN_OK)
+            dattn_error_prefix("%s: ", path);
+        return st;
+    }
     long vocab;
     const char *name = st_meta(f, "tokenizer");
     st = meta_long(f, "vocab_size", 1, (long)1 << 30, 1, 0, &vocab);

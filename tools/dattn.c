@@ -34,6 +34,9 @@ static void usage(FILE *f)
             "  perplexity -m MODEL -f TEXT [--ctx N] [--weights W] [--kv K] [--chunks N]\n"
             "      how well the model predicts TEXT: nats per token and per byte, perplexity\n"
             "      (chunks of --ctx, default min(max_seq_len, 512); the second half of each scored)\n"
+            "  quantize IN OUT --type q8_0|q4_0\n"
+            "      write a model (a dattn file or a Hugging Face directory) as one file of packed\n"
+            "      weights, config and tokenizer carried along: it loads with nothing converted\n"
             "  plan -m MODEL (--mem SIZE | --ctx N) [--kv K] [--policy P] [--backend B]\n"
             "              [--weights W]\n"
             "      exact arena bytes for a context, or the longest context that fits in SIZE\n"
@@ -96,6 +99,8 @@ int main(int argc, char **argv)
         return cmd_logits(argc - 2, argv + 2);
     if (!strcmp(cmd, "perplexity"))
         return cmd_perplexity(argc - 2, argv + 2);
+    if (!strcmp(cmd, "quantize"))
+        return cmd_quantize(argc - 2, argv + 2);
     if (!strcmp(cmd, "plan"))
         return cmd_plan(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize"))
