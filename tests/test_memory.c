@@ -2,7 +2,8 @@
  * (dattn_model_info.weight_bytes, what `dattn plan` and `:stats` print) against what the process
  * really grew by, read from /proc/self/statm around dattn_model_load_params, for the weights as
  * stored (the mapped file's pages, which the loader's checks touch) and converted to f32, f16,
- * bf16, q8_0 and q4_0 (the converted copies; the file's pages handed back). A random 40 MB F16
+ * bf16, q8_0 and q4_0 (the converted copies; the file's pages handed back), and of the file
+ * dattn_model_quantize writes (q8_0 rows mapped in place). A random 40 MB F16
  * model on the CPU backend, each load in a child process of its own; the growth must be within 5%
  * + 1 MiB of weight_bytes. Linux only (exit 77 elsewhere). DATTN_TEST_SEED replays the model. */
 #include <setjmp.h>
@@ -37,18 +38,21 @@ static long long rss_bytes(void)
 
 /* In a child process of its own, so that no memory an earlier load freed (and the allocator
  * kept) hides the growth: 0 when the growth matches weight_bytes. */
+static char g_packed[320];   /* the model as `dattn quantize --type q8_0` writes it */
+
 static int measure(int convert, dattn_dtype weights, const char *name)
 {
     dattn_model_params p = {convert, weights};
+    const char *path = strcmp(name, "packed q8_0") ? g_path : g_packed;
     dattn_model *m = NULL;
     /* A first load as stored (the mapped file: nothing the allocator keeps) and free, so that
      * the code and small tables a load faults in (and, under qemu-user, its translated code) are
      * resident before the measured one. */
-    if (dattn_model_load_params(g_be, g_path, NULL, &m) == DATTN_OK)
+    if (dattn_model_load_params(g_be, path, NULL, &m) == DATTN_OK)
         dattn_model_free(m);
     m = NULL;
     long long before = rss_bytes();
-    if (dattn_model_load_params(g_be, g_path, &p, &m) != DATTN_OK) {
+    if (dattn_model_load_params(g_be, path, &p, &m) != DATTN_OK) {
         printf("test_memory: load %s: %s\n", name, dattn_last_error());
         return 1;
     }
@@ -88,6 +92,7 @@ static void test_weight_bytes_are_rss(void **state)
     check_format(1, DATTN_DTYPE_BF16, "bf16");
     check_format(1, DATTN_DTYPE_Q8_0, "q8_0");
     check_format(1, DATTN_DTYPE_Q4_0, "q4_0");
+    check_format(0, DATTN_DTYPE_Q8_0, "packed q8_0");   /* as stored: the mapped file */
 }
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -119,16 +124,24 @@ int main(void)
         printf("test_memory: cannot write %s\n", g_path);
         return 1;
     }
+    snprintf(g_packed, sizeof g_packed, "%s.q8_0", g_path);
+    if (dattn_model_quantize(g_path, g_packed, DATTN_DTYPE_Q8_0) != DATTN_OK) {
+        printf("test_memory: cannot quantize %s: %s\n", g_path, dattn_last_error());
+        remove(g_path);
+        return 1;
+    }
     dattn_backend_params bp = dattn_backend_default_params();
     bp.type = DATTN_BACKEND_CPU;
     bp.n_threads = 1;
     if (dattn_backend_create(&bp, &g_be) != DATTN_OK) {
         remove(g_path);
+        remove(g_packed);
         return 1;
     }
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_weight_bytes_are_rss)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     dattn_backend_free(g_be);
     remove(g_path);
+    remove(g_packed);
     return rc;
 }
