@@ -6,6 +6,7 @@
  * dattn_model_quantize writes (q8_0 rows mapped in place). A random 40 MB F16
  * model on the CPU backend, each load in a child process of its own; the growth must be within 5%
  * + 1 MiB of weight_bytes. Linux only (exit 77 elsewhere). DATTN_TEST_SEED replays the model. */
+#define _DEFAULT_SOURCE   /* madvise, fileno */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,8 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <cmocka.h>
 
@@ -45,10 +50,14 @@ static int measure(int convert, dattn_dtype weights, const char *name)
     dattn_model_params p = {convert, weights};
     const char *path = strcmp(name, "packed q8_0") ? g_path : g_packed;
     dattn_model *m = NULL;
-    /* A first load as stored (the mapped file: nothing the allocator keeps) and free, so that
-     * the code and small tables a load faults in (and, under qemu-user, its translated code) are
-     * resident before the measured one. */
-    if (dattn_model_load_params(g_be, path, NULL, &m) == DATTN_OK)
+    /* A first load of the same kind and free, so that the code and small tables a load faults
+     * in (and, under qemu-user, its translated code) are resident before the measured one; with
+     * glibc's threshold for mmap fixed, freed weights go back to the kernel instead of staying in
+     * the heap for the second load to reuse. */
+#ifdef __GLIBC__
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
+    if (dattn_model_load_params(g_be, path, &p, &m) == DATTN_OK)
         dattn_model_free(m);
     m = NULL;
     long long before = rss_bytes();
@@ -83,16 +92,43 @@ static void check_format(int convert, dattn_dtype weights, const char *name)
     }
 }
 
+/* 1 when handing a file's pages back (madvise MADV_DONTNEED, what the loader does after it
+ * converted them) lowers the RSS here: qemu-user for 32-bit Arm, for one, ignores it. */
+static int release_works(void)
+{
+    FILE *f = fopen(g_path, "rb");
+    if (!f)
+        return 0;
+    size_t n = 16u << 20;
+    void *p = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fileno(f), 0);
+    fclose(f);
+    if (p == MAP_FAILED)
+        return 0;
+    volatile unsigned sum = 0;
+    for (size_t i = 0; i < n; i += 4096)
+        sum += ((const unsigned char *)p)[i];
+    long long touched = rss_bytes();
+    madvise(p, n, MADV_DONTNEED);
+    long long released = rss_bytes();
+    munmap(p, n);
+    return touched - released > (long long)(n / 2);
+}
+
 static void test_weight_bytes_are_rss(void **state)
 {
     (void)state;
     check_format(0, DATTN_DTYPE_F16, "as stored");
+    check_format(0, DATTN_DTYPE_Q8_0, "packed q8_0");   /* as stored: the mapped file */
+    if (!release_works()) {
+        printf("test_memory: madvise(MADV_DONTNEED) does not lower the RSS here (qemu-user?): "
+               "the converted formats are not measured\n");
+        return;
+    }
     check_format(1, DATTN_DTYPE_F32, "f32");
     check_format(1, DATTN_DTYPE_F16, "f16");
     check_format(1, DATTN_DTYPE_BF16, "bf16");
     check_format(1, DATTN_DTYPE_Q8_0, "q8_0");
     check_format(1, DATTN_DTYPE_Q4_0, "q4_0");
-    check_format(0, DATTN_DTYPE_Q8_0, "packed q8_0");   /* as stored: the mapped file */
 }
 
 #if defined(__SANITIZE_ADDRESS__)

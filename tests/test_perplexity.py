@@ -138,7 +138,7 @@ def main():
             else:
                 per_byte = {}
                 for fmt in ("f16", "q8_0", "q4_0"):
-                    m, msg = dattn_ppl(exe, bundled, held_out, "--weights", fmt, "--chunks", "64")
+                    m, msg = dattn_ppl(exe, bundled, held_out, "--weights", fmt, "--chunks", "16")
                     if m is None:
                         print(f"FAIL bundled model --weights {fmt}: {msg}")
                         failures += 1

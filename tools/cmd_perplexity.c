@@ -5,6 +5,7 @@
  * before it. Prints the mean negative log-likelihood per token and per byte of the scored tokens
  * (in nats; bits per byte too) and the perplexity exp(nats per token). */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,7 @@ static char *read_file(const char *path, size_t *len)
         n += fread(buf + n, 1, cap - n - 1, f);
         if (n < cap - 1)
             break;
-        char *grown = cap < ((size_t)1 << 40) ? realloc(buf, cap * 2) : NULL;
+        char *grown = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
         if (!grown) {
             free(buf);
             buf = NULL;
