@@ -280,16 +280,16 @@ typedef struct dattn_model_params {
  * Every tensor's presence, dtype and shape is checked first; the message names the first one
  * that is missing or wrong. */
 DATTN_API dattn_status dattn_model_load(dattn_backend *backend, const char *path, dattn_model **out);
+/* The same with the weights held as params says (NULL: as stored). */
+DATTN_API dattn_status dattn_model_load_params(dattn_backend *backend, const char *path,
+                                               const dattn_model_params *params,
+                                               dattn_model **out);
 /* Writes the model at `in` (any path dattn_model_load takes: a dattn file or a Hugging Face
  * directory) to `out` as one safetensors file whose weight matrices are `type` (DATTN_DTYPE_Q8_0
  * or DATTN_DTYPE_Q4_0) rows, with the model's config and tokenizer carried in its metadata: it
  * loads in one mmap, nothing converted. The source is loaded (checked) first; `out` is replaced
  * only once it is complete. Needs no backend. */
 DATTN_API dattn_status dattn_model_quantize(const char *in, const char *out, dattn_dtype type);
-/* The same with the weights held as params says (NULL: as stored). */
-DATTN_API dattn_status dattn_model_load_params(dattn_backend *backend, const char *path,
-                                               const dattn_model_params *params,
-                                               dattn_model **out);
 DATTN_API void dattn_model_free(dattn_model *model);
 DATTN_API dattn_status dattn_model_get_info(const dattn_model *model, dattn_model_info *out);
 
