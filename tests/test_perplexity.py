@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
 sys.path.insert(0, HERE)
 import dtmodel  # noqa: E402
-from test_weight_formats import held  # noqa: E402
+from test_weight_formats import held_model  # noqa: E402
 
 REL_TOL = 1e-5
 LINE = re.compile(r"^perplexity weights=(\S+) kv=(\S+) ctx=(\d+) chunks=(\d+) tokens=(\d+) "
@@ -90,11 +90,7 @@ def main():
             f.write(text)
         ids = list(text)
         for fmt, ctx, chunks in (("f16", 32, None), ("q8_0", 64, None), ("q4_0", 48, 5)):
-            ref_model = dtmodel.DiffTransformer(cfg).to(torch.float64)
-            ref_model.load_state_dict({k: held(v, fmt) if v.dim() == 2 else v.to(torch.float64)
-                                       for k, v in stored.state_dict().items()})
-            ref_model.eval()
-            want, count = reference(ref_model, ids, ctx, chunks)
+            want, count = reference(held_model(cfg, stored.state_dict(), fmt), ids, ctx, chunks)
             more = ["--weights", fmt, "--ctx", str(ctx), "--kv", "f32"]
             if chunks:
                 more += ["--chunks", str(chunks)]

@@ -28,7 +28,7 @@ sys.path.insert(0, HERE)
 import dtmodel  # noqa: E402
 import gen_hf_cases as hf  # noqa: E402
 from test_hf_run import write_tokenizer  # noqa: E402
-from test_weight_formats import held  # noqa: E402
+from test_weight_formats import held, held_model  # noqa: E402
 
 REL_TOL = 1e-4
 failures = 0
@@ -133,12 +133,8 @@ def main():
                       f"{msg.splitlines()[0] if msg else ''}")
                 if not ok:
                     continue
-                ref = dtmodel.DiffTransformer(cfg).to(torch.float64)
-                ref.load_state_dict({k: held(v, fmt) if v.dim() == 2 else v.to(torch.float64)
-                                     for k, v in sd.items()})
-                ref.eval()
                 with torch.no_grad():
-                    want = ref(torch.tensor(tokens))
+                    want = held_model(cfg, sd, fmt)(torch.tensor(tokens))
                 compare(exe, src, packed, fmt, tokens, want, tmp, f"native{ci}")
 
         # Hugging Face directories, with a tokenizer and a generation config to carry along.

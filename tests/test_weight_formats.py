@@ -80,6 +80,16 @@ def held(w32, fmt):
     return q8_0(w32) if fmt == "q8_0" else q4_0(w32)
 
 
+def held_model(cfg, sd32, fmt):
+    """A float64 dtmodel of config cfg whose matrices are sd32's (float32 state dict) as format
+    fmt holds them, its vectors as they are."""
+    m = dtmodel.DiffTransformer(cfg).to(torch.float64)
+    m.load_state_dict({k: held(v, fmt) if v.dim() == 2 else v.to(torch.float64)
+                       for k, v in sd32.items()})
+    m.eval()
+    return m
+
+
 def matrix_bytes(sd, fmt):
     total = 0
     for t in sd.values():
@@ -150,12 +160,8 @@ def main():
                 print(f"FAIL {name}: plan --weights f32: {msg}")
                 failures += 1
             for fmt in FORMATS:
-                ref_model = dtmodel.DiffTransformer(cfg).to(torch.float64)
-                ref_model.load_state_dict({k: held(v, fmt) if v.dim() == 2 else v.to(torch.float64)
-                                           for k, v in sd32.items()})
-                ref_model.eval()
                 with torch.no_grad():
-                    want = ref_model(torch.tensor(tokens))
+                    want = held_model(cfg, sd32, fmt)(torch.tensor(tokens))
                 got, msg = dattn_logits(exe, path, tokens, fmt, out)
                 if got is None:
                     print(f"FAIL {name} --weights {fmt}: {msg}")

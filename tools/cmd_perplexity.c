@@ -18,41 +18,6 @@ static int bad(const char *msg, const char *arg)
     return 2;
 }
 
-/* The whole file, NUL-terminated; NULL with the reason said. */
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "dattn: perplexity: cannot open %s\n", path);
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n - 1, f);
-        if (n < cap - 1)
-            break;
-        char *grown = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-        if (!grown) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = grown;
-        cap *= 2;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!buf || err) {
-        fprintf(stderr, "dattn: perplexity: cannot read %s%s\n", path, buf ? "" : " (out of memory)");
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
 /* -log softmax(logits)[target], in double. */
 static double nll(const float *logits, int vocab, int32_t target)
 {
@@ -99,7 +64,9 @@ int cmd_perplexity(int argc, char **argv)
 
     int rc = 2;
     size_t len = 0;
-    char *text = read_file(text_path, &len);
+    char *text = tool_read_file(text_path, &len);
+    if (!text)
+        fprintf(stderr, "dattn: perplexity: cannot open or read %s\n", text_path);
     dattn_backend *be = NULL;
     dattn_model *model = NULL;
     dattn_session *session = NULL;

@@ -19,39 +19,6 @@ static int usage_error(const char *cmd, const char *msg)
     return 2;
 }
 
-/* The whole of a file (or stdin for "-") in a malloc'd buffer. */
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (n < cap) {
-            if (ferror(f)) {
-                free(buf);
-                buf = NULL;
-            }
-            break;
-        }
-        char *more = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
-        if (!more) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = more;
-        cap *= 2;
-    }
-    if (f != stdin)
-        fclose(f);
-    *len = n;
-    return buf;
-}
-
 static int load(const char *cmd, const char *path, dattn_tokenizer **tok)
 {
     dattn_status st = dattn_tokenizer_load(path, tok);
@@ -89,7 +56,7 @@ int cmd_tokenize(int argc, char **argv)
     size_t len;
     char *owned = NULL;
     if (file) {
-        if (!(owned = read_all(file, &len))) {
+        if (!(owned = tool_read_file(file, &len))) {
             fprintf(stderr, "dattn: %s: cannot read '%s': %s\n", cmd, file, strerror(errno));
             return 2;
         }

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,4 +353,37 @@ void tool_print_model(FILE *f, const dattn_model_info *m)
             m->max_seq_len, m->tokenizer, tool_weights_name(m->weights),
             m->tie_embeddings ? " tied" : "", tool_weights_name(m->dtype),
             (unsigned long long)m->n_params, wb);
+}
+
+/* The whole of a file (or stdin for "-") in a malloc'd buffer. */
+char *tool_read_file(const char *path, size_t *len)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f)
+        return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (n < cap) {
+            if (ferror(f)) {
+                free(buf);
+                buf = NULL;
+            }
+            break;
+        }
+        char *more = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
+        if (!more) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = more;
+        cap *= 2;
+    }
+    if (f != stdin)
+        fclose(f);
+    *len = n;
+    return buf;
 }

@@ -45,6 +45,9 @@ int tool_parse_backend(const char *s, dattn_backend_type *out);
 int tool_parse_weights(const char *s, dattn_dtype *out);
 /* The same names back; "?" for another dtype. */
 const char *tool_weights_name(dattn_dtype t);
+/* The whole of a file (or stdin for "-") in a malloc'd buffer, *len its bytes; NULL when it
+ * cannot be opened or read (or memory runs out). */
+char *tool_read_file(const char *path, size_t *len);
 /* "1.50 GiB", "12.0 MiB", "512 B". */
 void tool_format_bytes(uint64_t bytes, char *buf, size_t n);
 
