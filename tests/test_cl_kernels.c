@@ -258,6 +258,7 @@ typedef struct dcase {
     const char *name;
     int d, n_kv_heads, group, n_sink, n_window, n_ring, wg, cwg, n_split;
     long long t;
+    int heads;   /* query heads a work-group; 0: the largest divisor of group up to 4 */
 } dcase;
 
 static void decode_case(const dcase *c, int type)
@@ -288,11 +289,14 @@ static void decode_case(const dcase *c, int type)
     fill(subln, 2 * (size_t)d, 0.5, 1.5);
     const float lambda = (float)urand(0.2, 0.7), out_scale = (float)urand(0.2, 0.6);
 
-    /* the visible keys, from the definition */
+    /* the visible keys, from the definition; the splits own whole pages of the slots in use */
     int n_vis = 0;
     for (long long u = 0; u <= t; u++)
         n_vis += u < c->n_sink || u > t - c->n_window;
-    const int split_len = (n_vis + c->n_split - 1) / c->n_split;
+    const long long n_used = t + 1 < c->n_sink + c->n_ring ? t + 1 : c->n_sink + c->n_ring;
+    const int pages_used = (int)((n_used + 31) / 32);
+    const int split_pages = (pages_used + c->n_split - 1) / c->n_split;
+    const int heads = c->heads ? c->heads : r <= 4 ? r : r % 4 == 0 ? 4 : r % 3 == 0 ? 3 : r % 2 == 0 ? 2 : 1;
 
     /* float64 reference, from the exact values and from the stored ones */
     size_t on = (size_t)H * 2 * d;
@@ -340,11 +344,11 @@ static void decode_case(const dcase *c, int type)
     }
 
     char defs[160];
-    snprintf(defs, sizeof defs, "-DKV_TYPE=%d -DHEAD_DIM=%d -DGROUP=%d -DWG_DECODE=%d -DCOMBINE_WG_SIZE=%d",
-             type, d, r, c->wg, c->cwg);
+    snprintf(defs, sizeof defs, "-DKV_TYPE=%d -DHEAD_DIM=%d -DGROUP=%d -DHEADS=%d -DWG_DECODE=%d "
+             "-DCOMBINE_WG_SIZE=%d", type, d, r, heads, c->wg, c->cwg);
     cl_program prog = build("diffattn_decode.cl", defs);
     cl_kernel ks = kernel(prog, "diffattn_decode_split"), kc = kernel(prog, "diffattn_decode_combine");
-    size_t part = (size_t)H * c->n_split * (4 + 4 * (size_t)d);
+    size_t part = (size_t)H * c->n_split * (8 + 4 * (size_t)d);   /* PART_FLOATS */
     cl_mem dcache = buffer(L.total, cache), dq_ = buffer(qn * 4, q), dqs = buffer(qn * 4, q_sink);
     cl_mem dpart = buffer(part * 4, NULL), dsub = buffer(2 * (size_t)d * 4, subln);
     cl_mem dout = buffer(on * 4, NULL);
@@ -356,12 +360,12 @@ static void decode_case(const dcase *c, int type)
     ARG(ks, 4, cl_int, c->n_window);
     ARG(ks, 5, cl_int, c->n_ring);
     ARG(ks, 6, cl_long, t);
-    ARG(ks, 7, cl_int, split_len);
+    ARG(ks, 7, cl_int, split_pages);
     ARG(ks, 8, cl_mem, dq_);
     ARG(ks, 9, cl_mem, dqs);
     ARG(ks, 10, cl_mem, dpart);
     ARG(ks, 11, cl_int, 0);       /* j0: every head in one launch */
-    size_t g[2] = {(size_t)c->n_split * c->wg, (size_t)hkv}, l[2] = {(size_t)c->wg, 1};
+    size_t g[2] = {(size_t)c->n_split * c->wg, (size_t)hkv * (r / heads)}, l[2] = {(size_t)c->wg, 1};
     launch(ks, 2, g, l);
 
     ARG(kc, 0, cl_mem, dpart);
@@ -378,8 +382,8 @@ static void decode_case(const dcase *c, int type)
     static const char *const tname[] = {"f32", "f16", "q8"};
     static const double tol[] = {1e-4, 2e-3, 2e-2};
     char what[160];
-    snprintf(what, sizeof what, "decode %s %s vs stored values (n_vis %d, split_len %d)", c->name,
-             tname[type], n_vis, split_len);
+    snprintf(what, sizeof what, "decode %s %s vs stored values (n_vis %d, %d pages a split, %d heads "
+             "a work-group)", c->name, tname[type], n_vis, split_pages, heads);
     CHECK_ERR(what, rel_err(ref_dq, out, on), 1e-4);
     snprintf(what, sizeof what, "decode %s %s vs exact values", c->name, tname[type]);
     CHECK_ERR(what, rel_err(ref_ex, out, on), tol[type]);
@@ -398,12 +402,18 @@ static void decode_case(const dcase *c, int type)
 }
 
 static const dcase decode_cases[] = {
-    /* name                  d  Hkv r sink win  ring  wg cwg split  t */
-    {"full r=1 d=64",       64, 2, 1, 0, 160, 160, 64, 64, 3, 100},
-    {"sink+window wrapped", 64, 2, 2, 4, 45, 48, 32, 32, 4, 300},
-    {"sink+window t<sinks", 64, 1, 2, 4, 20, 23, 64, 64, 4, 2},
-    {"full r=3 d=128",     128, 2, 3, 0, 1024, 1024, 64, 128, 5, 700},
-    {"full one split",      32, 3, 1, 0, 64, 64, 128, 16, 1, 63},
+    /* name                  d  Hkv r sink win  ring  wg cwg split  t  heads */
+    {"full r=1 d=64",       64, 2, 1, 0, 160, 160, 64, 64, 3, 100, 0},
+    {"sink+window wrapped", 64, 2, 2, 4, 45, 48, 32, 32, 4, 300, 0},
+    {"sink+window t<sinks", 64, 1, 2, 4, 20, 23, 64, 64, 4, 2, 0},
+    {"full r=3 d=128",     128, 2, 3, 0, 1024, 1024, 64, 128, 5, 700, 0},
+    {"full one split",      32, 3, 1, 0, 64, 64, 128, 16, 1, 63, 0},
+    {"sink+window r=6 wg=256", 128, 2, 6, 4, 300, 310, 256, 256, 3, 1000, 0},
+    {"full r=8 d=64 many splits", 64, 1, 8, 0, 2048, 2048, 128, 128, 40, 1500, 0},
+    {"sink+window r=4 1 head a group", 32, 2, 4, 3, 100, 131, 16, 32, 2, 500, 1},
+    {"full r=3 partial tile",  128, 1, 3, 0, 4096, 4096, 256, 256, 2, 1234, 0},
+    {"full r=2 d=8",            8, 3, 2, 0, 50, 50, 64, 64, 3, 40, 0},
+    {"sink+window r=2 d=6",     6, 1, 2, 2, 30, 33, 16, 64, 2, 70, 0},
 };
 
 static void test_decode(void **state)

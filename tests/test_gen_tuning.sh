@@ -8,7 +8,7 @@ dir=$(mktemp -d) || exit 1
 trap 'rm -rf "$dir"' EXIT
 fails=0 n=0
 
-HEADER='name\tvendor\tdevice\twg_decode\tdecode_tile\tprefill_qt\tprefill_kt\tgemv_wg\tgemv_rows\tn_split\tmax_split'
+HEADER='name\tvendor\tdevice\twg_decode\twg_per_cu\tprefill_qt\tprefill_kt\tgemv_wg\tgemv_rows\tn_split\tmax_split'
 DEFAULT='default\t*\t*\t64\t32\t16\t32\t64\t4\tauto\t16'
 GOOD='nv\tNVIDIA\t*\t128\t64\t64\t32\t128\t4\tauto\t64'
 
@@ -56,7 +56,7 @@ bad too-big "wg_decode = 2048: outside [16, 1024]" "$HEADER" \
     'nv\tNVIDIA\t*\t2048\t64\t64\t32\t128\t4\tauto\t64' "$DEFAULT"
 bad tile-zero "prefill_kt = 0: outside" "$HEADER" \
     'nv\tNVIDIA\t*\t128\t64\t64\t0\t128\t4\tauto\t64' "$DEFAULT"
-bad not-number "decode_tile '6x4': not a whole number" "$HEADER" \
+bad not-number "wg_per_cu '6x4': not a whole number" "$HEADER" \
     'nv\tNVIDIA\t*\t128\t6x4\t64\t32\t128\t4\tauto\t64' "$DEFAULT"
 bad negative "gemv_rows '-4': not a whole number" "$HEADER" \
     'nv\tNVIDIA\t*\t128\t64\t64\t32\t128\t-4\tauto\t64' "$DEFAULT"

@@ -156,7 +156,7 @@ static void test_rows_valid(void **state)
         if (!(r->name[0] && strlen(r->name) < 64))
             fail_msg("row %d: name '%s' empty or too long for dattn_device_info.tuning", i,
                      r->name);
-        if (!pow2_in(r->wg_decode, 16, 1024) || !pow2_in(r->decode_tile, 4, 1024) ||
+        if (!pow2_in(r->wg_decode, 16, 1024) || r->wg_per_cu < 1 || r->wg_per_cu > 64 ||
             !pow2_in(r->prefill_qt, 4, 256) || !pow2_in(r->prefill_kt, 4, 256) ||
             !pow2_in(r->gemv_wg, 16, 1024) || !pow2_in(r->gemv_rows, 1, 64) ||
             r->gemv_rows > r->gemv_wg)
@@ -341,9 +341,9 @@ static void test_build_options(void **state)
         assert_true(w > 0);
         assert_int_equal((size_t)w, strlen(buf));
         /* Parse back: "-D KEY=VALUE" pairs, each key once. */
-        const char *keys[] = {"WG_DECODE", "DECODE_TILE", "PREFILL_QT", "PREFILL_KT",
+        const char *keys[] = {"WG_DECODE", "WG_PER_CU", "PREFILL_QT", "PREFILL_KT",
                               "GEMV_WG",   "GEMV_ROWS",   "MAX_SPLIT"};
-        const int want[] = {r->wg_decode, r->decode_tile, r->prefill_qt, r->prefill_kt,
+        const int want[] = {r->wg_decode, r->wg_per_cu, r->prefill_qt, r->prefill_kt,
                             r->gemv_wg,   r->gemv_rows,   r->max_split};
         int found[7] = {0};
         char copy[256];

@@ -4,20 +4,36 @@
 # spir64, warnings as errors, once per -D variant listed below; links the nvptx64/amdgcn modules
 # with libclc-19 and lowers them with llc-19 (PTX / GCN object), and reports any builtin that stays
 # unresolved. spir64 has no libclc library: its builtins are left to the consumer and are listed.
-# Prints one line per kernel file x target; exits non-zero on any failure.
+# Prints one line per kernel file x target; exits non-zero on any failure. After the link the
+# module is optimized again (opt -O3), as a driver does once the builtins are in: without it every
+# libclc call stays a call and arrays the kernels keep in registers land in private memory.
 #
-# Usage: tools/cl_offline_check.sh [cl-dir]     (env: CLANG, LLVM_LINK, LLVM_NM, LLC, CLC_DIR, VERBOSE=1)
+# --emit DIR also writes the lowered code of the variants the GPU claims rest on (sm_90 PTX and
+# gfx90a GCN assembly): DIR/diffattn_decode.{nvptx64.ptx,gfx90a.s} for the S2 decode variant
+# (HEAD_DIM 128, GROUP 3, f16 cache) and DIR/gemv.{nvptx64.ptx,gfx90a.s} for the f16 GEMV, and
+# prints for each its global loads by width, and the registers and spills `ptxas -v` reports
+# where ptxas is installed (PTXAS, default ptxas, then /usr/local/cuda/bin/ptxas).
+#
+# Usage: tools/cl_offline_check.sh [--emit DIR] [cl-dir]
+#        (env: CLANG, LLVM_LINK, LLVM_NM, LLC, OPT, CLC_DIR, PTXAS, VERBOSE=1)
 set -u
 
+EMIT=
+if [ "${1:-}" = --emit ]; then
+    [ $# -ge 2 ] || { echo "cl_offline_check: --emit needs a folder" >&2; exit 2; }
+    EMIT=$2; shift 2
+    mkdir -p "$EMIT" || exit 2
+fi
 CL_DIR=${1:-$(dirname "$0")/../cl}
 CLANG=${CLANG:-clang-19}
 LLVM_LINK=${LLVM_LINK:-llvm-link-19}
 LLVM_NM=${LLVM_NM:-llvm-nm-19}
 LLC=${LLC:-llc-19}
+OPT=${OPT:-opt-19}
 CLC_DIR=${CLC_DIR:-/usr/lib/clc}
 VERBOSE=${VERBOSE:-0}
 
-for tool in "$CLANG" "$LLVM_LINK" "$LLVM_NM" "$LLC"; do
+for tool in "$CLANG" "$LLVM_LINK" "$LLVM_NM" "$LLC" "$OPT"; do
     command -v "$tool" >/dev/null 2>&1 || { echo "cl_offline_check: '$tool' not found (apt-get install clang-19 llvm-19 libclc-19)" >&2; exit 2; }
 done
 for lib in nvptx64--nvidiacl.bc gfx90a-amdgcn-mesa-mesa3d.bc gfx1100-amdgcn-mesa-mesa3d.bc; do
@@ -30,17 +46,22 @@ trap 'rm -rf "$TMP"' EXIT INT TERM
 
 CFLAGS="-x cl -cl-std=CL1.2 -Wall -Wextra -Werror -O2 -emit-llvm -c"
 
+# The variants --emit writes (the first of their file's list): the S2 decode step as the
+# nvidia-hopper row builds it, and the f16 GEMV.
+DECODE_S2="-DKV_TYPE=1 -DHEAD_DIM=128 -DGROUP=3 -DHEADS=3 -DWG_DECODE=128 -DCOMBINE_WG_SIZE=256 -DMAX_SPLIT=256 -DEPS_ARG"
+GEMV_F16=${GEMV_F16:-"-DWEIGHT_F16=1 -DGEMV_WG=128 -DGEMV_ROWS=8"}
+
 # -D variants per kernel file, ';'-separated (the empty variant means the file's own defaults).
 variants() {
     case "$(basename "$1")" in
     diffattn_decode.cl)
-        echo "-DKV_TYPE=0 -DHEAD_DIM=128 -DGROUP=3;-DKV_TYPE=1 -DHEAD_DIM=128 -DGROUP=3;-DKV_TYPE=2 -DHEAD_DIM=128 -DGROUP=3;-DKV_TYPE=1 -DHEAD_DIM=64 -DGROUP=1 -DWG_DECODE=128" ;;
+        echo "$DECODE_S2;-DKV_TYPE=0 -DHEAD_DIM=128 -DGROUP=3;-DKV_TYPE=2 -DHEAD_DIM=128 -DGROUP=3 -DWG_DECODE=256;-DKV_TYPE=1 -DHEAD_DIM=64 -DGROUP=8 -DHEADS=4 -DWG_DECODE=64;-DKV_TYPE=1 -DHEAD_DIM=24 -DGROUP=1 -DWG_DECODE=32;-DKV_TYPE=0 -DHEAD_DIM=6 -DGROUP=2 -DWG_DECODE=16" ;;
     kv_append.cl)
         echo "-DKV_TYPE=0 -DHEAD_DIM=128;-DKV_TYPE=1 -DHEAD_DIM=128;-DKV_TYPE=2 -DHEAD_DIM=128" ;;
     rope.cl)
         echo "-DHEAD_DIM=128;-DHEAD_DIM=64" ;;
     gemv.cl)
-        echo "-DWEIGHT_F16=0;-DWEIGHT_F16=1 -DGEMV_WG=128 -DGEMV_ROWS=8" ;;
+        echo "$GEMV_F16;-DWEIGHT_F16=0" ;;
     *)
         echo "" ;;
     esac
@@ -89,12 +110,16 @@ check_one() {
         sed 's/^/      /' "$TMP/unres" >> "$TMP/msg"
         return 1
     fi
+    if ! "$OPT" -O3 "$TMP/l.bc" -o "$TMP/o.bc" 2> "$TMP/opt.log"; then
+        sed 's/^/    /' "$TMP/opt.log" >> "$TMP/msg"
+        return 1
+    fi
     if [ "$tgt" = nvptx64 ]; then
         out="$TMP/k.ptx"; set -- "-mcpu=$cpu" -filetype=asm
     else
         out="$TMP/k.o"; set -- "-mtriple=$triple" "-mcpu=$cpu" -filetype=obj
     fi
-    if ! "$LLC" -O2 "$@" "$TMP/l.bc" -o "$out" 2> "$TMP/llc.log"; then
+    if ! "$LLC" -O3 "$@" "$TMP/o.bc" -o "$out" 2> "$TMP/llc.log"; then
         sed 's/^/    /' "$TMP/llc.log" >> "$TMP/msg"
         return 1
     fi
@@ -146,4 +171,35 @@ $(cat "$TMP/msg")
         [ -n "$report" ] && printf '%s' "$report"
     done
 done
+# --emit: the lowered code of the two variants, and what their global loads are
+emit_one() {   # emit_one FILE NAME DEFINES
+    f=$1; name=$2; defs=$3
+    for tgt in nvptx64 gfx90a; do
+        if [ $tgt = nvptx64 ]; then dst="$EMIT/$name.nvptx64.ptx"; else dst="$EMIT/$name.gfx90a.s"; fi
+        if ! check_one "$f" "$tgt" "$defs"; then cat "$TMP/msg"; fail=1; continue; fi
+        if [ $tgt = nvptx64 ]; then
+            "$LLC" -O3 -mcpu=sm_90 -filetype=asm "$TMP/o.bc" -o "$dst" || { fail=1; continue; }
+            wide=$(grep -c 'ld\.global[.a-z]*\.v4' "$dst"); all=$(grep -c 'ld\.global' "$dst")
+        else
+            "$LLC" -O3 -mtriple=amdgcn-mesa-mesa3d -mcpu=gfx90a -filetype=asm "$TMP/o.bc" -o "$dst" || { fail=1; continue; }
+            wide=$(grep -c 'global_load_dwordx4' "$dst"); all=$(grep -cE 'global_load_|buffer_load_' "$dst")
+        fi
+        verdict=ok; [ $((2 * wide)) -ge "$all" ] && [ "$wide" -gt 0 ] || { verdict="FAIL (under half)"; fail=1; }
+        printf '%-34s %d of %d global loads 16-byte  %s\n' "$(basename "$dst")" "$wide" "$all" "$verdict"
+        if [ $tgt = nvptx64 ] && [ -n "$PTXAS_BIN" ]; then
+            "$PTXAS_BIN" -arch=sm_90 -v "$dst" -o "$TMP/k.cubin" 2>&1 | grep -E 'Compiling entry|registers|spill' |
+                sed 's/^ptxas info *: //; s/^/    /'
+            if "$PTXAS_BIN" -arch=sm_90 -v "$dst" -o "$TMP/k.cubin" 2>&1 | grep -E '[1-9][0-9]* bytes spill' >/dev/null; then
+                echo "    FAIL: ptxas reports spills"; fail=1
+            fi
+        fi
+    done
+}
+if [ -n "$EMIT" ]; then
+    PTXAS_BIN=${PTXAS:-}
+    [ -z "$PTXAS_BIN" ] && PTXAS_BIN=$(command -v ptxas || { [ -x /usr/local/cuda/bin/ptxas ] && echo /usr/local/cuda/bin/ptxas; })
+    [ -z "$PTXAS_BIN" ] && echo "(no ptxas: registers and spills not checked)"
+    emit_one "$CL_DIR/diffattn_decode.cl" diffattn_decode "$DECODE_S2"
+    emit_one "$CL_DIR/gemv.cl" gemv "$GEMV_F16"
+fi
 exit $fail

@@ -14,14 +14,14 @@ import sys
 # column -> (min, max, must be a power of two): work-group sizes and tiles are powers of two.
 INT_COLUMNS = {
     "wg_decode": (16, 1024, True),
-    "decode_tile": (4, 1024, True),
+    "wg_per_cu": (1, 64, False),
     "prefill_qt": (4, 256, True),
     "prefill_kt": (4, 256, True),
     "gemv_wg": (16, 1024, True),
     "gemv_rows": (1, 64, True),
     "max_split": (1, 256, False),
 }
-COLUMNS = ["name", "vendor", "device", "wg_decode", "decode_tile", "prefill_qt", "prefill_kt",
+COLUMNS = ["name", "vendor", "device", "wg_decode", "wg_per_cu", "prefill_qt", "prefill_kt",
            "gemv_wg", "gemv_rows", "n_split", "max_split"]
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")   # fits dattn_device_info.tuning[64]
 
@@ -141,7 +141,7 @@ def c_row(r):
     def s(text):
         return '"' + text + '"'   # check_pattern and NAME_RE leave nothing to escape
     return (f"    {{.vendor = {s(r['vendor'])}, .device = {s(r['device'])}, .name = {s(r['name'])},\n"
-            f"     .wg_decode = {r['wg_decode']}, .decode_tile = {r['decode_tile']}, "
+            f"     .wg_decode = {r['wg_decode']}, .wg_per_cu = {r['wg_per_cu']}, "
             f".prefill_qt = {r['prefill_qt']}, .prefill_kt = {r['prefill_kt']},\n"
             f"     .gemv_wg = {r['gemv_wg']}, .gemv_rows = {r['gemv_rows']}, "
             f".n_split = {r['n_split']}, .max_split = {r['max_split']}}},   /* line {r['line']} */")

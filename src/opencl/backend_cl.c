@@ -73,14 +73,14 @@ typedef struct cl_cache {
     size_t head_bytes;
     cl_mem x, qkv, q, q_sink, k, v, attn, y;   /* activations, max_batch rows */
     cl_mem hidden;             /* [max_batch][2F] FFN hidden rows (sessions only) */
-    cl_mem partial;            /* [H][max_split][4 + 4d] decode split states */
+    cl_mem partial;            /* [H][max_split][8 + 4d] decode split states */
     cl_mem gemm_temp;          /* CLBlast's temp buffer (NULL: none needed, or no CLBlast) */
     size_t gemm_temp_bytes;
     int use_clblast;
     int x_cols, y_cols, ffn_dim;   /* scratch widths: inputs, outputs (floats per row) */
     cl_program prog[N_PROGRAMS];
     cl_kernel k_split, k_combine, k_append, k_rope, k_gemv, k_gemm, k_prefill, k_swiglu;
-    int wg_decode, combine_wg, append_wg, gemv_wg, gemv_rows, max_split;
+    int wg_decode, decode_heads, combine_wg, append_wg, gemv_wg, gemv_rows, max_split;
     size_t gemm_local[2], gemm_tile[2];   /* (LX, LY), (TILE_N, TILE_M) */
     size_t prefill_wg, prefill_qt;
     cl_int fail_err;           /* the first failing call of the current op, or CL_SUCCESS */
@@ -277,6 +277,16 @@ static size_t clblast_temp_bytes(const cl_backend *cb, const dattn_layer_shape *
 #endif
 }
 
+/* The most decode splits: the row's max_split, lowered so that the split states of every head
+ * fit one buffer under the one-buffer cap. */
+static int split_cap(const cl_backend *cb, int n_heads, int d)
+{
+    uint64_t per_split = sizeof(float) * (uint64_t)n_heads * (8 + 4 * (uint64_t)d);
+    uint64_t fit = cb->max_alloc / per_split;
+    int cap = cb->tune.max_split;
+    return fit < (uint64_t)cap ? (fit > 0 ? (int)fit : 1) : cap;
+}
+
 static act_sizes sizes_of(const cl_backend *cb, const dattn_layer_shape *s, const kv_geom *g,
                           const cache_scratch *scratch)
 {
@@ -290,7 +300,8 @@ static act_sizes sizes_of(const cl_backend *cb, const dattn_layer_shape *s, cons
     a.attn = sizeof(float) * B * A;
     a.y = sizeof(float) * B * (size_t)max_int(s->model_dim, scratch->n_vocab);
     a.hidden = sizeof(float) * B * 2 * F;
-    a.partial = sizeof(float) * (size_t)s->n_heads * (size_t)cb->tune.max_split * (4 + 4 * d);
+    a.partial = sizeof(float) * (size_t)s->n_heads * (size_t)split_cap(cb, s->n_heads, (int)d) *
+                (8 + 4 * d);
     a.temp = clblast_temp_bytes(cb, s, g, scratch);
     return a;
 }
@@ -494,17 +505,13 @@ static dattn_status check_prefill_tiles(const cl_backend *cb, int d, int qt, int
     return DATTN_OK;
 }
 
-/* The decode split kernel's work-group: the tuning row's, halved until its local memory
- * (4 * (4*r*d + 4*r*WG + WG) bytes, see diffattn_decode.cl) fits the device and 32 KiB and the
- * device's work-group limit. */
-static int decode_wg(const cl_backend *cb, int r, int d)
+/* The decode launch for n_used slots in use (tuning_decode_plan with this device's limits). */
+static int decode_plan(const cl_backend *cb, const dattn_cache *c, int64_t n_used, tuning_decode *p)
 {
-    size_t limit = cb->info.local_mem_bytes < 32768 ? cb->info.local_mem_bytes : 32768;
-    int wg = cb->tune.wg_decode;
-    while (wg > 1 && ((size_t)wg > cb->max_wg ||
-                      4 * (4 * (size_t)r * d + 4 * (size_t)r * wg + (size_t)wg) > limit))
-        wg /= 2;
-    return wg;
+    return tuning_decode_plan(&cb->tune, (int)c->g.type, c->g.head_dim,
+                              c->shape.n_heads / c->shape.n_kv_heads, c->shape.n_kv_heads, n_used,
+                              (int)cb->info.compute_units, (size_t)cb->info.local_mem_bytes,
+                              cb->max_wg, p);
 }
 
 static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *caller_buf,
@@ -531,7 +538,7 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     cl_cache *cc = dattn_alloc(sizeof *cc, "opencl cache state");
     if (!cc)
         return DATTN_E_NOMEM;
-    cc->max_split = cb->tune.max_split;
+    cc->max_split = split_cap(cb, c->shape.n_heads, d);
     cc->x_cols = max_int(c->shape.model_dim, c->scratch.ffn_dim);
     cc->y_cols = max_int(c->shape.model_dim, c->scratch.n_vocab);
     cc->ffn_dim = c->scratch.ffn_dim;
@@ -553,8 +560,17 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
         (st = make_buffer(cb, a.temp, "CLBlast temp buffer", &cc->gemm_temp)) != DATTN_OK)
         goto fail;
 
-    cc->wg_decode = decode_wg(cb, r, d);
-    cc->combine_wg = 64;
+    tuning_decode plan;
+    if (decode_plan(cb, c, 0, &plan) != 0) {
+        st = dattn_fail(DATTN_E_UNSUPPORTED, "opencl: no work-group of the decode kernel (16 items "
+                        "or more) fits '%s' at head_dim %d: %zu items and %llu bytes of local "
+                        "memory; use --backend cpu", cb->info.name, d, cb->max_wg,
+                        (unsigned long long)cb->info.local_mem_bytes);
+        goto fail;
+    }
+    cc->wg_decode = plan.wg;
+    cc->decode_heads = plan.heads;
+    cc->combine_wg = 2 * d >= 256 ? 256 : 2 * d >= 128 ? 128 : 64;
     cc->append_wg = 64;
     cc->gemv_wg = cb->tune.gemv_wg;
     cc->gemv_rows = cb->tune.gemv_rows;
@@ -563,8 +579,9 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     cc->prefill_qt = (size_t)cb->tune.prefill_qt;
     cc->prefill_wg = (size_t)cb->tune.prefill_qt * (size_t)cb->tune.prefill_kt;
     char opt[256];
-    snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D GROUP=%d -D KV_TYPE=%d -D WG_DECODE=%d "
-             "-D COMBINE_WG_SIZE=%d -D EPS_ARG", d, r, (int)g->type, cc->wg_decode, cc->combine_wg);
+    snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D GROUP=%d -D HEADS=%d -D KV_TYPE=%d -D WG_DECODE=%d "
+             "-D COMBINE_WG_SIZE=%d -D MAX_SPLIT=%d -D EPS_ARG", d, r, cc->decode_heads,
+             (int)g->type, cc->wg_decode, cc->combine_wg, cc->max_split);
     if ((st = build(cb, "diffattn_decode", opt, &cc->prog[0])) != DATTN_OK)
         goto fail;
     snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D KV_TYPE=%d -D APPEND_WG=%d", d, (int)g->type,
@@ -870,23 +887,26 @@ static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const backen
         }
         return op_status(cc);
     }
-    int64_t n_vis = kv_n_visible(g, t0);
-    int n_tiles = (int)((n_vis + cc->wg_decode - 1) / cc->wg_decode);
-    int n_split = tuning_splits(&cb->tune, Hkv, n_tiles, cb->info.compute_units);
-    if (n_split > cc->max_split)
-        n_split = cc->max_split;
-    if (n_split < 1)
-        n_split = 1;
-    int split_len = (int)((n_vis + n_split - 1) / n_split);
+    /* the slots in use, in whole pages per split (diffattn_decode.cl walks them physically) */
+    int64_t n_used = t0 + 1 < g->n_phys ? t0 + 1 : g->n_phys;
+    tuning_decode plan;
+    decode_plan(cb, c, n_used, &plan);   /* succeeded at cache creation: the same sizes */
+    int n_split = plan.n_split, split_pages = plan.split_pages;
+    if (n_split > cc->max_split) {       /* the cap lowered for the one-buffer limit */
+        int per = (plan.n_tiles + cc->max_split - 1) / cc->max_split;
+        split_pages = per * (plan.tile_keys / KV_PAGE);
+        n_split = (plan.n_tiles + per - 1) / per;
+    }
+    int blocks = (H / Hkv) / cc->decode_heads;
     cl_kernel ks = cc->k_split;
     for (int j = 0; j < Hkv;) {
         kv_run run = kv_run_at(cc, Hkv, slot, j);
         err = CL_SUCCESS;
         err |= SET(ks, 0, run.buf), err |= SET(ks, 1, run.off), err |= SET(ks, 2, g->n_pages);
         err |= SET(ks, 3, g->n_sink), err |= SET(ks, 4, g->n_window), err |= SET(ks, 5, g->n_ring);
-        err |= SET(ks, 6, t), err |= SET(ks, 7, split_len), err |= SET(ks, 8, cc->q);
+        err |= SET(ks, 6, t), err |= SET(ks, 7, split_pages), err |= SET(ks, 8, cc->q);
         err |= SET(ks, 9, q_sink), err |= SET(ks, 10, cc->partial), err |= SET(ks, 11, run.j0);
-        size_t global[2] = {(size_t)n_split * cc->wg_decode, (size_t)run.n};
+        size_t global[2] = {(size_t)n_split * cc->wg_decode, (size_t)run.n * (size_t)blocks};
         size_t local[2] = {(size_t)cc->wg_decode, 1};
         if (err == CL_SUCCESS)
             err = clEnqueueNDRangeKernel(cb->queue, ks, 2, NULL, global, local, 0, NULL, NULL);

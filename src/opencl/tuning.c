@@ -4,6 +4,7 @@
  * OpenCL header, no allocation, no I/O. */
 #include <stddef.h>
 #include <stdio.h>
+#include <limits.h>
 #include <string.h>
 
 #include "tuning.h"
@@ -114,7 +115,7 @@ const tuning_row *tuning_lookup(const char *vendor, const char *device_name)
     const tuning_row *r = tuning_lookup_in(tuning_rows, tuning_n_rows, vendor, device_name);
     /* gen_tuning.py refuses a table without a "*" "*" row, so r is never NULL; the fallback
      * keeps the promise even for a hand-built table. */
-    static const tuning_row fallback = {"*", "*", "builtin-default", 64, 32, 16, 32, 64, 4, 0, 16};
+    static const tuning_row fallback = {"*", "*", "builtin-default", 64, 2, 16, 32, 64, 4, 0, 16};
     return r ? r : &fallback;
 }
 
@@ -186,14 +187,62 @@ int tuning_splits(const tuning_row *row, int n_work_items, int n_kv_tiles, int n
     return 1;   /* not reached: s = best_s always qualifies */
 }
 
+/* Local memory of diffattn_decode_split (see its header comment): q and q_sink as float4 per
+ * dim and half, the float4 reduction buffers, and the weights [2*heads][tile] (or the value sums
+ * of the key groups, if larger). */
+static long long decode_local_bytes(int wg, int kv_type, int d, int heads)
+{
+    int elem = kv_type == 0 ? 4 : kv_type == 1 ? 2 : 1;
+    int kpc = (kv_type == 2 ? 8 : 16) / elem;
+    int vce = (2 * d) % kpc == 0 ? kpc : (2 * d) % 4 == 0 ? 4 : 2;   /* as the kernel's VCE */
+    long long tile = (long long)wg * kpc / 2, vch = 2LL * d / vce;
+    long long kg = wg >= vch ? wg / vch : 1;
+    long long wt = 2LL * heads * tile > kg * 2 * d ? 2LL * heads * tile : kg * 2 * d;
+    return 16LL * 2 * 2 * (d + 1) + 16LL * (wg + wg / 8) + 4 * wt;
+}
+
+int tuning_decode_plan(const tuning_row *row, int kv_type, int head_dim, int group, int n_kv_heads,
+                       long long n_used, int compute_units, size_t local_mem, size_t max_wg,
+                       tuning_decode *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!row || head_dim < 1 || group < 1 || n_kv_heads < 1 || kv_type < 0 || kv_type > 2)
+        return -1;
+    int heads = 1;
+    for (int h = 4; h >= 1; h--)
+        if (group % h == 0) {
+            heads = h;
+            break;
+        }
+    int wg = row->wg_decode;
+    while (wg >= 16 && ((size_t)wg > max_wg ||
+                        decode_local_bytes(wg, kv_type, head_dim, heads) > (long long)local_mem))
+        wg /= 2;
+    if (wg < 16)
+        return -1;
+    int kpc = kv_type == 0 ? 4 : 8;
+    out->wg = wg;
+    out->heads = heads;
+    out->tile_keys = wg * kpc / 2;
+    out->local_bytes = (int)decode_local_bytes(wg, kv_type, head_dim, heads);
+    long long pages = (n_used + 31) / 32, tile_pages = out->tile_keys / 32;
+    out->n_tiles = (int)ceil_div(pages > 0 ? pages : 1, tile_pages);
+    int blocks = n_kv_heads * (group / heads);
+    long long c = (long long)compute_units * (row->wg_per_cu > 0 ? row->wg_per_cu : 1);
+    out->n_split = tuning_splits(row, blocks, out->n_tiles, c > INT_MAX ? INT_MAX : (int)c);
+    out->split_pages = (int)(ceil_div(out->n_tiles, out->n_split) * tile_pages);
+    out->groups = out->n_split * blocks;
+    return 0;
+}
+
 int tuning_build_options(const tuning_row *row, char *buf, size_t n)
 {
     if (!row || !buf || n == 0)
         return -1;
     int w = snprintf(buf, n,
-                     "-D WG_DECODE=%d -D DECODE_TILE=%d -D PREFILL_QT=%d -D PREFILL_KT=%d "
+                     "-D WG_DECODE=%d -D WG_PER_CU=%d -D PREFILL_QT=%d -D PREFILL_KT=%d "
                      "-D GEMV_WG=%d -D GEMV_ROWS=%d -D MAX_SPLIT=%d",
-                     row->wg_decode, row->decode_tile, row->prefill_qt, row->prefill_kt,
+                     row->wg_decode, row->wg_per_cu, row->prefill_qt, row->prefill_kt,
                      row->gemv_wg, row->gemv_rows, row->max_split);
     if (w < 0 || (size_t)w >= n) {
         buf[0] = '\0';
@@ -206,7 +255,7 @@ int tuning_override(tuning_row *row, const char *spec, char *why, size_t why_n)
 {
     static const struct { const char *name; size_t off; } fields[] = {
         {"wg_decode", offsetof(tuning_row, wg_decode)},
-        {"decode_tile", offsetof(tuning_row, decode_tile)},
+        {"wg_per_cu", offsetof(tuning_row, wg_per_cu)},
         {"prefill_qt", offsetof(tuning_row, prefill_qt)},
         {"prefill_kt", offsetof(tuning_row, prefill_kt)},
         {"gemv_wg", offsetof(tuning_row, gemv_wg)},
@@ -224,7 +273,7 @@ int tuning_override(tuning_row *row, const char *spec, char *why, size_t why_n)
                 break;
         if (!eq || i == sizeof fields / sizeof *fields) {
             snprintf(why, why_n, "'%.*s' is not field=value with a tuning.tsv column (wg_decode, "
-                     "decode_tile, prefill_qt, prefill_kt, gemv_wg, gemv_rows, n_split, max_split)",
+                     "wg_per_cu, prefill_qt, prefill_kt, gemv_wg, gemv_rows, n_split, max_split)",
                      (int)len, p);
             return -1;
         }

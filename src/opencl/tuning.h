@@ -14,7 +14,8 @@ typedef struct tuning_row {
     const char *device;   /* CL_DEVICE_NAME pattern, same syntax */
     const char *name;     /* row label, e.g. "nvidia-hopper" (shown by `dattn devices`) */
     int wg_decode;        /* WG_DECODE: decode work-group size, a power of two */
-    int decode_tile;      /* DECODE_TILE: KV positions per decode work-group iteration */
+    int wg_per_cu;        /* decode work-groups resident per compute unit (the split heuristic's
+                           * C = compute units x wg_per_cu) */
     int prefill_qt;       /* PREFILL_QT: query rows per prefill work-group */
     int prefill_kt;       /* PREFILL_KT: key positions per prefill local-memory tile */
     int gemv_wg;          /* GEMV_WG: GEMV work-group size */
@@ -61,7 +62,29 @@ const tuning_row *tuning_lookup_in(const tuning_row *rows, int n_rows, const cha
  * (1 for n_kv_tiles <= 1 or any argument <= 0). */
 int tuning_splits(const tuning_row *row, int n_work_items, int n_kv_tiles, int n_compute_units);
 
-/* "-D WG_DECODE=128 -D DECODE_TILE=32 -D PREFILL_QT=.. -D PREFILL_KT=.. -D GEMV_WG=..
+/* The launch of the decode split kernel (cl/diffattn_decode.cl) for one step. */
+typedef struct tuning_decode {
+    int wg;            /* work-group size: the row's wg_decode, halved until it fits */
+    int heads;         /* query heads per work-group: the largest divisor of the group <= 4 */
+    int tile_keys;     /* slots per tile: wg * (keys per K chunk) / 2 */
+    int local_bytes;   /* the split kernel's local memory at that work-group */
+    int n_tiles;       /* tiles of the slots in use */
+    int n_split;       /* splits per (KV head, head block) */
+    int split_pages;   /* KV pages per split: whole tiles */
+    int groups;        /* work-groups of the launch: n_split x n_kv_heads x group / heads */
+} tuning_decode;
+
+/* The decode launch for kv_type (0 f32, 1 f16, 2 q8), head_dim d (of one softmax half), group
+ * query heads per KV head, n_kv_heads, n_used slots in use (min(t + 1, slots of the cache)) on a
+ * device with compute_units, local_mem bytes of local memory and max_wg items a work-group: the
+ * same sizes cl/diffattn_decode.cl is built with (WG_DECODE, HEADS) and launched at. The split
+ * count is tuning_splits over the tiles with C = compute_units x row->wg_per_cu. Returns 0, or -1
+ * if no work-group of 16 or more items fits (out is then zeroed). */
+int tuning_decode_plan(const tuning_row *row, int kv_type, int head_dim, int group, int n_kv_heads,
+                       long long n_used, int compute_units, size_t local_mem, size_t max_wg,
+                       tuning_decode *out);
+
+/* "-D WG_DECODE=128 -D WG_PER_CU=32 -D PREFILL_QT=.. -D PREFILL_KT=.. -D GEMV_WG=..
  * -D GEMV_ROWS=.. -D MAX_SPLIT=.." for clBuildProgram, NUL-terminated into buf. Returns the
  * characters written (without the NUL), or -1 if they do not fit in n (buf is then "" if n > 0). */
 int tuning_build_options(const tuning_row *row, char *buf, size_t n);
