@@ -9,7 +9,8 @@
  *                                            use q_sink, rotated at the StreamingLLM position)
  *     m = max s,  l = sum exp(s - m),  o = sum exp(s - m) v   (v: [2d], shared by both halves)
  *   and writes partial[h][s] = { m1, l1, -, -, o1[2d], m2, l2, -, -, o2[2d] } (PART_FLOATS =
- *   8 + 4d floats: the o arrays 16-byte aligned for the combine's float4 loads).
+ *   8 + 4d floats, 2 more for an odd d: both halves 16-byte aligned for the combine's float4
+ *   loads).
  * diffattn_decode_combine: for query head h, merges the splits by log-sum-exp (each split's scale
  *   factor computed once), forms
  *     o = o1/l1 - lambda * o2/l2,  out[h][i] = o[i] / sqrt(mean(o^2) + eps) * subln[i] * out_scale
@@ -21,8 +22,10 @@
  * (DESIGN §4, src/kv.h) when it is a sink (ph < n_sink), or when the stream index it holds,
  * t - age with age = ((t - n_sink) - (ph - n_sink)) mod n_ring, is inside the window
  * (age < n_window). `full` policy: n_sink = 0, n_window = n_ring = n_ctx. Split s owns pages
- * [s*split_pages, (s+1)*split_pages) of the ceil(n_used / KV_PAGE) in use (an empty split writes
- * m = -inf, l = 0, o = 0, which the combine ignores).
+ * [s*split_pages, (s+1)*split_pages) of the ceil(n_used / KV_PAGE) in use; with sinks
+ * (n_sink > 0) the launch has one split more, the last, which owns the sink slots and scores them
+ * with q_sink, so no other work-group needs q_sink (an empty split writes m = -inf, l = 0, o = 0,
+ * which the combine ignores).
  *
  * Arguments (split): cache (the buffer holding head blocks (slot, j0 ..)), slot_off (byte offset
  *   of head block (slot, j0) in it), n_pages (kv_geom.n_pages), n_sink, n_window, n_ring
@@ -50,8 +53,8 @@
  *   At the end of the split the key groups' accumulators are summed through local memory.
  * Work (combine): one work-group of COMBINE_WG_SIZE items per query head h; item l owns dims
  *   l, l + COMBINE_WG_SIZE, ...; the split scale factors are computed once into local memory.
- * Local memory (split): 16 * (2*2*(HEAD_DIM+1) [q, q_sink] + WG*9/8 [reductions]) +
- *   4 * 2*HEADS*TILE [weights] bytes, e.g. 30,976 B at HEADS 3, d 128, f16, WG 256 (TILE 1024);
+ * Local memory (split): 16 * (2*(HEAD_DIM+1) [q] + WG*9/8 [reductions]) +
+ *   4 * 2*HEADS*TILE [weights] bytes, e.g. 22,736 B at HEADS 3, d 128, f16, WG 256 (TILE 1024);
  *   the host checks it against the device. (combine): 4 * (4 * MAX_SPLIT + COMBINE_WG_SIZE). */
 
 #ifndef HEAD_DIM
@@ -128,7 +131,7 @@
 #define KG (WG >= VCH ? WG / VCH : 1)             /* key groups of the value phase */
 #define V_PER ((VCH + WG - 1) / WG)               /* V chunks per item (1 unless WG < VCH) */
 #define NROW (2 * HEADS)                          /* softmax rows of a work-group */
-#define HALF_FLOATS (4 + 2 * HEAD_DIM)            /* m, l, 2 unused, o[2d] */
+#define HALF_FLOATS (4 + (2 * HEAD_DIM + 3) / 4 * 4)   /* m, l, 2 unused, o[2d], padded to 16 B */
 #define PART_FLOATS (2 * HALF_FLOATS)
 #define FAN 8                                     /* reduction tree fan-in */
 #define CVEC ((2 * HEAD_DIM) % 4 == 0 && HEAD_DIM % 2 == 0 ? 4 : 1)   /* combine dims per load */
@@ -138,6 +141,12 @@
 #endif
 #ifndef VSTEP
 #define VSTEP 2                                   /* V rows loaded together: 1, 2 or 4 */
+#endif
+/* Where the value sums live between tiles: 1, in local memory (each item its own, touched once a
+ * tile), so the key phase keeps no accumulators in registers and more work-groups fit a compute
+ * unit; 0, in registers. */
+#ifndef ACC_IN_LOCAL
+#define ACC_IN_LOCAL 1
 #endif
 #define WT_FLOATS (NROW * TILE > KG * 2 * HEAD_DIM ? NROW * TILE : KG * 2 * HEAD_DIM)
 #define WT(r, k) wt[(r) * TILE + (k)]
@@ -225,7 +234,7 @@ void diffattn_decode_split(__global const uchar *restrict cache, ulong slot_off,
                            __global const float *restrict q, __global const float *restrict q_sink,
                            __global float *restrict partial, int j0)
 {
-    __local float4 qs[2][2][HEAD_DIM + 1];     /* [q, q_sink][half][dim]: HEADS values (+1: banks) */
+    __local float4 qs[2][HEAD_DIM + 1];        /* [half][dim]: HEADS query values (+1: banks) */
     __local float4 red[WG], tmp[WG / FAN];     /* reductions */
     __local float wt[WT_FLOATS];               /* the tile's softmax weights [NROW][TILE], row
                                                 * c*HEADS + g; at the end, the value sums */
@@ -241,18 +250,21 @@ void diffattn_decode_split(__global const uchar *restrict cache, ulong slot_off,
     const ulong head_bytes = vscale_off + (KV_TYPE == 2 ? ROUND64((ulong)n_pages * KV_PAGE * 4) : 0);
     __global const uchar *head = cache + slot_off + (ulong)(j - j0) * head_bytes;
 
-    /* the slots in use, the split's share, the ring index of the query */
+    /* the slots in use, the split's share, the ring index of the query; with sinks the last
+     * split is theirs (slots 0 .. n_sink-1, scored with q_sink) and the others skip them */
+    const int sink_split = n_sink > 0 && s == n_split - 1;
+    const int n_real = n_split - (n_sink > 0);
     const int n_used = (int)min(t + 1, (long)n_sink + n_ring);
     const int pages_used = (n_used + KV_PAGE - 1) / KV_PAGE;
-    const int slot0 = min(s * split_pages, pages_used) * KV_PAGE;
-    const int slot1 = min(min(s + 1, n_split) * split_pages * KV_PAGE, n_used);
+    const int slot0 = sink_split ? 0 : min(s * split_pages, pages_used) * KV_PAGE;
+    const int slot1 = sink_split ? min(n_sink, n_used)
+                                 : min(min(s + 1, n_real) * split_pages * KV_PAGE, n_used);
     const int rt = t >= n_sink ? (int)((t - n_sink) % n_ring) : 0;
 
+    __global const float *q_src = sink_split ? q_sink : q;
     for (int i = lid; i < 2 * HEADS * HEAD_DIM; i += WG) {
         const int c = i / (HEADS * HEAD_DIM), g = i / HEAD_DIM % HEADS, e = i % HEAD_DIM;
-        const size_t o = (size_t)(2 * (h0 + g) + c) * HEAD_DIM + e;
-        ((__local float *)&qs[0][c][e])[g] = q[o];
-        ((__local float *)&qs[1][c][e])[g] = q_sink[o];
+        ((__local float *)&qs[c][e])[g] = q_src[(size_t)(2 * (h0 + g) + c) * HEAD_DIM + e];
     }
 
     /* the key phase's item: half c, page pt of the tile, chunk kc of the page row */
@@ -260,13 +272,25 @@ void diffattn_decode_split(__global const uchar *restrict cache, ulong slot_off,
     /* the value phase's item: key group kg, V chunk vc */
     const int kg = lid / VCH < KG ? lid / VCH : KG, vc = lid % VCH;
 
-    float m[NROW], l_part[HEADS], acc[V_PER][NROW][VCE];
-    for (int r = 0; r < NROW; r++) {
+    float m[NROW], l_part[HEADS];
+    for (int r = 0; r < NROW; r++)
         m[r] = -INFINITY;
+#if ACC_IN_LOCAL
+    __local float acc_l[KG * NROW * 2 * HEAD_DIM];       /* [key group][row][2d] */
+#define ACC_L(k, r, e) acc_l[((k) * NROW + (r)) * 2 * HEAD_DIM + (e)]
+    if (lid / VCH < KG)
         for (int u = 0; u < V_PER; u++)
+            if (vc + u * WG < VCH)
+                for (int r = 0; r < NROW; r++)
+                    for (int x = 0; x < VCE; x++)
+                        ACC_L(kg, r, (vc + u * WG) * VCE + x) = 0.0f;
+#else
+    float acc[V_PER][NROW][VCE];
+    for (int u = 0; u < V_PER; u++)
+        for (int r = 0; r < NROW; r++)
             for (int x = 0; x < VCE; x++)
                 acc[u][r][x] = 0.0f;
-    }
+#endif
     for (int g = 0; g < HEADS; g++)
         l_part[g] = 0.0f;
 
@@ -279,16 +303,7 @@ void diffattn_decode_split(__global const uchar *restrict cache, ulong slot_off,
         if (k0 < base + tile_n) {
             __global const uchar *pg = head + (ulong)(k0 / KV_PAGE) * KPAGE_BYTES;
             __global const uchar *kp = pg + c * KHALF_BYTES + kc * KCB;
-            chunk_scores(kp, qs[0][c], sc);
-            if (k0 < n_sink) {                               /* sinks score with q_sink */
-                float ss[HEADS][KPC];
-                chunk_scores(kp, qs[1][c], ss);
-#pragma unroll
-                for (int i = 0; i < KPC; i++)
-#pragma unroll
-                    for (int g = 0; g < HEADS; g++)
-                        sc[g][i] = k0 + i < n_sink ? ss[g][i] : sc[g][i];
-            }
+            chunk_scores(kp, qs[c], sc);
 #if KV_TYPE == 2
             __global const float *ks = (__global const float *)(pg + 2 * KHALF_BYTES) +
                                        c * KV_PAGE + kc * KPC;
@@ -302,7 +317,8 @@ void diffattn_decode_split(__global const uchar *restrict cache, ulong slot_off,
             for (int i = 0; i < KPC; i++) {
                 const int ph = k0 + i;
                 const int age = ph < n_sink ? 0 : (rt - (ph - n_sink) + n_ring) % n_ring;
-                const int visible = ph < base + tile_n && (ph < n_sink || age < n_window);
+                const int visible = ph < base + tile_n &&
+                                    (sink_split ? ph < n_sink : ph >= n_sink && age < n_window);
                 for (int g = 0; g < HEADS; g++)
                     sc[g][i] = visible ? sc[g][i] : -INFINITY;
             }
@@ -382,14 +398,23 @@ void diffattn_decode_split(__global const uchar *restrict cache, ulong slot_off,
 #endif
             }
         }
+#if !ACC_IN_LOCAL
         for (int r = 0; r < NROW; r++)
             for (int u = 0; u < V_PER; u++)
                 for (int x = 0; x < VCE; x++)
                     acc[u][r][x] *= alpha[r];
+#endif
         barrier(CLK_LOCAL_MEM_FENCE);
 
         /* values: VSTEP keys a step, their rows' chunks loaded together */
         if (lid / VCH < KG) {
+#if ACC_IN_LOCAL
+            float acc[V_PER][NROW][VCE];                     /* this tile's sums */
+            for (int u = 0; u < V_PER; u++)
+                for (int r = 0; r < NROW; r++)
+                    for (int x = 0; x < VCE; x++)
+                        acc[u][r][x] = 0.0f;
+#endif
             for (int kk = VSTEP * kg; kk < tile_n; kk += VSTEP * KG) {
                 float wv[NROW][VSTEP];                       /* keys past tile_n weigh 0 */
 #pragma unroll
@@ -426,6 +451,15 @@ void diffattn_decode_split(__global const uchar *restrict cache, ulong slot_off,
                     }
                 }
             }
+#if ACC_IN_LOCAL
+            for (int u = 0; u < V_PER; u++)                  /* the item's own: no barrier */
+                if (vc + u * WG < VCH)
+                    for (int r = 0; r < NROW; r++)
+                        for (int x = 0; x < VCE; x++) {
+                            __local float *a = &ACC_L(kg, r, (vc + u * WG) * VCE + x);
+                            *a = fma(*a, alpha[r], acc[u][r][x]);
+                        }
+#endif
         }
         barrier(CLK_LOCAL_MEM_FENCE);                      /* before wt and red are rewritten */
     }
@@ -450,6 +484,17 @@ void diffattn_decode_split(__global const uchar *restrict cache, ulong slot_off,
                 o[1] = sv[g];
             }
         }
+#if ACC_IN_LOCAL
+    /* the key groups' sums (the tree's barriers ordered them after every item's last tile) */
+    for (int i = lid; i < NROW * 2 * HEAD_DIM; i += WG) {
+        const int r = i / (2 * HEAD_DIM), e = i % (2 * HEAD_DIM);
+        float v = 0.0f;
+        for (int k = 0; k < KG; k++)
+            v += ACC_L(k, r, e);
+        const int hh = r / HEADS, g = r % HEADS;
+        partial[((size_t)(h0 + g) * n_split + s) * PART_FLOATS + hh * HALF_FLOATS + 4 + e] = v;
+    }
+#else
     /* rows in rounds that fit wt: KG copies of RR rows of 2d floats */
 #define RR_FIT (WT_FLOATS / (KG * 2 * HEAD_DIM))
 #define RR (RR_FIT > NROW ? NROW : RR_FIT)
@@ -477,6 +522,7 @@ void diffattn_decode_split(__global const uchar *restrict cache, ulong slot_off,
             }
         }
     }
+#endif
 }
 
 __kernel __attribute__((reqd_work_group_size(COMBINE_WG_SIZE, 1, 1)))
@@ -491,9 +537,10 @@ void diffattn_decode_combine(__global const float *restrict partial, int n_split
     __global const float *p = partial + h * n_split * PART_FLOATS;
 
     for (int s = lid; s < n_split; s += COMBINE_WG_SIZE)
-        for (int c = 0; c < 2; c++) {
-            ms[c][s] = p[s * PART_FLOATS + c * HALF_FLOATS];
-            ls[c][s] = p[s * PART_FLOATS + c * HALF_FLOATS + 1];
+        for (int c = 0; c < 2; c++) {   /* {m, l, -, -}: 16-byte aligned (PART_FLOATS, HALF_FLOATS) */
+            const float4 ml = *(__global const float4 *)(p + s * PART_FLOATS + c * HALF_FLOATS);
+            ms[c][s] = ml.x;
+            ls[c][s] = ml.y;
         }
     barrier(CLK_LOCAL_MEM_FENCE);
     float mx[2] = {-INFINITY, -INFINITY};
@@ -550,8 +597,15 @@ void diffattn_decode_combine(__global const float *restrict partial, int n_split
     const float inv = 1.0f / sqrt(red[0] / (float)(2 * HEAD_DIM) + SUB_EPS) * out_scale;
     for (int u = 0; u < C_PER; u++) {
         const int e = (lid + u * COMBINE_WG_SIZE) * CVEC;
-        if (e < 2 * HEAD_DIM)
+        if (e < 2 * HEAD_DIM) {
+#if CVEC == 4
+            const float4 w = *(__global const float4 *)(subln + e);
+            const float wv[4] = {w.x, w.y, w.z, w.w};
+#else
+            const float wv[1] = {subln[e]};
+#endif
             for (int x = 0; x < CVEC; x++)
-                out[h * 2 * HEAD_DIM + e + x] = y[u][x] * inv * subln[e + x];
+                out[h * 2 * HEAD_DIM + e + x] = y[u][x] * inv * wv[x];
+        }
     }
 }

@@ -261,7 +261,7 @@ typedef struct dcase {
     int heads;   /* query heads a work-group; 0: the largest divisor of group up to 4 */
 } dcase;
 
-static void decode_case(const dcase *c, int type)
+static void decode_case(const dcase *c, int type, int acc_in_local)
 {
     const int d = c->d, hkv = c->n_kv_heads, r = c->group, H = hkv * r, slot = 1;
     const long long t = c->t;
@@ -345,10 +345,11 @@ static void decode_case(const dcase *c, int type)
 
     char defs[160];
     snprintf(defs, sizeof defs, "-DKV_TYPE=%d -DHEAD_DIM=%d -DGROUP=%d -DHEADS=%d -DWG_DECODE=%d "
-             "-DCOMBINE_WG_SIZE=%d", type, d, r, heads, c->wg, c->cwg);
+             "-DCOMBINE_WG_SIZE=%d -DACC_IN_LOCAL=%d", type, d, r, heads, c->wg, c->cwg, acc_in_local);
     cl_program prog = build("diffattn_decode.cl", defs);
     cl_kernel ks = kernel(prog, "diffattn_decode_split"), kc = kernel(prog, "diffattn_decode_combine");
-    size_t part = (size_t)H * c->n_split * (8 + 4 * (size_t)d);   /* PART_FLOATS */
+    const int n_launch = c->n_split + (c->n_sink > 0);   /* + the sinks' split */
+    size_t part = (size_t)H * n_launch * 2 * (4 + (2 * (size_t)d + 3) / 4 * 4);   /* PART_FLOATS */
     cl_mem dcache = buffer(L.total, cache), dq_ = buffer(qn * 4, q), dqs = buffer(qn * 4, q_sink);
     cl_mem dpart = buffer(part * 4, NULL), dsub = buffer(2 * (size_t)d * 4, subln);
     cl_mem dout = buffer(on * 4, NULL);
@@ -365,11 +366,11 @@ static void decode_case(const dcase *c, int type)
     ARG(ks, 9, cl_mem, dqs);
     ARG(ks, 10, cl_mem, dpart);
     ARG(ks, 11, cl_int, 0);       /* j0: every head in one launch */
-    size_t g[2] = {(size_t)c->n_split * c->wg, (size_t)hkv * (r / heads)}, l[2] = {(size_t)c->wg, 1};
+    size_t g[2] = {(size_t)n_launch * c->wg, (size_t)hkv * (r / heads)}, l[2] = {(size_t)c->wg, 1};
     launch(ks, 2, g, l);
 
     ARG(kc, 0, cl_mem, dpart);
-    ARG(kc, 1, cl_int, c->n_split);
+    ARG(kc, 1, cl_int, n_launch);
     ARG(kc, 2, cl_float, lambda);
     ARG(kc, 3, cl_float, out_scale);
     ARG(kc, 4, cl_mem, dsub);
@@ -383,7 +384,8 @@ static void decode_case(const dcase *c, int type)
     static const double tol[] = {1e-4, 2e-3, 2e-2};
     char what[160];
     snprintf(what, sizeof what, "decode %s %s vs stored values (n_vis %d, %d pages a split, %d heads "
-             "a work-group)", c->name, tname[type], n_vis, split_pages, heads);
+             "a work-group, sums in %s)", c->name, tname[type], n_vis, split_pages, heads,
+             acc_in_local ? "local memory" : "registers");
     CHECK_ERR(what, rel_err(ref_dq, out, on), 1e-4);
     snprintf(what, sizeof what, "decode %s %s vs exact values", c->name, tname[type]);
     CHECK_ERR(what, rel_err(ref_ex, out, on), tol[type]);
@@ -414,18 +416,22 @@ static const dcase decode_cases[] = {
     {"full r=3 partial tile",  128, 1, 3, 0, 4096, 4096, 256, 256, 2, 1234, 0},
     {"full r=2 d=8",            8, 3, 2, 0, 50, 50, 64, 64, 3, 40, 0},
     {"sink+window r=2 d=6",     6, 1, 2, 2, 30, 33, 16, 64, 2, 70, 0},
+    {"full r=1 d=5",            5, 2, 1, 0, 40, 40, 32, 64, 2, 39, 0},
 };
 
 static void test_decode(void **state)
 {
     (void)state;
     for (size_t i = 0; i < sizeof decode_cases / sizeof decode_cases[0]; i++)
-        for (int type = 0; type < 3; type++) {
-            char name[96];
-            snprintf(name, sizeof name, "decode %s %d", decode_cases[i].name, type);
-            seed_case(name);
-            decode_case(&decode_cases[i], type);
-        }
+        for (int type = 0; type < 3; type++)
+            for (int acc = 1; acc >= 0; acc--) {   /* registers: every other case */
+                if (!acc && (i + (size_t)type) % 2)
+                    continue;
+                char name[96];
+                snprintf(name, sizeof name, "decode %s %d %d", decode_cases[i].name, type, acc);
+                seed_case(name);
+                decode_case(&decode_cases[i], type, acc);
+            }
 }
 
 /* ---- main: pick the first device, or skip ------------------------------------------------- */

@@ -73,7 +73,7 @@ typedef struct cl_cache {
     size_t head_bytes;
     cl_mem x, qkv, q, q_sink, k, v, attn, y;   /* activations, max_batch rows */
     cl_mem hidden;             /* [max_batch][2F] FFN hidden rows (sessions only) */
-    cl_mem partial;            /* [H][max_split][8 + 4d] decode split states */
+    cl_mem partial;            /* [H][max_split + 1][part_floats] decode split states (+1: sinks) */
     cl_mem gemm_temp;          /* CLBlast's temp buffer (NULL: none needed, or no CLBlast) */
     size_t gemm_temp_bytes;
     int use_clblast;
@@ -277,14 +277,21 @@ static size_t clblast_temp_bytes(const cl_backend *cb, const dattn_layer_shape *
 #endif
 }
 
-/* The most decode splits: the row's max_split, lowered so that the split states of every head
- * fit one buffer under the one-buffer cap. */
-static int split_cap(const cl_backend *cb, int n_heads, int d)
+/* Floats of one decode split state (diffattn_decode.cl's PART_FLOATS): two halves of m, l, two
+ * unused and o [2d] padded to 16 bytes. */
+static uint64_t part_floats(int d)
 {
-    uint64_t per_split = sizeof(float) * (uint64_t)n_heads * (8 + 4 * (uint64_t)d);
+    return 2 * (4 + ((2 * (uint64_t)d + 3) / 4) * 4);
+}
+
+/* The decode split states a cache holds per head: the row's max_split and one for the sinks,
+ * fewer if they would not fit one buffer under the one-buffer cap (at least 2). */
+static int split_records(const cl_backend *cb, int n_heads, int d)
+{
+    uint64_t per_split = sizeof(float) * (uint64_t)n_heads * part_floats(d);
     uint64_t fit = cb->max_alloc / per_split;
-    int cap = cb->tune.max_split;
-    return fit < (uint64_t)cap ? (fit > 0 ? (int)fit : 1) : cap;
+    int want = cb->tune.max_split + 1;
+    return fit < (uint64_t)want ? (fit > 2 ? (int)fit : 2) : want;
 }
 
 static act_sizes sizes_of(const cl_backend *cb, const dattn_layer_shape *s, const kv_geom *g,
@@ -300,8 +307,8 @@ static act_sizes sizes_of(const cl_backend *cb, const dattn_layer_shape *s, cons
     a.attn = sizeof(float) * B * A;
     a.y = sizeof(float) * B * (size_t)max_int(s->model_dim, scratch->n_vocab);
     a.hidden = sizeof(float) * B * 2 * F;
-    a.partial = sizeof(float) * (size_t)s->n_heads * (size_t)split_cap(cb, s->n_heads, (int)d) *
-                (8 + 4 * d);
+    a.partial = sizeof(float) * (size_t)s->n_heads * (size_t)split_records(cb, s->n_heads, (int)d) *
+                part_floats((int)d);
     a.temp = clblast_temp_bytes(cb, s, g, scratch);
     return a;
 }
@@ -538,7 +545,7 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     cl_cache *cc = dattn_alloc(sizeof *cc, "opencl cache state");
     if (!cc)
         return DATTN_E_NOMEM;
-    cc->max_split = split_cap(cb, c->shape.n_heads, d);
+    cc->max_split = split_records(cb, c->shape.n_heads, d) - 1;   /* + 1 for the sinks */
     cc->x_cols = max_int(c->shape.model_dim, c->scratch.ffn_dim);
     cc->y_cols = max_int(c->shape.model_dim, c->scratch.n_vocab);
     cc->ffn_dim = c->scratch.ffn_dim;
@@ -580,8 +587,9 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     cc->prefill_wg = (size_t)cb->tune.prefill_qt * (size_t)cb->tune.prefill_kt;
     char opt[256];
     snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D GROUP=%d -D HEADS=%d -D KV_TYPE=%d -D WG_DECODE=%d "
-             "-D COMBINE_WG_SIZE=%d -D MAX_SPLIT=%d -D EPS_ARG", d, r, cc->decode_heads,
-             (int)g->type, cc->wg_decode, cc->combine_wg, cc->max_split);
+             "-D COMBINE_WG_SIZE=%d -D MAX_SPLIT=%d -D ACC_IN_LOCAL=%d -D EPS_ARG", d, r,
+             cc->decode_heads, (int)g->type, cc->wg_decode, cc->combine_wg, cc->max_split + 1,
+             DECODE_ACC_IN_LOCAL);
     if ((st = build(cb, "diffattn_decode", opt, &cc->prog[0])) != DATTN_OK)
         goto fail;
     snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D KV_TYPE=%d -D APPEND_WG=%d", d, (int)g->type,
@@ -898,6 +906,7 @@ static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const backen
         n_split = (plan.n_tiles + per - 1) / per;
     }
     int blocks = (H / Hkv) / cc->decode_heads;
+    n_split += g->n_sink > 0;            /* the sinks' split, the last */
     cl_kernel ks = cc->k_split;
     for (int j = 0; j < Hkv;) {
         kv_run run = kv_run_at(cc, Hkv, slot, j);

@@ -187,9 +187,9 @@ int tuning_splits(const tuning_row *row, int n_work_items, int n_kv_tiles, int n
     return 1;   /* not reached: s = best_s always qualifies */
 }
 
-/* Local memory of diffattn_decode_split (see its header comment): q and q_sink as float4 per
- * dim and half, the float4 reduction buffers, and the weights [2*heads][tile] (or the value sums
- * of the key groups, if larger). */
+/* Local memory of diffattn_decode_split (see its header comment): the queries as float4 per
+ * dim and half, the float4 reduction buffers, the weights [2*heads][tile] (or the value sums
+ * of the key groups, if larger), and with ACC_IN_LOCAL the key groups' value sums. */
 static long long decode_local_bytes(int wg, int kv_type, int d, int heads)
 {
     int elem = kv_type == 0 ? 4 : kv_type == 1 ? 2 : 1;
@@ -198,7 +198,8 @@ static long long decode_local_bytes(int wg, int kv_type, int d, int heads)
     long long tile = (long long)wg * kpc / 2, vch = 2LL * d / vce;
     long long kg = wg >= vch ? wg / vch : 1;
     long long wt = 2LL * heads * tile > kg * 2 * d ? 2LL * heads * tile : kg * 2 * d;
-    return 16LL * 2 * 2 * (d + 1) + 16LL * (wg + wg / 8) + 4 * wt;
+    long long acc = DECODE_ACC_IN_LOCAL ? kg * 2 * heads * 2 * d : 0;
+    return 16LL * 2 * (d + 1) + 16LL * (wg + wg / 8) + 4 * (wt + acc);
 }
 
 int tuning_decode_plan(const tuning_row *row, int kv_type, int head_dim, int group, int n_kv_heads,

@@ -62,6 +62,12 @@ const tuning_row *tuning_lookup_in(const tuning_row *rows, int n_rows, const cha
  * (1 for n_kv_tiles <= 1 or any argument <= 0). */
 int tuning_splits(const tuning_row *row, int n_work_items, int n_kv_tiles, int n_compute_units);
 
+/* diffattn_decode.cl's ACC_IN_LOCAL, as the backend builds it: the value sums between tiles in
+ * local memory (1) or in registers (0). */
+#ifndef DECODE_ACC_IN_LOCAL
+#define DECODE_ACC_IN_LOCAL 1
+#endif
+
 /* The launch of the decode split kernel (cl/diffattn_decode.cl) for one step. */
 typedef struct tuning_decode {
     int wg;            /* work-group size: the row's wg_decode, halved until it fits */
