@@ -78,7 +78,7 @@ static void test_lookup_real_devices(void **state)
 
 /* ---- lookup precedence on a made-up table ------------------------------------------------- */
 
-#define ROW(v, d, n) {v, d, n, 64, 32, 16, 32, 64, 4, 0, 16}
+#define ROW(v, d, n) {v, d, n, 64, 32, 16, 32, 64, 4, 0, 16, 0}
 
 static void expect_in(const tuning_row *rows, int n, const char *vendor, const char *device,
                       const char *want)
@@ -331,6 +331,65 @@ static void test_splits_examples(void **state)
 
 /* ---- build options ------------------------------------------------------------------------ */
 
+/* ---- the decode launch on the GPUs the table is for ----------------------------------------
+ *
+ * The S2 decode step (12 heads, 4 KV heads, head_dim 128, f16 cache) as tuning_decode_plan lays it
+ * out for an H100, an H200, one MI250 die and an Arc A770, from their rows and what their drivers
+ * report (compute units: SMs, CUs, EUs; local memory; work-group limit), at 4K, 16K and 64K. */
+typedef struct gpu {
+    const char *label, *vendor, *device;
+    int compute_units, warp;
+    size_t local_mem, max_wg;
+} gpu;
+
+static void test_decode_launch(void **state)
+{
+    (void)state;
+    static const gpu gpus[] = {
+        {"H100", "NVIDIA Corporation", "NVIDIA H100 80GB HBM3", 132, 32, 49152, 1024},
+        {"H200", "NVIDIA Corporation", "NVIDIA H200", 132, 32, 49152, 1024},
+        {"MI250 (one die)", "Advanced Micro Devices, Inc.", "gfx90a:sramecc+:xnack-", 104, 64, 65536, 1024},
+        {"Arc A770", "Intel(R) Corporation", "Intel(R) Arc(TM) A770 Graphics", 512, 16, 65536, 1024},
+    };
+    static const long long ctxs[] = {4096, 16384, 65536};
+    const int kv_heads = 4, group = 3, d = 128;
+    for (size_t i = 0; i < sizeof gpus / sizeof *gpus; i++)
+        for (size_t k = 0; k < sizeof ctxs / sizeof *ctxs; k++) {
+            const gpu *g = &gpus[i];
+            const tuning_row *row = tuning_lookup(g->vendor, g->device);
+            tuning_decode p;
+            assert_int_equal(tuning_decode_plan(row, 1, d, group, kv_heads, ctxs[k],
+                                                g->compute_units, g->local_mem, g->max_wg, &p), 0);
+            long long resident = (long long)g->compute_units * row->wg_per_cu;
+            double per_cu = (double)p.groups / g->compute_units;
+            double waves = (double)p.groups / (double)resident;
+            printf("  %-16s ctx %6lld (%s): wg %d, tile %d keys, %d splits of %d pages x %d "
+                   "head blocks = %d work-groups, %.1f a compute unit (%.2f of its %d resident), "
+                   "%.1f warps/waves, %d B local\n", g->label, ctxs[k], row->name, p.wg, p.tile_keys,
+                   p.n_split, p.split_pages, kv_heads * group / p.heads, p.groups, per_cu, waves,
+                   row->wg_per_cu, per_cu * p.wg / g->warp, p.local_bytes);
+            /* the kernel's sizes: a power of two, whole pages per tile, local memory that fits */
+            assert_true(p.wg >= 16 && p.wg <= (int)g->max_wg && (p.wg & (p.wg - 1)) == 0);
+            assert_int_equal(p.heads, 3);
+            assert_int_equal(p.tile_keys % 32, 0);
+            assert_true((size_t)p.local_bytes <= g->local_mem);
+            /* every page of the context in one split, no split empty, whole tiles per split */
+            long long pages = (ctxs[k] + 31) / 32;
+            assert_int_equal(p.split_pages % (p.tile_keys / 32), 0);
+            assert_true((long long)p.n_split * p.split_pages >= pages);
+            assert_true((long long)(p.n_split - 1) * p.split_pages < pages);
+            assert_true(p.n_split <= row->max_split);
+            assert_int_equal(p.groups, p.n_split * kv_heads * group / p.heads);
+            /* at 64K the device is full: at least 80% of the work-groups it holds at once, and
+             * two or more a compute unit where a compute unit holds several */
+            if (ctxs[k] == 65536) {
+                assert_true(waves >= 0.8);
+                if (row->wg_per_cu >= 2)
+                    assert_true(per_cu >= 2.0);
+            }
+        }
+}
+
 static void test_build_options(void **state)
 {
     (void)state;
@@ -411,6 +470,7 @@ int main(void)
         cmocka_unit_test_setup(test_splits_random, reset_rng),
         cmocka_unit_test(test_splits_examples),
         cmocka_unit_test(test_build_options),
+        cmocka_unit_test(test_decode_launch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

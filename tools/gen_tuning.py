@@ -20,9 +20,10 @@ INT_COLUMNS = {
     "gemv_wg": (16, 1024, True),
     "gemv_rows": (1, 64, True),
     "max_split": (1, 256, False),
+    "acc_local": (0, 1, False),
 }
 COLUMNS = ["name", "vendor", "device", "wg_decode", "wg_per_cu", "prefill_qt", "prefill_kt",
-           "gemv_wg", "gemv_rows", "n_split", "max_split"]
+           "gemv_wg", "gemv_rows", "n_split", "max_split", "acc_local"]
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")   # fits dattn_device_info.tuning[64]
 
 
@@ -144,7 +145,8 @@ def c_row(r):
             f"     .wg_decode = {r['wg_decode']}, .wg_per_cu = {r['wg_per_cu']}, "
             f".prefill_qt = {r['prefill_qt']}, .prefill_kt = {r['prefill_kt']},\n"
             f"     .gemv_wg = {r['gemv_wg']}, .gemv_rows = {r['gemv_rows']}, "
-            f".n_split = {r['n_split']}, .max_split = {r['max_split']}}},   /* line {r['line']} */")
+            f".n_split = {r['n_split']}, .max_split = {r['max_split']},\n"
+            f"     .acc_local = {r['acc_local']}}},   /* line {r['line']} */")
 
 
 def main(argv):

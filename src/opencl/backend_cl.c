@@ -589,7 +589,7 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D GROUP=%d -D HEADS=%d -D KV_TYPE=%d -D WG_DECODE=%d "
              "-D COMBINE_WG_SIZE=%d -D MAX_SPLIT=%d -D ACC_IN_LOCAL=%d -D EPS_ARG", d, r,
              cc->decode_heads, (int)g->type, cc->wg_decode, cc->combine_wg, cc->max_split + 1,
-             DECODE_ACC_IN_LOCAL);
+             plan.acc_local);
     if ((st = build(cb, "diffattn_decode", opt, &cc->prog[0])) != DATTN_OK)
         goto fail;
     snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D KV_TYPE=%d -D APPEND_WG=%d", d, (int)g->type,

@@ -115,7 +115,7 @@ const tuning_row *tuning_lookup(const char *vendor, const char *device_name)
     const tuning_row *r = tuning_lookup_in(tuning_rows, tuning_n_rows, vendor, device_name);
     /* gen_tuning.py refuses a table without a "*" "*" row, so r is never NULL; the fallback
      * keeps the promise even for a hand-built table. */
-    static const tuning_row fallback = {"*", "*", "builtin-default", 64, 2, 16, 32, 64, 4, 0, 16};
+    static const tuning_row fallback = {"*", "*", "builtin-default", 64, 2, 16, 32, 64, 4, 0, 16, 0};
     return r ? r : &fallback;
 }
 
@@ -190,7 +190,7 @@ int tuning_splits(const tuning_row *row, int n_work_items, int n_kv_tiles, int n
 /* Local memory of diffattn_decode_split (see its header comment): the queries as float4 per
  * dim and half, the float4 reduction buffers, the weights [2*heads][tile] (or the value sums
  * of the key groups, if larger), and with ACC_IN_LOCAL the key groups' value sums. */
-static long long decode_local_bytes(int wg, int kv_type, int d, int heads)
+static long long decode_local_bytes(int wg, int kv_type, int d, int heads, int acc_local)
 {
     int elem = kv_type == 0 ? 4 : kv_type == 1 ? 2 : 1;
     int kpc = (kv_type == 2 ? 8 : 16) / elem;
@@ -198,7 +198,7 @@ static long long decode_local_bytes(int wg, int kv_type, int d, int heads)
     long long tile = (long long)wg * kpc / 2, vch = 2LL * d / vce;
     long long kg = wg >= vch ? wg / vch : 1;
     long long wt = 2LL * heads * tile > kg * 2 * d ? 2LL * heads * tile : kg * 2 * d;
-    long long acc = DECODE_ACC_IN_LOCAL ? kg * 2 * heads * 2 * d : 0;
+    long long acc = acc_local ? kg * 2 * heads * 2 * d : 0;
     return 16LL * 2 * (d + 1) + 16LL * (wg + wg / 8) + 4 * (wt + acc);
 }
 
@@ -217,7 +217,8 @@ int tuning_decode_plan(const tuning_row *row, int kv_type, int head_dim, int gro
         }
     int wg = row->wg_decode;
     while (wg >= 16 && ((size_t)wg > max_wg ||
-                        decode_local_bytes(wg, kv_type, head_dim, heads) > (long long)local_mem))
+                        decode_local_bytes(wg, kv_type, head_dim, heads, row->acc_local) >
+                            (long long)local_mem))
         wg /= 2;
     if (wg < 16)
         return -1;
@@ -225,7 +226,8 @@ int tuning_decode_plan(const tuning_row *row, int kv_type, int head_dim, int gro
     out->wg = wg;
     out->heads = heads;
     out->tile_keys = wg * kpc / 2;
-    out->local_bytes = (int)decode_local_bytes(wg, kv_type, head_dim, heads);
+    out->acc_local = row->acc_local ? 1 : 0;
+    out->local_bytes = (int)decode_local_bytes(wg, kv_type, head_dim, heads, out->acc_local);
     long long pages = (n_used + 31) / 32, tile_pages = out->tile_keys / 32;
     out->n_tiles = (int)ceil_div(pages > 0 ? pages : 1, tile_pages);
     int blocks = n_kv_heads * (group / heads);
@@ -263,6 +265,7 @@ int tuning_override(tuning_row *row, const char *spec, char *why, size_t why_n)
         {"gemv_rows", offsetof(tuning_row, gemv_rows)},
         {"n_split", offsetof(tuning_row, n_split)},
         {"max_split", offsetof(tuning_row, max_split)},
+        {"acc_local", offsetof(tuning_row, acc_local)},
     };
     for (const char *p = spec; p && *p;) {
         const char *end = strchr(p, ',');
@@ -274,7 +277,7 @@ int tuning_override(tuning_row *row, const char *spec, char *why, size_t why_n)
                 break;
         if (!eq || i == sizeof fields / sizeof *fields) {
             snprintf(why, why_n, "'%.*s' is not field=value with a tuning.tsv column (wg_decode, "
-                     "wg_per_cu, prefill_qt, prefill_kt, gemv_wg, gemv_rows, n_split, max_split)",
+                     "wg_per_cu, prefill_qt, prefill_kt, gemv_wg, gemv_rows, n_split, max_split, acc_local)",
                      (int)len, p);
             return -1;
         }

@@ -22,6 +22,8 @@ typedef struct tuning_row {
     int gemv_rows;        /* GEMV_ROWS: output rows per GEMV work-group (divides GEMV_WG) */
     int n_split;          /* KV splits for decode: 0 = auto (tuning_splits), else fixed */
     int max_split;        /* MAX_SPLIT: upper bound on splits (the combine kernel's array size) */
+    int acc_local;        /* ACC_IN_LOCAL: decode value sums between tiles in local memory (1)
+                           * or in registers (0) */
 } tuning_row;
 
 /* The generated table (tools/gen_tuning.py from platforms/tuning.tsv), in file order; exactly one
@@ -62,12 +64,6 @@ const tuning_row *tuning_lookup_in(const tuning_row *rows, int n_rows, const cha
  * (1 for n_kv_tiles <= 1 or any argument <= 0). */
 int tuning_splits(const tuning_row *row, int n_work_items, int n_kv_tiles, int n_compute_units);
 
-/* diffattn_decode.cl's ACC_IN_LOCAL, as the backend builds it: the value sums between tiles in
- * local memory (1) or in registers (0). */
-#ifndef DECODE_ACC_IN_LOCAL
-#define DECODE_ACC_IN_LOCAL 1
-#endif
-
 /* The launch of the decode split kernel (cl/diffattn_decode.cl) for one step. */
 typedef struct tuning_decode {
     int wg;            /* work-group size: the row's wg_decode, halved until it fits */
@@ -78,6 +74,7 @@ typedef struct tuning_decode {
     int n_split;       /* splits per (KV head, head block) */
     int split_pages;   /* KV pages per split: whole tiles */
     int groups;        /* work-groups of the launch: n_split x n_kv_heads x group / heads */
+    int acc_local;     /* ACC_IN_LOCAL: the row's acc_local */
 } tuning_decode;
 
 /* The decode launch for kv_type (0 f32, 1 f16, 2 q8), head_dim d (of one softmax half), group
