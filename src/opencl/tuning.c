@@ -292,7 +292,12 @@ int tuning_override(tuning_row *row, const char *spec, char *why, size_t why_n)
                 ok = v[c] >= '0' && v[c] <= '9';
                 value = value * 10 + (v[c] - '0');
             }
-        if (!ok || value > 4096 || (value < 1 && strcmp(fields[i].name, "n_split"))) {
+        int is_flag = !strcmp(fields[i].name, "acc_local");
+        if (is_flag && (!ok || value > 1)) {
+            snprintf(why, why_n, "'%.*s': the value must be 0 or 1", (int)len, p);
+            return -1;
+        }
+        if (!ok || value > 4096 || (value < 1 && strcmp(fields[i].name, "n_split") && !is_flag)) {
             snprintf(why, why_n, "'%.*s': the value must be a whole number 1..4096", (int)len, p);
             return -1;
         }
