@@ -793,7 +793,8 @@ static dattn_status cl_project_in(dattn_backend *be, dattn_cache *c, const backe
     return op_status(cc);
 }
 
-/* Blocking writes: the caller's rows may be gone once dattn_layer_attend returns. */
+/* The caller's rows may be gone once dattn_layer_attend returns, so the last write blocks; the
+ * queue is in order, so q and k are on the device by then too (one wait a step, not three). */
 static dattn_status cl_qkv_write(dattn_backend *be, dattn_cache *c, const backend_layer *l,
                                  const float *q, const float *k, const float *v, int n)
 {
@@ -802,12 +803,14 @@ static dattn_status cl_qkv_write(dattn_backend *be, dattn_cache *c, const backen
     size_t A = (size_t)l->d.attn_dim, kv = (size_t)l->d.kv_dim;
     op_begin(cc);
     if (q)
-        check(cc, clEnqueueWriteBuffer(cb->queue, cc->q, CL_TRUE, 0, sizeof(float) * n * A, q, 0,
+        check(cc, clEnqueueWriteBuffer(cb->queue, cc->q, CL_FALSE, 0, sizeof(float) * n * A, q, 0,
                                        NULL, NULL), "clEnqueueWriteBuffer(q)");
-    check(cc, clEnqueueWriteBuffer(cb->queue, cc->k, CL_TRUE, 0, sizeof(float) * n * kv, k, 0,
+    check(cc, clEnqueueWriteBuffer(cb->queue, cc->k, CL_FALSE, 0, sizeof(float) * n * kv, k, 0,
                                    NULL, NULL), "clEnqueueWriteBuffer(k)");
     check(cc, clEnqueueWriteBuffer(cb->queue, cc->v, CL_TRUE, 0, sizeof(float) * n * kv, v, 0,
                                    NULL, NULL), "clEnqueueWriteBuffer(v)");
+    if (cc->fail_err != CL_SUCCESS)
+        clFinish(cb->queue);   /* v was refused: nothing may read q or k after the return */
     return op_status(cc);
 }
 
