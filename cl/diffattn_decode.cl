@@ -144,9 +144,9 @@
 #endif
 /* Where the value sums live between tiles: 1, in local memory (each item its own, touched once a
  * tile), so the key phase keeps no accumulators in registers and more work-groups fit a compute
- * unit; 0, in registers. */
+ * unit; 0, in registers (tuning.tsv acc_local; the backend always passes it). */
 #ifndef ACC_IN_LOCAL
-#define ACC_IN_LOCAL 1
+#define ACC_IN_LOCAL 0
 #endif
 #define WT_FLOATS (NROW * TILE > KG * 2 * HEAD_DIM ? NROW * TILE : KG * 2 * HEAD_DIM)
 #define WT(r, k) wt[(r) * TILE + (k)]
