@@ -512,10 +512,14 @@ static dattn_status check_prefill_tiles(const cl_backend *cb, int d, int qt, int
     return DATTN_OK;
 }
 
-/* The decode launch for n_used slots in use (tuning_decode_plan with this device's limits). */
-static int decode_plan(const cl_backend *cb, const dattn_cache *c, int64_t n_used, tuning_decode *p)
+/* The decode launch for n_used slots in use (tuning_decode_plan with this device's limits, and
+ * at most max_split splits: the split states the cache's buffer holds, less the sinks'). */
+static int decode_plan(const cl_backend *cb, const dattn_cache *c, int max_split, int64_t n_used,
+                       tuning_decode *p)
 {
-    return tuning_decode_plan(&cb->tune, (int)c->g.type, c->g.head_dim,
+    tuning_row row = cb->tune;
+    row.max_split = max_split;
+    return tuning_decode_plan(&row, (int)c->g.type, c->g.head_dim,
                               c->shape.n_heads / c->shape.n_kv_heads, c->shape.n_kv_heads, n_used,
                               (int)cb->info.compute_units, (size_t)cb->info.local_mem_bytes,
                               cb->max_wg, p);
@@ -568,7 +572,7 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
         goto fail;
 
     tuning_decode plan;
-    if (decode_plan(cb, c, 0, &plan) != 0) {
+    if (decode_plan(cb, c, cc->max_split, 0, &plan) != 0) {
         st = dattn_fail(DATTN_E_UNSUPPORTED, "opencl: no work-group of the decode kernel (16 items "
                         "or more) fits '%s' at head_dim %d: %zu items and %llu bytes of local "
                         "memory; use --backend cpu", cb->info.name, d, cb->max_wg,
@@ -901,15 +905,10 @@ static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const backen
     /* the slots in use, in whole pages per split (diffattn_decode.cl walks them physically) */
     int64_t n_used = t0 + 1 < g->n_phys ? t0 + 1 : g->n_phys;
     tuning_decode plan;
-    decode_plan(cb, c, n_used, &plan);   /* succeeded at cache creation: the same sizes */
-    int n_split = plan.n_split, split_pages = plan.split_pages;
-    if (n_split > cc->max_split) {       /* the cap lowered for the one-buffer limit */
-        int per = (plan.n_tiles + cc->max_split - 1) / cc->max_split;
-        split_pages = per * (plan.tile_keys / KV_PAGE);
-        n_split = (plan.n_tiles + per - 1) / per;
-    }
+    decode_plan(cb, c, cc->max_split, n_used, &plan);   /* succeeded at cache creation */
+    int split_pages = plan.split_pages;
+    int n_split = plan.n_split + (g->n_sink > 0);        /* the sinks' split, the last */
     int blocks = (H / Hkv) / cc->decode_heads;
-    n_split += g->n_sink > 0;            /* the sinks' split, the last */
     cl_kernel ks = cc->k_split;
     for (int j = 0; j < Hkv;) {
         kv_run run = kv_run_at(cc, Hkv, slot, j);

@@ -190,10 +190,12 @@ int tuning_splits(const tuning_row *row, int n_work_items, int n_kv_tiles, int n
 /* Local memory of diffattn_decode_split (see its header comment): the queries as float4 per
  * dim and half, the float4 reduction buffers, the weights [2*heads][tile] (or the value sums
  * of the key groups, if larger), and with ACC_IN_LOCAL the key groups' value sums. */
+/* Keys per K chunk of diffattn_decode.cl (KPC): 16 bytes of f32 or f16, 8 of q8. */
+static int decode_kpc(int kv_type) { return kv_type == 0 ? 4 : 8; }
+
 static long long decode_local_bytes(int wg, int kv_type, int d, int heads, int acc_local)
 {
-    int elem = kv_type == 0 ? 4 : kv_type == 1 ? 2 : 1;
-    int kpc = (kv_type == 2 ? 8 : 16) / elem;
+    int kpc = decode_kpc(kv_type);
     int vce = (2 * d) % kpc == 0 ? kpc : (2 * d) % 4 == 0 ? 4 : 2;   /* as the kernel's VCE */
     long long tile = (long long)wg * kpc / 2, vch = 2LL * d / vce;
     long long kg = wg >= vch ? wg / vch : 1;
@@ -222,7 +224,7 @@ int tuning_decode_plan(const tuning_row *row, int kv_type, int head_dim, int gro
         wg /= 2;
     if (wg < 16)
         return -1;
-    int kpc = kv_type == 0 ? 4 : 8;
+    int kpc = decode_kpc(kv_type);
     out->wg = wg;
     out->heads = heads;
     out->tile_keys = wg * kpc / 2;
