@@ -5,9 +5,12 @@
  *
  * In CLBlast's xgemm terms C = A · Bᵀ with
  *   A = x [n][k]  row-major, row stride ldx floats (>= k): A(i,t) = x[i*ldx + t]
- *   B = W [m][k]  the nn.Linear weight, row-major, packed:  B(c,t) = W[c*k + t], f32
- *                 (WEIGHT_F16 = 0) or IEEE half bits read with vload_half (WEIGHT_F16 = 1;
- *                 core OpenCL 1.2, no cl_khr_fp16 needed)
+ *   B = W [m][k]  the nn.Linear weight, row-major, in the device layout of its format
+ *                 (src/opencl/weight_layout.h): one kernel per format, gemm_f32, gemm_f16,
+ *                 gemm_bf16, gemm_q8_0, gemm_q4_0 (WEIGHT_FORMAT 0..4; unset: all five in one
+ *                 program). Each weight is widened to f32 as it is staged (f16 with vload_half,
+ *                 core OpenCL 1.2, no cl_khr_fp16; bf16 as bits << 16; q8_0 / q4_0 as d * q):
+ *                 the products are those of the f32 weights the formats stand for.
  *   C = y [n][m]  row-major, row stride ldy floats (>= m): C(i,c) = y[i*ldy + c]
  * The strides let the host read x from, and write q/k/v as column blocks of, a wider buffer.
  * Cells of y outside [n][m] and columns t >= k of x are never touched.
@@ -77,8 +80,8 @@
 #ifndef LOCAL_PAD
 #define LOCAL_PAD 1          /* floats added to each local row against bank conflicts */
 #endif
-#ifndef WEIGHT_F16
-#define WEIGHT_F16 0         /* 1: W holds IEEE half bits */
+#if !defined(WEIGHT_FORMAT) && defined(WEIGHT_F16)
+#define WEIGHT_FORMAT WEIGHT_F16    /* the older name: 0 f32, 1 f16 */
 #endif
 
 #if TILE_M < 1 || TILE_N < 1 || TILE_K < 1 || WPT_M < 1 || WPT_N < 1 || LOCAL_PAD < 0
@@ -87,8 +90,13 @@
 #if TILE_M % WPT_M != 0 || TILE_N % WPT_N != 0
 #error "WPT_M must divide TILE_M and WPT_N must divide TILE_N"
 #endif
-#if WEIGHT_F16 != 0 && WEIGHT_F16 != 1
-#error "WEIGHT_F16 must be 0 or 1"
+#ifdef WEIGHT_FORMAT
+#if WEIGHT_FORMAT < 0 || WEIGHT_FORMAT > 4
+#error "WEIGHT_FORMAT must be 0 (f32), 1 (f16), 2 (bf16), 3 (q8_0) or 4 (q4_0)"
+#endif
+#define HAS_FORMAT(f) (WEIGHT_FORMAT == (f))
+#else
+#define HAS_FORMAT(f) 1
 #endif
 
 /* derived sizes */
@@ -102,24 +110,48 @@
 #error "the work-group size (TILE_M/WPT_M)*(TILE_N/WPT_N) must divide TILE_M*TILE_K and TILE_N*TILE_K"
 #endif
 
-#if WEIGHT_F16
-#define WEIGHT_T half
-#define LOAD_W(p, i) vload_half((i), (p))
-#else
-#define WEIGHT_T float
-#define LOAD_W(p, i) ((p)[i])
-#endif
+#define W_F32 0
+#define W_F16 1
+#define W_BF16 2
+#define W_Q8_0 3
+#define W_Q4_0 4
+#define INLINE inline __attribute__((always_inline))
 
-__kernel __attribute__((reqd_work_group_size(LX, LY, 1)))
-void gemm(__global const float *x, int ldx, __global const WEIGHT_T *w, __global float *y, int ldy,
-          int n, int m, int k)
+/* Byte offset of the scale plane of a q8_0 / q4_0 weight (weight_layout.h). */
+static INLINE size_t scale_offset(const int fmt, int m, int k)
 {
-    __local float xs[TILE_K][TILE_M + LOCAL_PAD];   /* x tile, k-major */
-    __local float ws[TILE_K][TILE_N + LOCAL_PAD];   /* W tile, k-major */
+    size_t q = fmt == W_Q8_0 ? (size_t)m * (size_t)k : (size_t)m * (size_t)(k / 2);
+    return (q + 15) & ~(size_t)15;
+}
+
+/* W(c, t) as f32. */
+static INLINE float load_w(const int fmt, __global const uchar *w, size_t soff, int c, int k, int t)
+{
+    const size_t i = (size_t)c * (size_t)k + (size_t)t;
+    if (fmt == W_F32)
+        return ((__global const float *)w)[i];
+    if (fmt == W_F16)
+        return vload_half(i, (__global const half *)w);
+    if (fmt == W_BF16)
+        return as_float((uint)((__global const ushort *)w)[i] << 16);
+    const size_t blk = (size_t)c * (size_t)(k / 32) + (size_t)(t / 32);
+    const float d = vload_half(blk, (__global const half *)(w + soff));
+    if (fmt == W_Q8_0)
+        return d * (float)((__global const char *)w)[i];
+    const uchar b = w[16 * blk + (size_t)(t % 16)];
+    return d * (float)((int)((t & 16) ? b >> 4 : b & 15) - 8);
+}
+
+static INLINE void gemm_body(const int fmt, __global const float *x, int ldx,
+                             __global const uchar *w, __global float *y, int ldy, int n, int m,
+                             int k, __local float (*xs)[TILE_M + LOCAL_PAD],
+                             __local float (*ws)[TILE_N + LOCAL_PAD])
+{
     const int tx = (int)get_local_id(0), ty = (int)get_local_id(1);
     const int lid = ty * LX + tx;
     const int row0 = (int)get_group_id(1) * TILE_M;  /* first row of y and x */
     const int col0 = (int)get_group_id(0) * TILE_N;  /* first column of y, row of W */
+    const size_t soff = fmt >= W_Q8_0 ? scale_offset(fmt, m, k) : 0;
 
     float acc[WPT_M][WPT_N];
     for (int a = 0; a < WPT_M; a++)
@@ -140,7 +172,7 @@ void gemm(__global const float *x, int ldx, __global const WEIGHT_T *w, __global
             const int gc = col0 + c, gt = k0 + t;
             float v = 0.0f;
             if (gc < m && gt < k)
-                v = LOAD_W(w, (size_t)gc * (size_t)k + (size_t)gt);
+                v = load_w(fmt, w, soff, gc, k, gt);
             ws[t][c] = v;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -169,3 +201,29 @@ void gemm(__global const float *x, int ldx, __global const WEIGHT_T *w, __global
         }
     }
 }
+
+#define GEMM_KERNEL(name, fmt)                                                                  \
+    __kernel __attribute__((reqd_work_group_size(LX, LY, 1)))                                   \
+    void name(__global const float *x, int ldx, __global const uchar *w, __global float *y,     \
+              int ldy, int n, int m, int k)                                                     \
+    {                                                                                           \
+        __local float xs[TILE_K][TILE_M + LOCAL_PAD];   /* x tile, k-major */                   \
+        __local float ws[TILE_K][TILE_N + LOCAL_PAD];   /* W tile, k-major */                   \
+        gemm_body(fmt, x, ldx, w, y, ldy, n, m, k, xs, ws);                                     \
+    }
+
+#if HAS_FORMAT(W_F32)
+GEMM_KERNEL(gemm_f32, W_F32)
+#endif
+#if HAS_FORMAT(W_F16)
+GEMM_KERNEL(gemm_f16, W_F16)
+#endif
+#if HAS_FORMAT(W_BF16)
+GEMM_KERNEL(gemm_bf16, W_BF16)
+#endif
+#if HAS_FORMAT(W_Q8_0)
+GEMM_KERNEL(gemm_q8_0, W_Q8_0)
+#endif
+#if HAS_FORMAT(W_Q4_0)
+GEMM_KERNEL(gemm_q4_0, W_Q4_0)
+#endif

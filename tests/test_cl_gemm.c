@@ -53,7 +53,7 @@ static double urand(void)   /* [-1, 1) */
 
 static void cfg_options(const gemm_cfg *c, int f16, char *buf, size_t size)
 {
-    snprintf(buf, size, "-D TILE_M=%d -D TILE_N=%d -D TILE_K=%d -D WPT_M=%d -D WPT_N=%d -D WEIGHT_F16=%d",
+    snprintf(buf, size, "-D TILE_M=%d -D TILE_N=%d -D TILE_K=%d -D WPT_M=%d -D WPT_N=%d -D WEIGHT_FORMAT=%d",
              c->tile_m, c->tile_n, c->tile_k, c->wpt_m, c->wpt_n, f16);
 }
 
@@ -165,7 +165,7 @@ static void check_gemm(int n, int m, int k, int ldx, int ldy, int f16, int cfg)
                                esize, &pw);
     cl_mem by = guarded_buffer(y, sizeof(float) * y_len, &sentinel, 4, &py);
     cl_int err;
-    cl_kernel kern = clCreateKernel(prog, "gemm", &err);
+    cl_kernel kern = clCreateKernel(prog, f16 ? "gemm_f16" : "gemm_f32", &err);
     assert_int_equal(err, CL_SUCCESS);
     launch(kern, &configs[cfg], bx, ldx, bw, by, ldy, n, m, k);
     size_t total = guard_bytes + sizeof(float) * y_len + guard_bytes;
@@ -261,7 +261,7 @@ static void test_gemm_bad_tiles(void **state)
     static const char *bad[] = {
         "-D TILE_M=60 -D WPT_M=8",                 /* WPT_M does not divide TILE_M */
         "-D TILE_M=64 -D TILE_N=64 -D TILE_K=2 -D WPT_M=1 -D WPT_N=1", /* 4096 items, 128 loads */
-        "-D WEIGHT_F16=2",
+        "-D WEIGHT_FORMAT=5",
         "-D TILE_K=0",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
@@ -317,7 +317,7 @@ static int bench(int n, int k, int m)
                 fprintf(stderr, "build failed [%s]\n%s\n", options, log);
                 return 1;
             }
-            cl_kernel kern = clCreateKernel(prog, "gemm", &err);
+            cl_kernel kern = clCreateKernel(prog, f16 ? "gemm_f16" : "gemm_f32", &err);
             cl_mem w = f16 ? bw16 : bw;
             launch(kern, c, bx, k, w, by, m, n, m, k);   /* warm-up */
             clFinish(queue);

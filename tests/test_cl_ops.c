@@ -18,6 +18,7 @@
 
 #include "backend.h"
 #include "kv.h"
+#include "quant.h"
 #include "test_util.h"
 
 /* The overrides the next opencl_backend() passes in its params. */
@@ -58,25 +59,49 @@ static void session_cache_free(dattn_cache *c)
     free(c);
 }
 
-/* A random [m][k] weight, uniform in +-1/sqrt(k), with its f64 copy. */
+/* The formats the backend holds weights in; the block ones need k % 32 == 0. */
+static const dattn_dtype formats[] = {DATTN_DTYPE_F32, DATTN_DTYPE_F16, DATTN_DTYPE_BF16,
+                                      DATTN_DTYPE_Q8_0, DATTN_DTYPE_Q4_0};
+#define N_FORMATS (sizeof formats / sizeof *formats)
+
+/* A random [m][k] weight, uniform in +-1/sqrt(k), held in format dt, with its f64 copy (the
+ * dequantized values: what the device must compute with). */
+static backend_weight *rand_weight_as(dattn_backend *be, dattn_dtype dt, int m, int k,
+                                      double **ref)
+{
+    size_t n = (size_t)m * k, rb = quant_row_bytes(dt, k);
+    float *w = malloc(sizeof(float) * n);
+    unsigned char *held = malloc(rb * (size_t)m);
+    *ref = malloc(sizeof(double) * n);
+    assert_true(w && held && *ref);
+    double bound = 1.0 / sqrt((double)k);
+    for (size_t i = 0; i < n; i++)
+        w[i] = (float)((2.0 * tu_unif() - 1.0) * bound);
+    for (int r = 0; r < m; r++) {
+        quant_row_from_f32(dt, w + (size_t)r * k, k, held + rb * (size_t)r);
+        quant_row_to_f32(dt, held + rb * (size_t)r, k, w + (size_t)r * k);
+    }
+    for (size_t i = 0; i < n; i++)
+        (*ref)[i] = w[i];
+    backend_weight *bw = NULL;
+    weight_src src = {.dtype = dt, .k = k, .n_parts = 1, .m = m};
+    src.part[0].data = held;
+    src.part[0].rows = m;
+    TU_OK(be->ops->weight_create(be, &src, &bw), "weight_create %dx%d %s", m, k, quant_name(dt));
+    int borrowed = 1;
+    uint64_t bytes = be->ops->weight_bytes(bw, &borrowed);
+    /* held in its own format: its bytes, and at most the 15 that align a block format's scales */
+    if (borrowed || bytes < rb * (size_t)m || bytes > rb * (size_t)m + 15)
+        fail_msg("weight %dx%d %s: weight_bytes %llu (borrowed %d), the format's bytes %zu", m, k,
+                 quant_name(dt), (unsigned long long)bytes, borrowed, rb * (size_t)m);
+    free(w);
+    free(held);
+    return bw;
+}
+
 static backend_weight *rand_weight(dattn_backend *be, int m, int k, double **ref)
 {
-    size_t n = (size_t)m * k;
-    float *w = malloc(sizeof(float) * n);
-    *ref = malloc(sizeof(double) * n);
-    assert_true(w && *ref);
-    double bound = 1.0 / sqrt((double)k);
-    for (size_t i = 0; i < n; i++) {
-        w[i] = (float)((2.0 * tu_unif() - 1.0) * bound);
-        (*ref)[i] = w[i];
-    }
-    backend_weight *bw = NULL;
-    weight_src src = {.dtype = DATTN_DTYPE_F32, .k = k, .n_parts = 1, .m = m};
-    src.part[0].data = w;
-    src.part[0].rows = m;
-    TU_OK(be->ops->weight_create(be, &src, &bw), "weight_create %dx%d", m, k);
-    free(w);
-    return bw;
+    return rand_weight_as(be, DATTN_DTYPE_F32, m, k, ref);
 }
 
 /* y [n][m] = x [n][k] W^T in f64. */
@@ -104,7 +129,7 @@ static void test_linear(void **state)
 {
     (void)state;
     tu_seed_case(__func__);
-    enum { E = 64, F = 176, V = 301, B = 9 };
+    enum { E = 64, F = 176, V = 301, B = 9 };   /* k = F: a block format's rows do not fit */
     dattn_backend *be = opencl_backend();
     dattn_layer_shape s = shape_of(E, 2, 1);
     dattn_cache *c = session_cache(be, &s, B, F, V);
@@ -113,22 +138,26 @@ static void test_linear(void **state)
     float *x = malloc(sizeof(float) * B * F), *y = malloc(sizeof(float) * B * V);
     double *xd = malloc(sizeof(double) * B * F), *yd = malloc(sizeof(double) * B * V);
     assert_true(x && y && xd && yd);
-    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
-        int m = shapes[i][0], k = shapes[i][1];
-        double *wd;
-        backend_weight *w = rand_weight(be, m, k, &wd);
-        for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
-            int n = rows[r];
-            tu_rand_x(x, xd, (size_t)n * k);
-            TU_OK(be->ops->linear(be, c, w, x, n, y), "linear n=%d m=%d k=%d", n, m, k);
-            ref_matmul(xd, wd, n, m, k, yd);
-            double e = tu_rel_err(y, yd, (size_t)n * m);
-            printf("  linear n=%d m=%d k=%d: rel err %.2e\n", n, m, k, e);
-            TU_CHECK_ERR(e, 1e-5, "linear n=%d m=%d k=%d", n, m, k);
+    for (size_t f = 0; f < N_FORMATS; f++)
+        for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+            int m = shapes[i][0], k = shapes[i][1];
+            const char *fn = quant_name(formats[f]);
+            if (quant_is_block(formats[f]) && k % QUANT_BLOCK)
+                continue;
+            double *wd;
+            backend_weight *w = rand_weight_as(be, formats[f], m, k, &wd);
+            for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
+                int n = rows[r];
+                tu_rand_x(x, xd, (size_t)n * k);
+                TU_OK(be->ops->linear(be, c, w, x, n, y), "linear %s n=%d m=%d k=%d", fn, n, m, k);
+                ref_matmul(xd, wd, n, m, k, yd);
+                double e = tu_rel_err(y, yd, (size_t)n * m);
+                printf("  linear %s n=%d m=%d k=%d: rel err %.2e\n", fn, n, m, k, e);
+                TU_CHECK_ERR(e, 1e-5, "linear %s n=%d m=%d k=%d", fn, n, m, k);
+            }
+            be->ops->weight_free(be, w);
+            free(wd);
         }
-        be->ops->weight_free(be, w);
-        free(wd);
-    }
     /* Rows or widths past the scratch are refused, not written past it. */
     double *wd;
     backend_weight *wide = rand_weight(be, V + 1, E, &wd);
@@ -152,30 +181,41 @@ static void test_ffn(void **state)
     dattn_backend *be = opencl_backend();
     dattn_layer_shape s = shape_of(E, 3, 3);
     dattn_cache *c = session_cache(be, &s, B, F, 0);
-    double *w13d, *w2d;
-    backend_weight *w13 = rand_weight(be, 2 * F, E, &w13d), *w2 = rand_weight(be, E, F, &w2d);
     float *x = malloc(sizeof(float) * B * E), *y = malloc(sizeof(float) * B * E);
     double *xd = malloc(sizeof(double) * B * E), *yd = malloc(sizeof(double) * B * E);
     double *h = malloc(sizeof(double) * B * 2 * F), *a = malloc(sizeof(double) * B * F);
     assert_true(x && y && xd && yd && h && a);
     const int rows[] = {1, 3, B};
-    for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
-        int n = rows[r];
-        /* Gain 3: the pre-activations reach the curved part of silu. */
-        tu_rand_x(x, xd, (size_t)n * E);
-        for (size_t i = 0; i < (size_t)n * E; i++)
-            x[i] *= 3.0f, xd[i] = x[i];
-        TU_OK(be->ops->ffn(be, c, w13, w2, x, n, y), "ffn n=%d", n);
-        ref_matmul(xd, w13d, n, 2 * F, E, h);
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < F; j++) {
-                double g = h[(size_t)i * 2 * F + j], u = h[(size_t)i * 2 * F + F + j];
-                a[(size_t)i * F + j] = g / (1.0 + exp(-g)) * u;
-            }
-        ref_matmul(a, w2d, n, E, F, yd);
-        double e = tu_rel_err(y, yd, (size_t)n * E);
-        printf("  ffn n=%d E=%d F=%d: rel err %.2e\n", n, E, F, e);
-        TU_CHECK_ERR(e, 1e-5, "ffn n=%d", n);
+    double *w13d, *w2d;
+    backend_weight *w13, *w2;
+    for (size_t f = 0; f < N_FORMATS; f++) {
+        /* the block formats: F = 192 (whole blocks), within the cache's ffn_dim */
+        int Ff = quant_is_block(formats[f]) ? 192 : F;
+        w13 = rand_weight_as(be, formats[f], 2 * Ff, E, &w13d);
+        w2 = rand_weight_as(be, formats[f], E, Ff, &w2d);
+        for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
+            int n = rows[r];
+            /* Gain 3: the pre-activations reach the curved part of silu. */
+            tu_rand_x(x, xd, (size_t)n * E);
+            for (size_t i = 0; i < (size_t)n * E; i++)
+                x[i] *= 3.0f, xd[i] = x[i];
+            TU_OK(be->ops->ffn(be, c, w13, w2, x, n, y), "ffn n=%d", n);
+            ref_matmul(xd, w13d, n, 2 * Ff, E, h);
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < Ff; j++) {
+                    double g = h[(size_t)i * 2 * Ff + j], u = h[(size_t)i * 2 * Ff + Ff + j];
+                    a[(size_t)i * Ff + j] = g / (1.0 + exp(-g)) * u;
+                }
+            ref_matmul(a, w2d, n, E, Ff, yd);
+            double e = tu_rel_err(y, yd, (size_t)n * E);
+            printf("  ffn %s n=%d E=%d F=%d: rel err %.2e\n", quant_name(formats[f]), n, E, Ff, e);
+            TU_CHECK_ERR(e, 1e-5, "ffn %s n=%d", quant_name(formats[f]), n);
+        }
+        if (f + 1 < N_FORMATS) {
+            be->ops->weight_free(be, w13);
+            be->ops->weight_free(be, w2);
+            free(w13d), free(w2d);
+        }
     }
     TU_CHECK_ST(be->ops->ffn(be, c, w2, w13, x, 1, y), DATTN_E_SHAPE, "ffn with swapped weights");
     be->ops->weight_free(be, w13);

@@ -6,9 +6,9 @@ q8_0 and q4_0 blocks of 32 along a row, each with an f16 scale, written here fro
 definition (src/quant.h), nothing shared with src/. The only difference left is f32 rounding:
 1e-4 relative over the [n, vocab] logits, on random models (F32, F16 and BF16 files; tied and
 untied; GQA and MHA), a seed printed. Also, on the CPU backend: `plan`'s weight bytes per format
-differ from f32's by exactly the matrices' bytes in each format (the OpenCL backend widens every
-format to f32 on the device, so there only the logits are compared); and a model whose rows are
-not whole blocks is refused by name.
+differ from f32's by exactly the matrices' bytes in each format (the OpenCL backend pads a block
+format's scale plane to 16 bytes, so there only the logits are compared; tests/test_cl_ops.c
+checks its bytes); and a model whose rows are not whole blocks is refused by name.
 
 usage: /usr/bin/python3 tests/test_weight_formats.py DATTN_BIN
 env:   DATTN_TEST_SEED replays the models; DATTN_TEST_ARGS adds arguments (e.g. --backend opencl)

@@ -282,8 +282,15 @@ int cmd_bench(int argc, char **argv)
     bench_opts o = {0, 0, DATTN_BACKEND_CPU, 12, 4, 128, 4096, 0, 0, DATTN_KV_F16, NULL};
     if (argc >= 1 && !strcmp(argv[0], "model"))   /* a whole model: cmd_bench_model.c */
         return cmd_bench_model(argc - 1, argv + 1);
+    if (argc >= 1 && !strcmp(argv[0], "gemv")) {  /* cl/gemv.cl alone: cmd_bench_gemv.c */
+#ifdef DATTN_HAVE_OPENCL
+        return cmd_bench_gemv(argc - 1, argv + 1);
+#else
+        return bad("gemv runs the OpenCL GEMV; this build has no OpenCL", NULL);
+#endif
+    }
     if (argc < 1 || (strcmp(argv[0], "decode") && strcmp(argv[0], "prefill")))
-        return bad("the first argument is 'decode', 'prefill' or 'model', not",
+        return bad("the first argument is 'decode', 'prefill', 'model' or 'gemv', not",
                    argc ? argv[0] : "nothing");
     o.decode = !strcmp(argv[0], "decode");
     struct { const char *name; long *v; long lo, hi; } ints[] = {

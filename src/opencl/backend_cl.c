@@ -30,6 +30,7 @@
 #include "quant.h"
 #include "status.h"
 #include "tuning.h"
+#include "weight_layout.h"
 
 enum { MAX_BUILT = 64 };
 
@@ -51,7 +52,9 @@ typedef struct cl_backend {
 
 struct backend_weight {
     int m, k;
-    cl_mem buf;                /* [m][k] f32, row-major (nn.Linear layout), rows in order */
+    int fmt;                   /* CLW_F32 .. CLW_Q4_0: which gemv / gemm kernel reads it */
+    uint64_t bytes;            /* of buf */
+    cl_mem buf;                /* [m][k] rows in order, held in their format (weight_layout.h) */
 };
 
 /* A layer on the device: everything its ops read, uploaded once by layer_create. */
@@ -79,7 +82,8 @@ typedef struct cl_cache {
     int use_clblast;
     int x_cols, y_cols, ffn_dim;   /* scratch widths: inputs, outputs (floats per row) */
     cl_program prog[N_PROGRAMS];
-    cl_kernel k_split, k_combine, k_append, k_rope, k_gemv, k_gemm, k_prefill, k_swiglu;
+    cl_kernel k_split, k_combine, k_append, k_rope, k_prefill, k_swiglu;
+    cl_kernel k_gemv[CLW_FORMATS], k_gemm[CLW_FORMATS];   /* per weight format */
     int wg_decode, decode_heads, combine_wg, append_wg, gemv_wg, gemv_rows, max_split;
     size_t gemm_local[2], gemm_tile[2];   /* (LX, LY), (TILE_N, TILE_M) */
     size_t prefill_wg, prefill_qt;
@@ -103,50 +107,46 @@ static void cl_destroy(dattn_backend *be)
     dattn_free(be);
 }
 
-/* Stacked row r of a weight source (backend.h): its part and the row within it. */
-static const void *src_row(const weight_src *src, int r)
-{
-    size_t row_bytes = quant_row_bytes(src->dtype, src->k);
-    for (int i = 0; i < src->n_parts; i++) {
-        if (r < src->part[i].rows)
-            return (const uint8_t *)src->part[i].data + (size_t)r * row_bytes;
-        r -= src->part[i].rows;
-    }
-    return NULL;
-}
-
-/* The weight as f32 rows in W's order (row_map applied), uploaded in one buffer: the OpenCL
- * kernels read f32 weights only, so F16, BF16, q8_0 and q4_0 are widened here (their memory on
- * the device is 4 bytes a weight). */
+/* The weight in its own format (F32, F16, BF16 as stored; q8_0 / q4_0 split into planes of
+ * quants and scales, weight_layout.h), rows in W's order (row_map applied), uploaded in one
+ * buffer: its device memory is about its bytes in that format. */
 static dattn_status cl_weight_create(dattn_backend *be, const weight_src *src,
                                      backend_weight **out)
 {
     cl_backend *cb = be->impl;
     int m = src->row_map ? src->m : weight_src_rows(src), k = src->k;
-    size_t bytes = sizeof(float) * (size_t)m * k;
-    if (bytes > cb->max_alloc)
-        return dattn_fail(DATTN_E_ARENA, "opencl: a %dx%d weight is %zu bytes in one buffer; '%s' "
-                          "allows at most %llu (%s)", m, k, bytes, cb->info.name,
+    int fmt = clw_format(src->dtype);
+    uint64_t bytes = fmt < 0 ? 0 : clw_bytes(fmt, m, k);
+    if (bytes == 0)
+        return dattn_fail(DATTN_E_UNSUPPORTED, "opencl: a %dx%d weight of dtype %d: the device "
+                          "holds f32, f16, bf16, q8_0 and q4_0 weights (block formats with k a "
+                          "multiple of 32)", m, k, (int)src->dtype);
+    if (bytes > cb->max_alloc || bytes > SIZE_MAX)
+        return dattn_fail(DATTN_E_ARENA, "opencl: a %dx%d %s weight is %llu bytes in one buffer; "
+                          "'%s' allows at most %llu (%s)", m, k, clw_name(fmt),
+                          (unsigned long long)bytes, cb->info.name,
                           (unsigned long long)cb->max_alloc, cb->max_alloc_from);
     backend_weight *bw = dattn_alloc(sizeof *bw, "weight");
-    float *rows = dattn_alloc(bytes ? bytes : 1, "weight upload");
+    void *rows = dattn_alloc((size_t)bytes, "weight upload");
     if (!bw || !rows) {
         dattn_free(bw);
         dattn_free(rows);
         return DATTN_E_NOMEM;
     }
-    for (int r = 0; r < m; r++)   /* finite: the loaders checked; q8_0 / q4_0 dequantized */
-        quant_row_to_f32(src->dtype, src_row(src, src->row_map ? src->row_map[r] : r), k,
-                         rows + (size_t)r * k);
+    clw_pack(src, m, rows);   /* finite: the loaders checked */
     cl_int err;
     bw->m = m;
     bw->k = k;
-    bw->buf = clCreateBuffer(cb->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes, rows, &err);
+    bw->fmt = fmt;
+    bw->bytes = bytes;
+    bw->buf = clCreateBuffer(cb->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, (size_t)bytes, rows,
+                             &err);
     dattn_free(rows);
     if (err != CL_SUCCESS) {
         dattn_free(bw);
-        return dattn_fail(DATTN_E_OPENCL, "opencl: uploading a %dx%d weight (%zu bytes) to '%s': "
-                          "clCreateBuffer: %s", m, k, bytes, cb->info.name, cl_error_name(err));
+        return dattn_fail(DATTN_E_OPENCL, "opencl: uploading a %dx%d %s weight (%llu bytes) to "
+                          "'%s': clCreateBuffer: %s", m, k, clw_name(fmt),
+                          (unsigned long long)bytes, cb->info.name, cl_error_name(err));
     }
     *out = bw;
     return DATTN_OK;
@@ -155,7 +155,7 @@ static dattn_status cl_weight_create(dattn_backend *be, const weight_src *src,
 static uint64_t cl_weight_bytes(const backend_weight *w, int *borrowed)
 {
     *borrowed = 0;
-    return sizeof(float) * (uint64_t)w->m * (uint64_t)w->k;
+    return w->bytes;
 }
 
 static void cl_weight_free(dattn_backend *be, backend_weight *w)
@@ -339,11 +339,17 @@ static void release_cache(cl_cache *cc)
     for (size_t i = 0; i < sizeof mems / sizeof *mems; i++)
         if (*mems[i])
             clReleaseMemObject(*mems[i]);
-    cl_kernel ks[] = {cc->k_split, cc->k_combine, cc->k_append, cc->k_rope, cc->k_gemv,
-                      cc->k_gemm, cc->k_prefill, cc->k_swiglu};
+    cl_kernel ks[] = {cc->k_split, cc->k_combine, cc->k_append, cc->k_rope, cc->k_prefill,
+                      cc->k_swiglu};
     for (size_t i = 0; i < sizeof ks / sizeof *ks; i++)
         if (ks[i])
             clReleaseKernel(ks[i]);
+    for (int f = 0; f < CLW_FORMATS; f++) {
+        if (cc->k_gemv[f])
+            clReleaseKernel(cc->k_gemv[f]);
+        if (cc->k_gemm[f])
+            clReleaseKernel(cc->k_gemm[f]);
+    }
     for (int i = 0; i < N_PROGRAMS; i++)
         if (cc->prog[i])
             clReleaseProgram(cc->prog[i]);
@@ -616,16 +622,29 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
         (st = make_kernel(cc->prog[0], "diffattn_decode_combine", &cc->k_combine)) != DATTN_OK ||
         (st = make_kernel(cc->prog[1], "kv_append", &cc->k_append)) != DATTN_OK ||
         (st = make_kernel(cc->prog[2], "rope", &cc->k_rope)) != DATTN_OK ||
-        (st = make_kernel(cc->prog[3], "gemv", &cc->k_gemv)) != DATTN_OK ||
         (st = make_kernel(cc->prog[4], "diffattn_prefill", &cc->k_prefill)) != DATTN_OK ||
         (st = make_kernel(cc->prog[5], "swiglu_rows", &cc->k_swiglu)) != DATTN_OK)
         goto fail;
     {
+        /* gemv.cl and gemm.cl each build one program with a kernel per weight format */
         cl_program gemm_prog;
         if ((st = build(cb, "gemm", "", &gemm_prog)) != DATTN_OK)
             goto fail;
-        st = make_kernel(gemm_prog, "gemm", &cc->k_gemm);
-        clReleaseProgram(gemm_prog);   /* the kernel keeps the program alive */
+        for (int f = 0; f < CLW_FORMATS && st == DATTN_OK; f++) {
+            char name[32];
+            snprintf(name, sizeof name, "gemv_%s", clw_name(f));
+            st = make_kernel(cc->prog[3], name, &cc->k_gemv[f]);
+            if (st == DATTN_OK) {
+                snprintf(name, sizeof name, "gemm_%s", clw_name(f));
+                st = make_kernel(gemm_prog, name, &cc->k_gemm[f]);
+            }
+            if (st == DATTN_OK)
+                st = check_kernel(cb, cc->k_gemv[f], "gemv", (size_t)cc->gemv_wg, "gemv_wg");
+            if (st == DATTN_OK)
+                st = check_kernel(cb, cc->k_gemm[f], "gemm", cc->gemm_local[0] * cc->gemm_local[1],
+                                  "nothing (gemm.cl's tiles are fixed); use --backend cpu");
+        }
+        clReleaseProgram(gemm_prog);   /* the kernels keep the program alive */
         if (st != DATTN_OK)
             goto fail;
     }
@@ -636,11 +655,8 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
         (st = check_kernel(cb, cc->k_append, "kv_append", (size_t)cc->append_wg,
                            "wg_decode")) != DATTN_OK ||
         (st = check_kernel(cb, cc->k_rope, "rope", 64, "wg_decode")) != DATTN_OK ||
-        (st = check_kernel(cb, cc->k_gemv, "gemv", (size_t)cc->gemv_wg, "gemv_wg")) != DATTN_OK ||
         (st = check_kernel(cb, cc->k_prefill, "diffattn_prefill", cc->prefill_wg,
                            "prefill_qt or prefill_kt")) != DATTN_OK ||
-        (st = check_kernel(cb, cc->k_gemm, "gemm", cc->gemm_local[0] * cc->gemm_local[1],
-                           "nothing (gemm.cl's tiles are fixed); use --backend cpu")) != DATTN_OK ||
         (st = check_kernel(cb, cc->k_swiglu, "swiglu_rows", 64, "nothing")) != DATTN_OK)
         goto fail;
     c->pages = NULL;
@@ -730,13 +746,13 @@ static dattn_status op_status(cl_cache *cc)
 static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 /* y [n][m] (row stride ldy floats) = x [n][k] (row stride ldx) W^T on the device: gemv.cl for
- * one row (decode), CLBlast or gemm.cl for more. */
+ * one row (decode), CLBlast (f32 weights) or gemm.cl (every format, read as it is held) for more. */
 static void matmul(cl_backend *cb, cl_cache *cc, const backend_weight *w, cl_mem x, int ldx,
                    int n, cl_mem y, int ldy)
 {
     cl_int err = CL_SUCCESS;
     if (n == 1) {
-        cl_kernel kn = cc->k_gemv;
+        cl_kernel kn = cc->k_gemv[w->fmt];
         err |= SET(kn, 0, w->buf), err |= SET(kn, 1, x), err |= SET(kn, 2, y);
         err |= SET(kn, 3, w->m), err |= SET(kn, 4, w->k);
         size_t local = (size_t)cc->gemv_wg;
@@ -747,7 +763,7 @@ static void matmul(cl_backend *cb, cl_cache *cc, const backend_weight *w, cl_mem
         return;
     }
 #ifdef DATTN_HAVE_CLBLAST
-    if (cc->use_clblast) {
+    if (cc->use_clblast && w->fmt == CLW_F32) {
         size_t need = 0;
         /* A shape whose temp buffer outgrows the one made with the cache takes gemm.cl. */
         if (clb_temp_bytes(cb->queue, n, w->m, w->k, ldx, ldy, &need) == DATTN_OK &&
@@ -760,7 +776,7 @@ static void matmul(cl_backend *cb, cl_cache *cc, const backend_weight *w, cl_mem
         }
     }
 #endif
-    cl_kernel kn = cc->k_gemm;
+    cl_kernel kn = cc->k_gemm[w->fmt];
     err |= SET(kn, 0, x), err |= SET(kn, 1, ldx), err |= SET(kn, 2, w->buf), err |= SET(kn, 3, y);
     err |= SET(kn, 4, ldy), err |= SET(kn, 5, n), err |= SET(kn, 6, w->m), err |= SET(kn, 7, w->k);
     size_t global[2] = {(size_t)(w->m + cc->gemm_tile[0] - 1) / cc->gemm_tile[0] * cc->gemm_local[0],
