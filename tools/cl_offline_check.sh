@@ -49,7 +49,7 @@ CFLAGS="-x cl -cl-std=CL1.2 -Wall -Wextra -Werror -O2 -emit-llvm -c"
 # The variants --emit writes (the first of their file's list): the S2 decode step as the
 # nvidia-hopper row builds it, and the f16 GEMV.
 DECODE_S2="-DKV_TYPE=1 -DHEAD_DIM=128 -DGROUP=3 -DHEADS=3 -DWG_DECODE=128 -DCOMBINE_WG_SIZE=256 -DMAX_SPLIT=257 -DACC_IN_LOCAL=1 -DEPS_ARG"
-GEMV_F16=${GEMV_F16:-"-DWEIGHT_F16=1 -DGEMV_WG=128 -DGEMV_ROWS=8"}
+GEMV_F16=${GEMV_F16:-"-DWEIGHT_FORMAT=1 -DGEMV_WG=128 -DGEMV_ROWS=8"}
 
 # -D variants per kernel file, ';'-separated (the empty variant means the file's own defaults).
 variants() {
@@ -61,7 +61,7 @@ variants() {
     rope.cl)
         echo "-DHEAD_DIM=128;-DHEAD_DIM=64" ;;
     gemv.cl)
-        echo "$GEMV_F16;-DWEIGHT_F16=0" ;;
+        echo "$GEMV_F16;;-DWEIGHT_FORMAT=0;-DWEIGHT_FORMAT=2;-DWEIGHT_FORMAT=3 -DGEMV_WG=128 -DGEMV_ROWS=8;-DWEIGHT_FORMAT=4" ;;
     *)
         echo "" ;;
     esac
