@@ -52,7 +52,10 @@
  *               global = (ceil(m / TILE_N) * LX, ceil(n / TILE_M) * LY).
  *
  * Access pattern: the staging loads walk each tile row along k, adjacent items on adjacent
- * addresses (coalesced runs of TILE_K elements). Each x byte is read ceil(m / TILE_N) times
+ * 16-byte chunks (float4 of x; a uint4 of W converted in registers: 4 f32, 8 f16 / bf16,
+ * 16 q8_0 or 32 q4_0 weights), coalesced runs of TILE_K elements, wherever every row starts
+ * 16-byte aligned (x: ldx and k multiples of 4; W: k a multiple of the chunk's weights, always
+ * so for q8_0 / q4_0); otherwise one element at a time. Each x byte is read ceil(m / TILE_N) times
  * and each W byte ceil(n / TILE_M) times from global memory (once per tile that needs it);
  * each staged local value is read LX (xs) or LY (ws) times. Items of a row of the work-group
  * read the same xs word (broadcast) and adjacent ws words; they write adjacent y cells
@@ -60,7 +63,7 @@
  * stores are masked: any n, m, k >= 1 works.
  *
  * Local memory: 4 * TILE_K * (TILE_M + TILE_N + 2 * LOCAL_PAD) bytes
- *               (defaults: 4 * 16 * (64 + 64 + 2) = 8320 bytes). */
+ *               (defaults: 4 * 32 * (64 + 64 + 2) = 16,640 bytes). */
 
 #ifndef TILE_M
 #define TILE_M 64            /* rows of y (tokens) per work-group */
@@ -69,7 +72,8 @@
 #define TILE_N 64            /* columns of y (rows of W) per work-group */
 #endif
 #ifndef TILE_K
-#define TILE_K 16            /* k-slice staged in local memory per step */
+#define TILE_K 32            /* k-slice staged in local memory per step: whole 16-byte chunks of
+                              * every format built (a q4_0 chunk is a 32-weight block) */
 #endif
 #ifndef WPT_M
 #define WPT_M 4              /* rows of y per work-item (register block), divides TILE_M */
@@ -98,6 +102,10 @@
 #else
 #define HAS_FORMAT(f) 1
 #endif
+#if (HAS_FORMAT(4) && TILE_K % 32) || (HAS_FORMAT(3) && TILE_K % 16) || \
+    ((HAS_FORMAT(1) || HAS_FORMAT(2)) && TILE_K % 8) || TILE_K % 4
+#error "TILE_K must be a multiple of the weights in a 16-byte chunk of each format built (f32 4, f16 / bf16 8, q8_0 16, q4_0 32)"
+#endif
 
 /* derived sizes */
 #define LX (TILE_N / WPT_N)                 /* work-items along m (dimension 0) */
@@ -124,7 +132,11 @@ static INLINE size_t scale_offset(const int fmt, int m, int k)
     return (q + 15) & ~(size_t)15;
 }
 
-/* W(c, t) as f32. */
+/* weights per 16-byte chunk of a row in the device layout */
+#define CHUNK_W(f) ((f) == W_F32 ? 4 : (f) <= W_BF16 ? 8 : (f) == W_Q8_0 ? 16 : 32)
+
+/* W(c, t) as f32, one weight at a time: the rows of f32 / f16 / bf16 weights whose k leaves them
+ * unaligned to 16 bytes. */
 static INLINE float load_w(const int fmt, __global const uchar *w, size_t soff, int c, int k, int t)
 {
     const size_t i = (size_t)c * (size_t)k + (size_t)t;
@@ -142,6 +154,51 @@ static INLINE float load_w(const int fmt, __global const uchar *w, size_t soff, 
     return d * (float)((int)((t & 16) ? b >> 4 : b & 15) - 8);
 }
 
+/* The 16-byte chunk of row c that starts at weight t (a multiple of CHUNK_W(fmt)), widened to
+ * f32 in registers and stored down column col of the k-major W tile from tile row tt on. */
+static INLINE void stage_chunk(const int fmt, __global const uchar *w, size_t soff, int c, int k,
+                               int t, __local float (*ws)[TILE_N + LOCAL_PAD], int tt, int col)
+{
+    if (fmt == W_F32) {
+        const float4 v = *(__global const float4 *)(w + 4 * ((size_t)c * (size_t)k + (size_t)t));
+        ws[tt][col] = v.s0, ws[tt + 1][col] = v.s1, ws[tt + 2][col] = v.s2, ws[tt + 3][col] = v.s3;
+        return;
+    }
+    if (fmt == W_F16 || fmt == W_BF16) {
+        const uint4 raw = *(__global const uint4 *)(w + 2 * ((size_t)c * (size_t)k + (size_t)t));
+        float8 v;
+        if (fmt == W_F16) {
+            v = vload_half8(0, (const __private half *)&raw);   /* from a private copy: one load */
+        } else {
+            const float4 even = as_float4(raw << 16), odd = as_float4(raw & (uint4)0xffff0000u);
+            v = (float8)(even.s0, odd.s0, even.s1, odd.s1, even.s2, odd.s2, even.s3, odd.s3);
+        }
+        ws[tt][col] = v.s0, ws[tt + 1][col] = v.s1, ws[tt + 2][col] = v.s2, ws[tt + 3][col] = v.s3;
+        ws[tt + 4][col] = v.s4, ws[tt + 5][col] = v.s5, ws[tt + 6][col] = v.s6;
+        ws[tt + 7][col] = v.s7;
+        return;
+    }
+    const size_t blk = (size_t)c * (size_t)(k / 32) + (size_t)(t / 32);
+    const float d = vload_half(blk, (__global const half *)(w + soff));
+    if (fmt == W_Q8_0) {
+        const uint4 raw = *(__global const uint4 *)(w + (size_t)c * (size_t)k + (size_t)t);
+        const char16 q = as_char16(raw);
+        const float16 v = convert_float16(q) * d;
+        for (int j = 0; j < 16; j++)
+            ws[tt + j][col] = v[j];
+        return;
+    }
+    /* q4_0: the chunk is the whole block, byte j holding weights j (low) and j + 16 (high) */
+    const uint4 raw = *(__global const uint4 *)(w + 16 * blk);
+    const uchar16 b = as_uchar16(raw);
+    const float16 lo = (convert_float16(b & (uchar16)15) - 8.0f) * d;
+    const float16 hi = (convert_float16(b >> (uchar16)4) - 8.0f) * d;
+    for (int j = 0; j < 16; j++) {
+        ws[tt + j][col] = lo[j];
+        ws[tt + 16 + j][col] = hi[j];
+    }
+}
+
 static INLINE void gemm_body(const int fmt, __global const float *x, int ldx,
                              __global const uchar *w, __global float *y, int ldy, int n, int m,
                              int k, __local float (*xs)[TILE_M + LOCAL_PAD],
@@ -152,6 +209,11 @@ static INLINE void gemm_body(const int fmt, __global const float *x, int ldx,
     const int row0 = (int)get_group_id(1) * TILE_M;  /* first row of y and x */
     const int col0 = (int)get_group_id(0) * TILE_N;  /* first column of y, row of W */
     const size_t soff = fmt >= W_Q8_0 ? scale_offset(fmt, m, k) : 0;
+    /* 16-byte loads where every row starts 16-byte aligned (the same for the whole launch; the
+     * q8_0 / q4_0 layouts always are): x as float4, W a chunk at a time */
+    const int wide_x = ldx % 4 == 0 && k % 4 == 0;
+    const int wide_w = k % CHUNK_W(fmt) == 0;
+    const int cw = CHUNK_W(fmt), w_chunks = TILE_N * (TILE_K / CHUNK_W(fmt));
 
     float acc[WPT_M][WPT_N];
     for (int a = 0; a < WPT_M; a++)
@@ -159,23 +221,49 @@ static INLINE void gemm_body(const int fmt, __global const float *x, int ldx,
             acc[a][b] = 0.0f;
 
     for (int k0 = 0; k0 < k; k0 += TILE_K) {
-        for (int r = 0; r < LOADS_X; r++) {
-            const int e = lid + r * WG, i = e / TILE_K, t = e % TILE_K;
-            const int gi = row0 + i, gt = k0 + t;
-            float v = 0.0f;
-            if (gi < n && gt < k)
-                v = x[(size_t)gi * (size_t)ldx + (size_t)gt];
-            xs[t][i] = v;
+        if (wide_x) {
+            for (int e = lid; e < TILE_M * TILE_K / 4; e += WG) {
+                const int i = e / (TILE_K / 4), t = 4 * (e % (TILE_K / 4));
+                const int gi = row0 + i, gt = k0 + t;
+                float4 v = (float4)(0.0f);
+                if (gi < n && gt < k)   /* k % 4 == 0: the float4 is all in or all out */
+                    v = *(__global const float4 *)(x + (size_t)gi * (size_t)ldx + (size_t)gt);
+                xs[t][i] = v.s0, xs[t + 1][i] = v.s1, xs[t + 2][i] = v.s2, xs[t + 3][i] = v.s3;
+            }
+        } else {
+#pragma unroll 1   /* odd shapes only: keep the code small */
+            for (int r = 0; r < LOADS_X; r++) {
+                const int e = lid + r * WG, i = e / TILE_K, t = e % TILE_K;
+                const int gi = row0 + i, gt = k0 + t;
+                float v = 0.0f;
+                if (gi < n && gt < k)
+                    v = x[(size_t)gi * (size_t)ldx + (size_t)gt];
+                xs[t][i] = v;
+            }
         }
-        for (int r = 0; r < LOADS_W; r++) {
-            const int e = lid + r * WG, c = e / TILE_K, t = e % TILE_K;
-            const int gc = col0 + c, gt = k0 + t;
-            float v = 0.0f;
-            if (gc < m && gt < k)
-                v = load_w(fmt, w, soff, gc, k, gt);
-            ws[t][c] = v;
+        if (wide_w) {
+            for (int e = lid; e < w_chunks; e += WG) {
+                const int c = e / (TILE_K / cw), t = cw * (e % (TILE_K / cw));
+                const int gc = col0 + c, gt = k0 + t;
+                if (gc < m && gt < k) {   /* k % cw == 0: the chunk is all in or all out */
+                    stage_chunk(fmt, w, soff, gc, k, gt, ws, t, c);
+                } else {
+                    for (int j = 0; j < cw; j++)
+                        ws[t + j][c] = 0.0f;
+                }
+            }
+        } else {
+#pragma unroll 1
+            for (int r = 0; r < LOADS_W; r++) {
+                const int e = lid + r * WG, c = e / TILE_K, t = e % TILE_K;
+                const int gc = col0 + c, gt = k0 + t;
+                float v = 0.0f;
+                if (gc < m && gt < k)
+                    v = load_w(fmt, w, soff, gc, k, gt);
+                ws[t][c] = v;
+            }
         }
-        barrier(CLK_LOCAL_MEM_FENCE);
+    barrier(CLK_LOCAL_MEM_FENCE);
 
         for (int t = 0; t < TILE_K; t++) {
             float av[WPT_M], bv[WPT_N];

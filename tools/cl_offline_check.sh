@@ -50,6 +50,7 @@ CFLAGS="-x cl -cl-std=CL1.2 -Wall -Wextra -Werror -O2 -emit-llvm -c"
 # nvidia-hopper row builds it, and the f16 GEMV.
 DECODE_S2="-DKV_TYPE=1 -DHEAD_DIM=128 -DGROUP=3 -DHEADS=3 -DWG_DECODE=128 -DCOMBINE_WG_SIZE=256 -DMAX_SPLIT=257 -DACC_IN_LOCAL=1 -DEPS_ARG"
 GEMV_F16=${GEMV_F16:-"-DWEIGHT_FORMAT=1 -DGEMV_WG=128 -DGEMV_ROWS=8"}
+GEMM_F16="-DWEIGHT_FORMAT=1"
 
 # -D variants per kernel file, ';'-separated (the empty variant means the file's own defaults).
 variants() {
@@ -201,5 +202,6 @@ if [ -n "$EMIT" ]; then
     [ -z "$PTXAS_BIN" ] && echo "(no ptxas: registers and spills not checked)"
     emit_one "$CL_DIR/diffattn_decode.cl" diffattn_decode "$DECODE_S2"
     emit_one "$CL_DIR/gemv.cl" gemv "$GEMV_F16"
+    emit_one "$CL_DIR/gemm.cl" gemm "$GEMM_F16"
 fi
 exit $fail
