@@ -6,7 +6,7 @@
  * In CLBlast's xgemm terms C = A · Bᵀ with
  *   A = x [n][k]  row-major, row stride ldx floats (>= k): A(i,t) = x[i*ldx + t]
  *   B = W [m][k]  the nn.Linear weight, row-major, in the device layout of its format
- *                 (src/opencl/weight_layout.h): one kernel per format, gemm_f32, gemm_f16,
+ *                 (weight_format.h): one kernel per format, gemm_f32, gemm_f16,
  *                 gemm_bf16, gemm_q8_0, gemm_q4_0 (WEIGHT_FORMAT 0..4; unset: all five in one
  *                 program). Each weight is widened to f32 as it is staged (f16 with vload_half,
  *                 core OpenCL 1.2, no cl_khr_fp16; bf16 as bits << 16; q8_0 / q4_0 as d * q):
@@ -84,9 +84,6 @@
 #ifndef LOCAL_PAD
 #define LOCAL_PAD 1          /* floats added to each local row against bank conflicts */
 #endif
-#if !defined(WEIGHT_FORMAT) && defined(WEIGHT_F16)
-#define WEIGHT_FORMAT WEIGHT_F16    /* the older name: 0 f32, 1 f16 */
-#endif
 
 #if TILE_M < 1 || TILE_N < 1 || TILE_K < 1 || WPT_M < 1 || WPT_N < 1 || LOCAL_PAD < 0
 #error "TILE_M, TILE_N, TILE_K, WPT_M, WPT_N must be positive and LOCAL_PAD >= 0"
@@ -94,14 +91,7 @@
 #if TILE_M % WPT_M != 0 || TILE_N % WPT_N != 0
 #error "WPT_M must divide TILE_M and WPT_N must divide TILE_N"
 #endif
-#ifdef WEIGHT_FORMAT
-#if WEIGHT_FORMAT < 0 || WEIGHT_FORMAT > 4
-#error "WEIGHT_FORMAT must be 0 (f32), 1 (f16), 2 (bf16), 3 (q8_0) or 4 (q4_0)"
-#endif
-#define HAS_FORMAT(f) (WEIGHT_FORMAT == (f))
-#else
-#define HAS_FORMAT(f) 1
-#endif
+#include "weight_format.h"
 #if (HAS_FORMAT(4) && TILE_K % 32) || (HAS_FORMAT(3) && TILE_K % 16) || \
     ((HAS_FORMAT(1) || HAS_FORMAT(2)) && TILE_K % 8) || TILE_K % 4
 #error "TILE_K must be a multiple of the weights in a 16-byte chunk of each format built (f32 4, f16 / bf16 8, q8_0 16, q4_0 32)"
@@ -117,23 +107,6 @@
 #if (TILE_M * TILE_K) % WG != 0 || (TILE_N * TILE_K) % WG != 0
 #error "the work-group size (TILE_M/WPT_M)*(TILE_N/WPT_N) must divide TILE_M*TILE_K and TILE_N*TILE_K"
 #endif
-
-#define W_F32 0
-#define W_F16 1
-#define W_BF16 2
-#define W_Q8_0 3
-#define W_Q4_0 4
-#define INLINE inline __attribute__((always_inline))
-
-/* Byte offset of the scale plane of a q8_0 / q4_0 weight (weight_layout.h). */
-static INLINE size_t scale_offset(const int fmt, int m, int k)
-{
-    size_t q = fmt == W_Q8_0 ? (size_t)m * (size_t)k : (size_t)m * (size_t)(k / 2);
-    return (q + 15) & ~(size_t)15;
-}
-
-/* weights per 16-byte chunk of a row in the device layout */
-#define CHUNK_W(f) ((f) == W_F32 ? 4 : (f) <= W_BF16 ? 8 : (f) == W_Q8_0 ? 16 : 32)
 
 /* W(c, t) as f32, one weight at a time: the rows of f32 / f16 / bf16 weights whose k leaves them
  * unaligned to 16 bytes. */

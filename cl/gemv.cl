@@ -2,19 +2,9 @@
  *
  *   y[c] = sum_t W[c][t] * x[t],   c < m, t < k
  *
- * for an nn.Linear weight W [m][k] held in its own format, as src/opencl/weight_layout.h lays it
- * out on the device (one kernel per format, WEIGHT_FORMAT):
- *
- *   0 gemv_f32   float  [m][k]
- *   1 gemv_f16   ushort [m][k] IEEE half bits, converted in registers (core OpenCL 1.2: vload_half
- *                on a private copy; no cl_khr_fp16, no half arithmetic)
- *   2 gemv_bf16  ushort [m][k] bfloat16 bits, widened as as_float(bits << 16)
- *   3 gemv_q8_0  int8 q [m][k], then f16 scales d [m][k/32] at a 16-byte aligned offset
- *   4 gemv_q4_0  16-byte blocks of nibbles [m][k/32][16] (byte j: weight j low, j + 16 high;
- *                value (nibble - 8) * d), then d [m][k/32]
- *
- * WEIGHT_FORMAT unset builds all five kernels in one program (the backend's build); set, only
- * that one (WEIGHT_F16 = 0 / 1 is taken as WEIGHT_FORMAT 0 / 1).
+ * for an nn.Linear weight W [m][k] held in its own format, one kernel per format (gemv_f32,
+ * gemv_f16, gemv_bf16, gemv_q8_0, gemv_q4_0): the layouts and WEIGHT_FORMAT are in
+ * weight_format.h.
  *
  * Work: one work-group of GEMV_WG items computes GEMV_ROWS consecutive rows (global size =
  * ceil(m / GEMV_ROWS) * GEMV_WG). Each row gets LANES = GEMV_WG / GEMV_ROWS items that stride
@@ -33,47 +23,20 @@
 #ifndef GEMV_ROWS
 #define GEMV_ROWS 4          /* rows per work-group; a power of two dividing GEMV_WG */
 #endif
-#if !defined(WEIGHT_FORMAT) && defined(WEIGHT_F16)
-#define WEIGHT_FORMAT WEIGHT_F16
-#endif
 #if GEMV_WG < 1 || (GEMV_WG & (GEMV_WG - 1)) != 0
 #error "GEMV_WG must be a power of two"
 #endif
 #if GEMV_ROWS < 1 || (GEMV_ROWS & (GEMV_ROWS - 1)) != 0 || GEMV_ROWS > GEMV_WG
 #error "GEMV_ROWS must be a power of two no larger than GEMV_WG"
 #endif
-#ifdef WEIGHT_FORMAT
-#if WEIGHT_FORMAT < 0 || WEIGHT_FORMAT > 4
-#error "WEIGHT_FORMAT must be 0 (f32), 1 (f16), 2 (bf16), 3 (q8_0) or 4 (q4_0)"
-#endif
-#define HAS_FORMAT(f) (WEIGHT_FORMAT == (f))
-#else
-#define HAS_FORMAT(f) 1
-#endif
+#include "weight_format.h"
 
 #define LANES (GEMV_WG / GEMV_ROWS)
 #define RED_PARTS (LANES >= 256 ? 16 : LANES >= 64 ? 8 : LANES >= 16 ? 4 : 1)
 
-#define W_F32 0
-#define W_F16 1
-#define W_BF16 2
-#define W_Q8_0 3
-#define W_Q4_0 4
-/* weights per 16-byte chunk */
-#define CHUNK_W(f) ((f) == W_F32 ? 4 : (f) <= W_BF16 ? 8 : (f) == W_Q8_0 ? 16 : 32)
-
-#define INLINE inline __attribute__((always_inline))
-
 static INLINE float4 x4(__global const float *x, int t)   /* t a multiple of 4 */
 {
     return *(__global const float4 *)(x + t);
-}
-
-/* Byte offset of the scale plane of a q8_0 / q4_0 weight (weight_layout.h). */
-static INLINE size_t scale_offset(const int fmt, int m, int k)
-{
-    size_t q = fmt == W_Q8_0 ? (size_t)m * (size_t)k : (size_t)m * (size_t)(k / 2);
-    return (q + 15) & ~(size_t)15;
 }
 
 /* Chunk c of row r (row-major, CHUNK_W(fmt) weights from t = c * CHUNK_W(fmt)) dotted with x:

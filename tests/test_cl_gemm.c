@@ -1,5 +1,5 @@
 /* cl/gemm.cl on the first OpenCL device (first GPU, else first device; PoCL in CI), built with
- * clBuildProgram from the file $DATTN_CL_DIR/gemm.cl (default "cl"): y = x Wᵀ against a float64
+ * clBuildProgram from the source the library embeds (tools/embed_cl.py): y = x Wᵀ against a float64
  * reference, f32 and f16 weights, odd shapes, row strides, several tile configurations. Every
  * buffer is a sub-buffer with NaN guards before and after it (a stray read shows up as NaN in
  * y) and y's guards, row padding and strides hold a sentinel that must survive. Random inputs;
@@ -21,6 +21,7 @@
 #define CL_TARGET_OPENCL_VERSION 120
 #include <CL/cl.h>
 
+#include "cl_sources.h"
 #include "half.h"
 
 /* Tile configurations: -D values for cl/gemm.cl. */
@@ -38,7 +39,7 @@ static const gemm_cfg configs[] = {
 static cl_device_id device;
 static cl_context ctx;
 static cl_command_queue queue;
-static char *source;
+static const char *source;   /* gemm.cl as the library embeds it (includes inlined) */
 static size_t guard_bytes;   /* guard before and after each sub-buffer: the base alignment */
 static cl_program programs[N_CONFIGS][2];   /* [config][f16], built on first use */
 static uint64_t seed, rng;
@@ -373,32 +374,6 @@ static int pick_device(void)
     return found;
 }
 
-static char *read_source(void)
-{
-    const char *dir = getenv("DATTN_CL_DIR");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/gemm.cl", dir && *dir ? dir : "cl");
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "test_cl_gemm: cannot open %s (set DATTN_CL_DIR)\n", path);
-        return NULL;
-    }
-    char *text = NULL;
-    long len = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    if (len > 0 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)len + 1)) != NULL) {
-        if (fread(text, 1, (size_t)len, f) != (size_t)len) {
-            free(text);
-            text = NULL;
-        } else {
-            text[len] = 0;
-        }
-    }
-    fclose(f);
-    if (!text)
-        fprintf(stderr, "test_cl_gemm: cannot read %s\n", path);
-    return text;
-}
-
 int main(int argc, char **argv)
 {
     if (!pick_device()) {
@@ -410,8 +385,7 @@ int main(int argc, char **argv)
     rng = seed * 0x9e3779b97f4a7c15ull + 1;
     printf("test_cl_gemm: seed %llu (DATTN_TEST_SEED=%llu replays it)\n",
            (unsigned long long)seed, (unsigned long long)seed);
-    if (!(source = read_source()))
-        return 1;
+    source = cl_source_text("gemm");
     cl_uint align_bits = 0;
     clGetDeviceInfo(device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
     guard_bytes = align_bits / 8 > 256 ? align_bits / 8 : 256;
@@ -442,6 +416,5 @@ int main(int argc, char **argv)
                 clReleaseProgram(programs[c][f]);
     clReleaseCommandQueue(queue);
     clReleaseContext(ctx);
-    free(source);
     return rc;
 }
