@@ -128,6 +128,10 @@ def main():
 
     expect(2, ["decode"], "bench", "sideways")
     expect(2, ["--ctx"], "bench", "decode", "--ctx", "0")
+    # refused before any device is opened (or: this build has no OpenCL); both name gemm
+    expect(2, ["gemm"], "bench", "gemm", "--backend", "opencl", "--tokens", "0")
+    expect(2, ["gemm"], "bench", "gemm", "--backend", "opencl", "--cols", "70", "--weights", "q8_0")
+    expect(2, ["gemv"], "bench", "gemv", "--backend", "opencl", "--rows", "x")
     failures += model_cases(exe, tmp, expect)
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"test_cli: {failures} failed")

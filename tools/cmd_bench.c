@@ -282,15 +282,16 @@ int cmd_bench(int argc, char **argv)
     bench_opts o = {0, 0, DATTN_BACKEND_CPU, 12, 4, 128, 4096, 0, 0, DATTN_KV_F16, NULL};
     if (argc >= 1 && !strcmp(argv[0], "model"))   /* a whole model: cmd_bench_model.c */
         return cmd_bench_model(argc - 1, argv + 1);
-    if (argc >= 1 && !strcmp(argv[0], "gemv")) {  /* cl/gemv.cl alone: cmd_bench_gemv.c */
+    if (argc >= 1 && (!strcmp(argv[0], "gemv") || !strcmp(argv[0], "gemm"))) {
+        /* cl/gemv.cl or cl/gemm.cl alone: cmd_bench_gemv.c */
 #ifdef DATTN_HAVE_OPENCL
-        return cmd_bench_gemv(argc - 1, argv + 1);
+        return cmd_bench_gemv(argc - 1, argv + 1, !strcmp(argv[0], "gemm"));
 #else
-        return bad("gemv runs the OpenCL GEMV; this build has no OpenCL", NULL);
+        return bad("gemv and gemm run the OpenCL kernels; this build has no OpenCL", NULL);
 #endif
     }
     if (argc < 1 || (strcmp(argv[0], "decode") && strcmp(argv[0], "prefill")))
-        return bad("the first argument is 'decode', 'prefill', 'model' or 'gemv', not",
+        return bad("the first argument is 'decode', 'prefill', 'model', 'gemv' or 'gemm', not",
                    argc ? argv[0] : "nothing");
     o.decode = !strcmp(argv[0], "decode");
     struct { const char *name; long *v; long lo, hi; } ints[] = {

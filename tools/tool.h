@@ -11,8 +11,8 @@
 int cmd_check_layer(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_bench_model(int argc, char **argv);
-/* dattn bench gemv (OpenCL builds: tools/cmd_bench_gemv.c) */
-int cmd_bench_gemv(int argc, char **argv);
+/* dattn bench gemv / bench gemm (gemm = 1) (OpenCL builds: tools/cmd_bench_gemv.c) */
+int cmd_bench_gemv(int argc, char **argv, int gemm);
 int cmd_devices(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
