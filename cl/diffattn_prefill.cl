@@ -39,17 +39,21 @@
  *     memory, then the window [max(n_sink, t_first - n_window + 1), t_last] with q staged; key
  *     tiles are KT consecutive stream indices starting at multiples of KT (inside one page while
  *     the ring has not wrapped; slots outside the phase's range are zeros and masked);
- *   per key tile: k1 then k2 are staged dequantized as [d][KT] (loads: consecutive items read
- *     consecutive positions of one dimension row of a page: one contiguous run per page row);
- *     item (i, c) scores key c for row i over d (q row broadcast, k column conflict-free);
+ *   per key tile: k1 then k2 are staged dequantized as [KT][d4 + 4] rows, key-major (loads:
+ *     consecutive items read consecutive positions of one dimension row of a page: one
+ *     contiguous run per page row);
+ *     item (i, c) scores key c for row i over d with float4 local reads (the q row: a broadcast
+ *     to the row's items; the key's row: rows 4 banks apart);
  *     the row max and sums come from the [2][QT][KT] score tile; then V is staged in two halves
- *     [KT][d] (loads: consecutive items read consecutive elements of a V row: coalesced) and item
- *     (i, c) accumulates dims c, c + KT, ... of each half for both softmaxes.
+ *     [KT][d4 + 4] (loads: consecutive items read consecutive elements of a V row: coalesced)
+ *     and item (i, c) accumulates dims c, c + KT, ... of each half for both softmaxes, keys
+ *     outer: per key, 2 weight reads and DPT value reads for 2 * DPT fmas.
  *   Every k1, k2, v (and q8 scale) byte of a key tile is read once per work-group; a key is read
  *   by the GROUP heads of its KV head for each query tile that sees it. q / q_sink are read once.
  *   Private: 4 * ceil(d / KT) accumulators (32 floats at d = 128, KT = 16).
- * Local memory: 4 * (QT * (2d + 1) [q rows] + d * KT [k1 / k2 / V half] + 2 * QT * KT [scores]
- *   + 4 * KT [slots, q8 scales]) bytes = 26,944 B at d = 128, QT = KT = 16 (14,656 B at d = 64);
+ * Local memory (d4 = d rounded up to a multiple of 4): 4 * (QT * (2 d4 + 4) [q rows]
+ *   + (d4 + 4) * KT [k1 / k2 / V half] + 2 * QT * KT [scores] + 4 * KT [slots, q8 scales])
+ *   bytes = 27,392 B at d = 128, QT = KT = 16 (15,104 B at d = 64);
  *   kept within the 32 KiB OpenCL 1.2 minimum by the #error below. */
 
 #ifndef HEAD_DIM
@@ -89,7 +93,7 @@
 #if PREFILL_QT * PREFILL_KT > 1024
 #error "PREFILL_QT * PREFILL_KT (the work-group size) exceeds 1024"
 #endif
-#if 4 * (PREFILL_QT * (2 * HEAD_DIM + 1) + HEAD_DIM * PREFILL_KT + 2 * PREFILL_QT * PREFILL_KT + 4 * PREFILL_KT) > 32768
+#if 4 * (PREFILL_QT * (2 * ((HEAD_DIM + 3) / 4 * 4) + 4) + ((HEAD_DIM + 3) / 4 * 4 + 4) * PREFILL_KT + 2 * PREFILL_QT * PREFILL_KT + 4 * PREFILL_KT) > 32768
 #error "local memory of diffattn_prefill exceeds 32 KiB: lower PREFILL_QT or PREFILL_KT"
 #endif
 
@@ -98,10 +102,16 @@
 #define QT PREFILL_QT
 #define KT PREFILL_KT
 #define WG (QT * KT)
-#define QSTRIDE (2 * HEAD_DIM + 1)                 /* padded: rows i, i+1 fall in other banks */
+#define D4 ((HEAD_DIM + 3) / 4 * 4)                /* HEAD_DIM rounded up to whole float4s */
+#define QSTRIDE (2 * D4 + 4)                       /* q row: q1 | q2, 16-byte aligned; padded so
+                                                    * rows i, i+1 fall in other banks */
+#define KSTRIDE (D4 + 4)                           /* a key's (or V half's) staged row, likewise */
 #define DPT ((HEAD_DIM + KT - 1) / KT)             /* dims of one V half per item */
+#define UG (DPT < 4 ? DPT : 4)                     /* of them accumulated per pass over a tile */
 
-/* Stage half `hf` (0: k1, 1: k2) of the key tile as [HEAD_DIM][KT] f32, dequantized. */
+/* Stage half `hf` (0: k1, 1: k2) of the key tile as [KT][KSTRIDE] f32 (key-major, so a score
+ * reads its key's dims as float4s), dequantized. The loads walk the page's dimension-major rows:
+ * adjacent items, adjacent slots. */
 static void stage_k(__local float *kv, __global const uchar *head, __local const int *slot,
                     __local const float *ksc, int hf, int lid)
 {
@@ -112,11 +122,11 @@ static void stage_k(__local float *kv, __global const uchar *head, __local const
             __global const uchar *pg = head + (ulong)(ph / KV_PAGE) * KPAGE_BYTES + hf * KHALF_BYTES;
             val = LOAD(pg, e * KV_PAGE + ph % KV_PAGE) * ksc[hf * KT + c];
         }
-        kv[x] = val;
+        kv[c * KSTRIDE + e] = val;
     }
 }
 
-/* Stage half `hv` (dims hv*d .. hv*d + d-1) of the tile's V rows as [KT][HEAD_DIM] f32. */
+/* Stage half `hv` (dims hv*d .. hv*d + d-1) of the tile's V rows as [KT][KSTRIDE] f32. */
 static void stage_v(__local float *kv, __global const uchar *vrows, __local const int *slot,
                     __local const float *ksc, int hv, int lid)
 {
@@ -125,7 +135,7 @@ static void stage_v(__local float *kv, __global const uchar *vrows, __local cons
         float val = 0.0f;
         if (ph >= 0)
             val = LOAD(vrows + (ulong)ph * VROW_BYTES, hv * HEAD_DIM + e) * ksc[2 * KT + c];
-        kv[x] = val;
+        kv[c * KSTRIDE + e] = val;
     }
 }
 
@@ -136,8 +146,10 @@ void diffattn_prefill(__global const uchar *cache, ulong slot_off, int n_pages, 
                       float out_scale, __global const float *subln, __global float *out,
                       int j0, int n_heads EPS_PARAM)
 {
-    __local float qs[QT * QSTRIDE];                /* the tile's q (or q_sink) rows: q1 | q2 | pad */
-    __local float kv[HEAD_DIM * KT];               /* k1 or k2 [d][KT], or a V half [KT][d] */
+    /* the tile's q (or q_sink) rows: q1 | q2 | pad */
+    __local float qs[QT * QSTRIDE] __attribute__((aligned(16)));
+    /* k1 or k2, or a V half: [KT][KSTRIDE] */
+    __local float kv[KT * KSTRIDE] __attribute__((aligned(16)));
     __local float sp[2][QT][KT];                   /* scores, then weights; then RMS partials */
     __local int slot[KT];                          /* physical slot of each key, -1: none */
     __local float ksc[3 * KT];                     /* q8 scales of k1, k2, v (1 otherwise) */
@@ -173,7 +185,7 @@ void diffattn_prefill(__global const uchar *cache, ulong slot_off, int n_pages, 
         barrier(CLK_LOCAL_MEM_FENCE);              /* the last phase's readers of qs */
         for (int x = lid; x < QT * 2 * HEAD_DIM; x += WG) {
             const int row = x / (2 * HEAD_DIM), e = x % (2 * HEAD_DIM);
-            qs[row * QSTRIDE + e] =
+            qs[row * QSTRIDE + (e / HEAD_DIM) * D4 + e % HEAD_DIM] =
                 row < n_rows ? src[((size_t)(r0 + row) * 2 * H + 2 * h) * HEAD_DIM + e] : 0.0f;
         }
 
@@ -207,11 +219,21 @@ void diffattn_prefill(__global const uchar *cache, ulong slot_off, int n_pages, 
             for (int hf = 0; hf < 2; hf++) {
                 stage_k(kv, head, slot, ksc, hf, lid);
                 barrier(CLK_LOCAL_MEM_FENCE);
-                __local const float *qr = qs + i * QSTRIDE + hf * HEAD_DIM;
+                __local const float *qr = qs + i * QSTRIDE + hf * D4, *kr = kv + c * KSTRIDE;
+#if HEAD_DIM % 4 == 0
+                /* float4 local reads of the q row (the row's items: one broadcast) and of the
+                 * key's row: half the local-memory instructions of a dim at a time */
+                float4 s4 = (float4)(0.0f);
+#pragma unroll 4   /* all 32 (d = 128) in flight would take ~40 registers more */
+                for (int e = 0; e < HEAD_DIM; e += 4)
+                    s4 = fma(*(__local const float4 *)(qr + e), *(__local const float4 *)(kr + e), s4);
+                sc[hf] = (s4.s0 + s4.s1) + (s4.s2 + s4.s3);
+#else
                 float s = 0.0f;
                 for (int e = 0; e < HEAD_DIM; e++)
-                    s = fma(qr[e], kv[e * KT + c], s);
+                    s = fma(qr[e], kr[e], s);
                 sc[hf] = s;
+#endif
                 barrier(CLK_LOCAL_MEM_FENCE);      /* before kv is rewritten */
             }
             const long tk = kb + c;
@@ -252,18 +274,28 @@ void diffattn_prefill(__global const uchar *cache, ulong slot_off, int n_pages, 
                     stage_v(kv, vrows, slot, ksc, 1, lid);
                     barrier(CLK_LOCAL_MEM_FENCE);
                 }
-                for (int u = 0; u < DPT; u++) {
-                    const int e = c + u * KT;
-                    if (e < HEAD_DIM) {
-                        float a1 = acc[0][hv][u], a2 = acc[1][hv][u];
-                        for (int k = 0; k < KT; k++) {
-                            const float x = kv[k * HEAD_DIM + e];
-                            a1 = fma(sp[0][i][k], x, a1);
-                            a2 = fma(sp[1][i][k], x, a2);
-                        }
-                        acc[0][hv][u] = a1;
-                        acc[1][hv][u] = a2;
+                /* UG dims at a time, keys inner: the two weights of key k are read once (a
+                 * broadcast to the row's items) for UG dims held in registers; the item's
+                 * other accumulators wait (all 4 * DPT live at once would cost ~60 registers
+                 * more: fewer work-groups per compute unit) */
+                for (int u0 = 0; u0 < DPT; u0 += UG) {
+                    float a1[UG], a2[UG];
+                    for (int g = 0; g < UG; g++)
+                        a1[g] = u0 + g < DPT ? acc[0][hv][u0 + g] : 0.0f,
+                        a2[g] = u0 + g < DPT ? acc[1][hv][u0 + g] : 0.0f;
+                    for (int k = 0; k < KT; k++) {
+                        const float p1 = sp[0][i][k], p2 = sp[1][i][k];
+                        __local const float *vr = kv + k * KSTRIDE + c + u0 * KT;
+                        for (int g = 0; g < UG; g++)
+                            if (u0 + g < DPT && c + (u0 + g) * KT < HEAD_DIM) {
+                                const float x = vr[g * KT];
+                                a1[g] = fma(p1, x, a1[g]);
+                                a2[g] = fma(p2, x, a2[g]);
+                            }
                     }
+                    for (int g = 0; g < UG; g++)
+                        if (u0 + g < DPT)
+                            acc[0][hv][u0 + g] = a1[g], acc[1][hv][u0 + g] = a2[g];
                 }
             }
             /* the next tile's first writes (slot, ksc) come after every load of this one; kv and

@@ -190,6 +190,8 @@ static const pcase full_cases[] = {
     {"full t0=0 n=1 r=1 d=64",         64, 2, 1, 0, 128, 128,    0, 0,   0,   1},
     {"full t0=0 n=17 r=2 d=32",        32, 2, 2, 0, 64, 64,      0, 0,   0,  17},
     {"full t0=0 n=64 r=3 d=128",      128, 2, 3, 0, 64, 64,      0, 0,   0,  64},
+    /* d not a multiple of 4: the scalar score loop, rows padded to whole float4s */
+    {"full t0=0 n=21 r=2 d=6",          6, 2, 2, 0, 64, 64,      0, 0,   0,  21},
     {"full t0=0 n=100 r=4 d=64",       64, 2, 4, 0, 100, 100,    0, 0,   0, 100},
 };
 

@@ -505,7 +505,8 @@ static dattn_status check_kernel(const cl_backend *cb, cl_kernel k, const char *
 static dattn_status check_prefill_tiles(const cl_backend *cb, int d, int qt, int kt)
 {
     size_t wg = (size_t)qt * kt;
-    size_t local = 4 * ((size_t)qt * (2 * d + 1) + (size_t)d * kt + 2 * (size_t)qt * kt + 4 * (size_t)kt);
+    size_t d4 = ((size_t)d + 3) / 4 * 4;
+    size_t local = 4 * ((size_t)qt * (2 * d4 + 4) + (d4 + 4) * kt + 2 * (size_t)qt * kt + 4 * (size_t)kt);
     size_t max_wg = cb->max_wg < 1024 ? cb->max_wg : 1024;
     size_t max_local = cb->info.local_mem_bytes < 32768 ? cb->info.local_mem_bytes : 32768;
     if (wg > max_wg || local > max_local)
