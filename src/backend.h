@@ -13,6 +13,7 @@
 
 typedef struct backend_weight backend_weight;   /* an nn.Linear weight the backend holds */
 typedef struct backend_layer backend_layer;     /* a layer's weights and constants */
+typedef struct backend_vector backend_vector;   /* a small f32 vector (a norm weight) */
 
 /* d of a layer shape: its head_dim, or model_dim / n_heads / 2 when that is 0. */
 static inline int shape_head_dim(const dattn_layer_shape *s)
@@ -74,6 +75,17 @@ typedef struct layer_tensors {
     const double *inv_freq;    /* [d/2]: RoPE theta^(-2i/d) */
 } layer_tensors;
 
+/* The blocks of the model pass whose residual add records a non-finite value (pass_fault). */
+typedef enum pass_block { BLOCK_ATTENTION = 0, BLOCK_FFN = 1 } pass_block;
+
+/* The first non-finite value the residual adds of a chunk met, in pass order (layer, then block,
+ * then token). layer < 0: none. in_sum: the block's output was finite, the stream overflowed
+ * adding it. */
+typedef struct pass_fault {
+    int layer, token, in_sum;
+    pass_block block;
+} pass_fault;
+
 /* Each call of the layer forward is one entry; the layer code (src/layer.c) calls them in the
  * order of DESIGN §1 and never touches backend memory itself. The forward entries fail only when
  * a device does (DATTN_E_OPENCL): arguments are checked before the first of them runs. Rows of
@@ -114,7 +126,8 @@ typedef struct backend_ops {
     dattn_status (*kv_write)(dattn_backend *be, dattn_cache *c, size_t off, const void *src,
                              size_t n);
 
-    /* q/k/v rows of n tokens = x W_qkv^T, x [n][E] in host memory. */
+    /* q/k/v rows of n tokens = x W_qkv^T, x [n][E] in host memory, or x NULL: the model pass's
+     * normed rows (below). */
     dattn_status (*project_in)(dattn_backend *be, dattn_cache *c, const backend_layer *l,
                                const float *x, int n);
     /* q/k/v rows from host memory instead (dattn_layer_attend): q [n][attn_dim] (NULL: keys and
@@ -129,7 +142,8 @@ typedef struct backend_ops {
      * decode (n == 1) takes the flash-decoding path. */
     dattn_status (*attention)(dattn_backend *be, dattn_cache *c, const backend_layer *l,
                               int slot, int64_t t0, int n, int decode);
-    /* y [n][E] (host memory) = attention output [n][attn_dim] W_out^T. */
+    /* y [n][E] (host memory) = attention output [n][attn_dim] W_out^T; y NULL: into the model
+     * pass's block output rows. */
     dattn_status (*project_out)(dattn_backend *be, dattn_cache *c, const backend_layer *l,
                                 float *y, int n);
     /* The attention output rows themselves, [n][attn_dim], to host memory (dattn_layer_attend). */
@@ -142,9 +156,35 @@ typedef struct backend_ops {
     dattn_status (*linear)(dattn_backend *be, dattn_cache *c, const backend_weight *w,
                            const float *x, int n, float *y);
     /* y [n][E] = (silu(x W1^T) * (x W3^T)) W2^T; w13 holds W1 then W3 stacked ([2F][E]),
-     * w2 is [E][F] (SwiGLU, DESIGN §1). */
+     * w2 is [E][F] (SwiGLU, DESIGN §1). x NULL: the pass's normed rows; y NULL: into its block
+     * output rows. */
     dattn_status (*ffn)(dattn_backend *be, dattn_cache *c, const backend_weight *w13,
                         const backend_weight *w2, const float *x, int n, float *y);
+
+    /* The model pass (src/session.c) on rows that stay in the cache's scratch of a model's
+     * cache (scratch.n_vocab > 0): the residual stream, the normed rows and the block output,
+     * [max_batch][E] each. Per chunk: pass_begin, then per layer norm, attention (project_in /
+     * project_out with NULL rows), residual_add, norm, ffn (NULL rows), residual_add; then the
+     * final norm and pass_end, the one point where the host waits. */
+    /* Holds a copy of n floats (a norm weight), made at load. */
+    dattn_status (*vector_create)(dattn_backend *be, const float *v, int n, backend_vector **out);
+    void (*vector_free)(dattn_backend *be, backend_vector *v);
+    /* Starts a chunk of n tokens: the residual stream's rows 0..n-1 = emb [n][E], and no fault
+     * recorded; pass_end will bring back n_logits rows of logits (0: none). emb is host memory
+     * the caller leaves untouched until pass_end returns (a device may still be reading it). */
+    dattn_status (*pass_begin)(dattn_backend *be, dattn_cache *c, const float *emb, int n,
+                               int n_logits);
+    /* Normed rows 0..n-1 = RMSNorm(stream rows first..first+n-1, eps) * w. */
+    dattn_status (*norm)(dattn_backend *be, dattn_cache *c, const backend_vector *w, float eps,
+                         int first, int n);
+    /* Stream rows 0..n-1 += block output rows 0..n-1, recording the first non-finite value (of
+     * the output, or of the sum) as a fault of (layer, block). */
+    dattn_status (*residual_add)(dattn_backend *be, dattn_cache *c, int n, int layer,
+                                 pass_block block);
+    /* Ends the chunk: logits [n_logits][n_vocab] (host memory) = normed rows w^T when pass_begin
+     * asked for logits, and the chunk's first fault. Returns when the device is done. */
+    dattn_status (*pass_end)(dattn_backend *be, dattn_cache *c, const backend_weight *w,
+                             float *logits, pass_fault *fault);
     /* Waits until the device has finished every call made so far (benchmarks). NULL for host
      * backends, whose calls return when done. */
     void (*sync)(dattn_backend *be);

@@ -745,10 +745,10 @@ static dattn_status load_block(dattn_model *m, const hf_config *hc, int l, const
     if ((st = model_make_weight(m, w13, 2, 0, &b->w13)) != DATTN_OK ||
         (st = model_make_weight(m, w2, 1, 0, &b->w2)) != DATTN_OK)
         return st;
-    b->attn_norm = model_host_vector(m, layer_tensor(m, l, T_IN_NORM), &st);
+    b->attn_norm = model_norm_vector(m, layer_tensor(m, l, T_IN_NORM), &st);
     if (st != DATTN_OK)
         return st;
-    b->ffn_norm = model_host_vector(m, layer_tensor(m, l, T_POST_NORM), &st);
+    b->ffn_norm = model_norm_vector(m, layer_tensor(m, l, T_POST_NORM), &st);
     return st;
 }
 
@@ -985,7 +985,7 @@ static dattn_status load_from(dattn_model *m, const char *dir)
     for (int l = 0; l < in->n_layers; l++)
         if ((st = load_block(m, &hc, l, inv_freq, map, vec)) != DATTN_OK)
             goto done;
-    m->final_norm = model_host_vector(m, find(m, "model.norm.weight"), &st);
+    m->final_norm = model_norm_vector(m, find(m, "model.norm.weight"), &st);
     if (st != DATTN_OK)
         goto done;
     st = model_make_embed_logits(m, hc.tie ? m->embed : find(m, "lm_head.weight"), hc.tie);

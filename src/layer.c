@@ -301,7 +301,7 @@ dattn_status layer_run_chunk(dattn_layer *l, dattn_cache *c, int slot, int64_t t
         (st = ops->rope_append(l->be, c, l->impl, slot, t0, n)) != DATTN_OK ||       /* step 2 */
         (st = ops->attention(l->be, c, l->impl, slot, t0, n, decode)) != DATTN_OK || /* 3-6 */
         (st = ops->project_out(l->be, c, l->impl, y, n)) != DATTN_OK ||              /* step 7 */
-        (st = check_rows(l, y, n, "attention output")) != DATTN_OK)
+        (y && (st = check_rows(l, y, n, "attention output")) != DATTN_OK))
         return st;
     kv_set_n_past(c, slot, t0 + n);
     return DATTN_OK;

@@ -35,7 +35,9 @@ dattn_status layer_create_src(dattn_backend *be, const dattn_layer_shape *shape,
                               const layer_src *src, dattn_layer **out);
 /* One chunk of n <= max_batch tokens at stream positions t0 .. t0+n-1 through the layer (arguments
  * already checked), x and y in host memory; sets the slot's n_past to t0 + n. A non-finite output
- * is DATTN_E_NONFINITE naming the layer. The model's forward pass calls this per layer. */
+ * is DATTN_E_NONFINITE naming the layer. The model's forward pass calls this per layer with x and
+ * y NULL: the normed rows in, the block output rows out, both resident in the cache's scratch
+ * (backend.h's model pass; its residual add checks the output). */
 dattn_status layer_run_chunk(dattn_layer *l, dattn_cache *c, int slot, int64_t t0, const float *x,
                              int n, float *y, int decode);
 

@@ -460,19 +460,24 @@ void model_release_files(const dattn_model *m)
         st_release_pages(m->shards[i]);
 }
 
-float *model_host_vector(dattn_model *m, const st_tensor *t, dattn_status *st)
+backend_vector *model_norm_vector(dattn_model *m, const st_tensor *t, dattn_status *st)
 {
     float *v = dattn_alloc(sizeof(float) * t->n_elems, t->name);
     if (!v) {
         *st = DATTN_E_NOMEM;
         return NULL;
     }
-    m->info.weight_bytes += sizeof(float) * t->n_elems;
+    backend_vector *bv = NULL;
     size_t bad = convert_f32((dattn_dtype)t->dtype, t->data, t->n_elems, v);
-    *st = bad < t->n_elems ? dattn_fail(DATTN_E_NONFINITE, "model: tensor '%s' holds a NaN or "
-                                        "infinite value (element %zu)", t->name, bad)
-                           : DATTN_OK;
-    return v;
+    if (bad < t->n_elems)
+        *st = dattn_fail(DATTN_E_NONFINITE, "model: tensor '%s' holds a NaN or infinite value "
+                         "(element %zu)", t->name, bad);
+    else
+        *st = m->be->ops->vector_create(m->be, v, (int)t->n_elems, &bv);
+    dattn_free(v);
+    if (*st == DATTN_OK)
+        m->info.weight_bytes += sizeof(float) * t->n_elems;
+    return bv;
 }
 
 static dattn_status load_block(dattn_model *m, int l)
@@ -524,10 +529,10 @@ static dattn_status load_block(dattn_model *m, int l)
     if ((st = model_make_weight(m, w13, 2, 0, &b->w13)) != DATTN_OK ||
         (st = model_make_weight(m, w2, 1, 0, &b->w2)) != DATTN_OK)
         return st;
-    b->attn_norm = model_host_vector(m, t[W_ATTN_NORM], &st);
+    b->attn_norm = model_norm_vector(m, t[W_ATTN_NORM], &st);
     if (st != DATTN_OK)
         return st;
-    b->ffn_norm = model_host_vector(m, t[W_FFN_NORM], &st);
+    b->ffn_norm = model_norm_vector(m, t[W_FFN_NORM], &st);
     return st;
 }
 
@@ -541,8 +546,8 @@ void dattn_model_free(dattn_model *m)
         dattn_layer_free(b->attn);
         ops->weight_free(m->be, b->w13);
         ops->weight_free(m->be, b->w2);
-        dattn_free(b->attn_norm);
-        dattn_free(b->ffn_norm);
+        ops->vector_free(m->be, b->attn_norm);
+        ops->vector_free(m->be, b->ffn_norm);
     }
     dattn_free(m->blocks);
     ops->weight_free(m->be, m->w_logits);
@@ -550,7 +555,7 @@ void dattn_model_free(dattn_model *m)
     for (int i = 0; i < m->n_held; i++)
         dattn_free_aligned(m->held[i]);
     dattn_free(m->held);
-    dattn_free(m->final_norm);
+    ops->vector_free(m->be, m->final_norm);
     st_close(m->file);
     for (int s = 0; s < m->n_shards; s++)
         st_close(m->shards[s]);
@@ -646,7 +651,7 @@ dattn_status dattn_model_load_params(dattn_backend *be, const char *path,
     for (int l = 0; l < in->n_layers; l++)
         if ((st = load_block(m, l)) != DATTN_OK)
             goto fail;
-    m->final_norm = model_host_vector(m, st_find(m->file, "norm.weight"), &st);
+    m->final_norm = model_norm_vector(m, st_find(m->file, "norm.weight"), &st);
     if (st != DATTN_OK)
         goto fail;
     const st_tensor *logits = in->tie_embeddings ? m->embed : st_find(m->file, "output.weight");

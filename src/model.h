@@ -13,7 +13,7 @@ enum { MODEL_MAX_SPECIAL = DATTN_MAX_EOS };   /* bos/eos ids kept from a config 
 
 typedef struct model_block {
     dattn_layer *attn;
-    float *attn_norm, *ffn_norm;   /* [E] */
+    backend_vector *attn_norm, *ffn_norm;   /* [E] */
     backend_weight *w13;           /* [2F][E]: w1 then w3 */
     backend_weight *w2;            /* [E][F] */
 } model_block;
@@ -33,7 +33,7 @@ struct dattn_model {
                                     * place (uses_host_rows), freed with the model */
     int n_held, cap_held;
     model_block *blocks;           /* [n_layers] */
-    float *final_norm;             /* [E] */
+    backend_vector *final_norm;    /* [E] */
     backend_weight *w_logits;      /* output.weight, or the embedding when tied */
     /* Hugging Face models (src/hf_model.c): every shard, kept mapped (file is NULL then), and the
      * config's special tokens for the tokenizer and the end-of-stream check. */
@@ -83,9 +83,9 @@ int model_converts(const dattn_model *m);
 /* When the weights are converted, hands the mapped files' pages back (st_release_pages): after
  * the loader's checks have read them, and once it is done. Nothing when used as stored. */
 void model_release_files(const dattn_model *m);
-/* A 1-D float tensor as an f32 host copy (counted in weight_bytes); NULL with *st set on
- * failure, including a NaN or inf. */
-float *model_host_vector(dattn_model *m, const st_tensor *t, dattn_status *st);
+/* A norm weight (1-D float tensor) as a backend vector, counted in weight_bytes as f32; NULL
+ * with *st set on failure, including a NaN or inf. */
+backend_vector *model_norm_vector(dattn_model *m, const st_tensor *t, dattn_status *st);
 
 /* The attention shape every layer shares (layer_index 0). */
 dattn_layer_shape model_attn_shape(const dattn_model *m);

@@ -1,7 +1,8 @@
-/* A session: one model's forward pass (DESIGN §1) over its own KV cache. The residual stream is
- * host memory; each block (attention layer, SwiGLU, logits) is one backend call that reads and
- * writes host rows, so the pass is written once for every backend. Host scratch is allocated at
- * create; eval allocates nothing. */
+/* A session: one model's forward pass (DESIGN §1) over its own KV cache, written once against
+ * the backend's model-pass entries (backend.h). The residual stream, the normed rows and each
+ * block's output stay in the cache's scratch on the backend (device memory on OpenCL); per chunk
+ * the host hands over the embedding rows and gets back the logits and the first non-finite value
+ * the pass met. Host staging is allocated at create; eval allocates nothing. */
 #include <math.h>
 #include <string.h>
 
@@ -14,7 +15,8 @@
 struct dattn_session {
     dattn_model *m;
     dattn_cache *cache;
-    float *x, *xn, *y;         /* [max_batch][E]: residual stream, normed input, block output */
+    float *emb;                /* [max_batch][E]: the chunk's embedding rows (host staging the
+                                * backend may read until the chunk's end) */
 };
 
 static cache_extra model_extra(const dattn_model *m)
@@ -50,9 +52,7 @@ void dattn_session_free(dattn_session *s)
     if (!s)
         return;
     dattn_cache_free(s->cache);
-    dattn_free(s->x);
-    dattn_free(s->xn);
-    dattn_free(s->y);
+    dattn_free(s->emb);
     dattn_free(s);
 }
 
@@ -78,10 +78,8 @@ dattn_status dattn_session_create(dattn_model *m, const dattn_cache_params *p, v
         return st;
     }
     size_t rows = (size_t)s->cache->g.max_batch * (size_t)m->info.dim;
-    s->x = dattn_alloc(sizeof(float) * rows, "session residual stream");
-    s->xn = dattn_alloc(sizeof(float) * rows, "session normed rows");
-    s->y = dattn_alloc(sizeof(float) * rows, "session block output");
-    if (!s->x || !s->xn || !s->y) {
+    s->emb = dattn_alloc(sizeof(float) * rows, "session embedding rows");
+    if (!s->emb) {
         dattn_session_free(s);
         return DATTN_E_NOMEM;
     }
@@ -89,36 +87,14 @@ dattn_status dattn_session_create(dattn_model *m, const dattn_cache_params *p, v
     return DATTN_OK;
 }
 
-/* y = x / sqrt(mean(x^2) + eps) * w over each of n rows of E. */
-static void rmsnorm(const float *x, const float *w, int n, int E, float eps, float *y)
+/* The first non-finite value of the chunk's pass, in words (weights that overflow f32 show up
+ * here first). */
+static dattn_status report_fault(const pass_fault *f)
 {
-    for (int i = 0; i < n; i++) {
-        const float *xr = x + (size_t)i * E;
-        float *yr = y + (size_t)i * E;
-        double ss = 0.0;
-        for (int k = 0; k < E; k++)
-            ss += (double)xr[k] * xr[k];
-        float inv = (float)(1.0 / sqrt(ss / E + eps));
-        for (int k = 0; k < E; k++)
-            yr[k] = xr[k] * inv * w[k];
-    }
-}
-
-static void add_rows(float *x, const float *y, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] += y[i];
-}
-
-/* A block's output rows must stay finite (weights that overflow f32 show up here first). */
-static dattn_status check_stream(const float *x, size_t n, int E, int layer, const char *block)
-{
-    size_t bad = first_nonfinite(x, n);
-    if (bad == n)
-        return DATTN_OK;
-    return dattn_fail(DATTN_E_NONFINITE, "model: layer %d: the %s output of token %zu of the chunk "
-                      "is NaN or infinite (weights that overflow f32)", layer, block,
-                      bad / (size_t)E);
+    const char *what = f->in_sum ? "residual" : f->block == BLOCK_ATTENTION ? "attention"
+                                                                            : "feed-forward";
+    return dattn_fail(DATTN_E_NONFINITE, "model: layer %d: the %s output of token %d of the chunk "
+                      "is NaN or infinite (weights that overflow f32)", f->layer, what, f->token);
 }
 
 /* One chunk of n <= max_batch tokens at stream position t0. logits: NULL, or the rows to write
@@ -127,33 +103,34 @@ static dattn_status run_chunk(dattn_session *s, const int32_t *tokens, int n, in
                               float *logits, int first_logit)
 {
     dattn_model *m = s->m;
-    const backend_ops *ops = m->be->ops;
+    dattn_backend *be = m->be;
+    dattn_cache *c = s->cache;
+    const backend_ops *ops = be->ops;
     const dattn_model_info *in = &m->info;
-    int E = in->dim, decode = n == 1;
-    size_t rows = (size_t)n * E;
+    int E = in->dim, decode = n == 1, n_out = logits ? n - first_logit : 0;
+    float eps = in->norm_eps;
     dattn_status st;
     for (int i = 0; i < n; i++)
-        model_embed_row(m, tokens[i], s->x + (size_t)i * E);
+        model_embed_row(m, tokens[i], s->emb + (size_t)i * E);
+    if ((st = ops->pass_begin(be, c, s->emb, n, n_out)) != DATTN_OK)
+        return st;
     for (int l = 0; l < in->n_layers; l++) {
         model_block *b = &m->blocks[l];
-        rmsnorm(s->x, b->attn_norm, n, E, in->norm_eps, s->xn);
-        if ((st = layer_run_chunk(b->attn, s->cache, l, t0, s->xn, n, s->y, decode)) != DATTN_OK)
-            return st;
-        add_rows(s->x, s->y, rows);
-        rmsnorm(s->x, b->ffn_norm, n, E, in->norm_eps, s->xn);
-        if ((st = ops->ffn(m->be, s->cache, b->w13, b->w2, s->xn, n, s->y)) != DATTN_OK ||
-            (st = check_stream(s->y, rows, E, l, "feed-forward")) != DATTN_OK)
-            return st;
-        add_rows(s->x, s->y, rows);
-        if ((st = check_stream(s->x, rows, E, l, "residual")) != DATTN_OK)
+        if ((st = ops->norm(be, c, b->attn_norm, eps, 0, n)) != DATTN_OK ||
+            (st = layer_run_chunk(b->attn, c, l, t0, NULL, n, NULL, decode)) != DATTN_OK ||
+            (st = ops->residual_add(be, c, n, l, BLOCK_ATTENTION)) != DATTN_OK ||
+            (st = ops->norm(be, c, b->ffn_norm, eps, 0, n)) != DATTN_OK ||
+            (st = ops->ffn(be, c, b->w13, b->w2, NULL, n, NULL)) != DATTN_OK ||
+            (st = ops->residual_add(be, c, n, l, BLOCK_FFN)) != DATTN_OK)
             return st;
     }
-    if (!logits)
-        return DATTN_OK;
-    int n_out = n - first_logit;
-    rmsnorm(s->x + (size_t)first_logit * E, m->final_norm, n_out, E, in->norm_eps, s->xn);
-    if ((st = ops->linear(m->be, s->cache, m->w_logits, s->xn, n_out, logits)) != DATTN_OK)
+    if (n_out && (st = ops->norm(be, c, m->final_norm, eps, first_logit, n_out)) != DATTN_OK)
         return st;
+    pass_fault fault;
+    if ((st = ops->pass_end(be, c, m->w_logits, logits, &fault)) != DATTN_OK)
+        return st;
+    if (fault.layer >= 0)
+        return report_fault(&fault);
     size_t n_logits = (size_t)n_out * in->vocab_size, bad = first_nonfinite(logits, n_logits);
     if (bad < n_logits)
         return dattn_fail(DATTN_E_NONFINITE, "model: the logits of token %zu of the chunk are NaN "

@@ -73,6 +73,8 @@ static void rmsnorm_case(int n, int rows, int wg)
     ARG(k, 2, cl_mem, dy);
     ARG(k, 3, cl_int, n);
     ARG(k, 4, cl_float, eps);
+    const cl_int row0 = 0;
+    ARG(k, 5, cl_int, row0);
     size_t g = (size_t)rows * wg, l = wg;
     launch(k, 1, &g, &l);
     download(dy, y, total * 4);

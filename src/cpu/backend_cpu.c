@@ -43,6 +43,11 @@ struct backend_layer {
     double *inv_freq;          /* [d/2] */
 };
 
+struct backend_vector {
+    int n;
+    float *v;                  /* [n] */
+};
+
 /* Per-cache state: everything a layer call needs, carved from the cache's arena at create. */
 typedef struct cpu_cache {
     void *own_arena;           /* what we reserved when the caller gave no buffer */
@@ -50,6 +55,10 @@ typedef struct cpu_cache {
     float *q_sink;             /* [max_batch][A + 2A/r], sink+window only */
     float *attn;               /* [max_batch][A] */
     float *ffn_hidden;         /* [max_batch][2F]: W1 x then W3 x (model sessions only) */
+    /* The model pass (model sessions only, backend.h): [max_batch][E] each. */
+    float *stream, *normed, *block_out;
+    int pass_logits;           /* rows of logits pass_end computes */
+    pass_fault fault;          /* the chunk's first non-finite value */
     decode_scratch dec;
     float *thread_tmp;         /* [n_threads][thread_floats]: attention and GEMM work memory */
     size_t thread_floats;
@@ -260,6 +269,10 @@ static void carve(const dattn_backend *be, const dattn_layer_shape *shape, const
     cc->attn = arena_carve(a, sizeof(float) * B * A);
     cc->ffn_hidden = scratch->ffn_dim ? arena_carve(a, sizeof(float) * B * 2 * (size_t)scratch->ffn_dim)
                                       : NULL;
+    size_t pass = scratch->n_vocab > 0 ? sizeof(float) * B * (size_t)shape->model_dim : 0;
+    cc->stream = pass ? arena_carve(a, pass) : NULL;
+    cc->normed = pass ? arena_carve(a, pass) : NULL;
+    cc->block_out = pass ? arena_carve(a, pass) : NULL;
     decode_scratch *d = &cc->dec;
     d->max_vis = g->n_sink + g->n_window;   /* a decode query sees at most this many keys */
     d->max_pieces = kv_max_pieces(g, 1);
@@ -396,7 +409,7 @@ static dattn_status cpu_project_in(dattn_backend *be, dattn_cache *c, const back
                                    const float *x, int n)
 {
     cpu_cache *cc = c->be_state;
-    cpu_matmul(be, cc, l->w_qkv, x, l->d.model_dim, n, cc->qkv, l->d.qkv_dim);
+    cpu_matmul(be, cc, l->w_qkv, x ? x : cc->normed, l->d.model_dim, n, cc->qkv, l->d.qkv_dim);
     return DATTN_OK;
 }
 
@@ -420,7 +433,8 @@ static dattn_status cpu_project_out(dattn_backend *be, dattn_cache *c, const bac
                                     float *y, int n)
 {
     cpu_cache *cc = c->be_state;
-    cpu_matmul(be, cc, l->w_out, cc->attn, l->d.attn_dim, n, y, l->d.model_dim);
+    cpu_matmul(be, cc, l->w_out, cc->attn, l->d.attn_dim, n, y ? y : cc->block_out,
+               l->d.model_dim);
     return DATTN_OK;
 }
 
@@ -446,6 +460,8 @@ static dattn_status cpu_ffn(dattn_backend *be, dattn_cache *c, const backend_wei
     cpu_cache *cc = c->be_state;
     int F = w13->m / 2;
     float *h = cc->ffn_hidden;
+    x = x ? x : cc->normed;
+    y = y ? y : cc->block_out;
     cpu_matmul(be, cc, w13, x, w13->k, n, h, w13->m);
     /* silu(W1 x) * (W3 x) in place over the W1 half of each row; W2 reads it with stride 2F. */
     for (int i = 0; i < n; i++) {
@@ -454,6 +470,99 @@ static dattn_status cpu_ffn(dattn_backend *be, dattn_cache *c, const backend_wei
             h1[j] = h1[j] / (1.0f + expf(-h1[j])) * h3[j];
     }
     cpu_matmul(be, cc, w2, h, 2 * F, n, y, w2->m);
+    return DATTN_OK;
+}
+
+/* ---- the model pass (backend.h) on rows in the cache's scratch --------------------------------- */
+
+static dattn_status cpu_vector_create(dattn_backend *be, const float *v, int n,
+                                      backend_vector **out)
+{
+    (void)be;
+    backend_vector *bv = dattn_alloc(sizeof *bv, "vector");
+    float *copy = dattn_alloc(sizeof(float) * (size_t)(n > 0 ? n : 1), "vector");
+    if (!bv || !copy) {
+        dattn_free(bv);
+        dattn_free(copy);
+        return DATTN_E_NOMEM;
+    }
+    memcpy(copy, v, sizeof(float) * (size_t)n);
+    bv->n = n;
+    bv->v = copy;
+    *out = bv;
+    return DATTN_OK;
+}
+
+static void cpu_vector_free(dattn_backend *be, backend_vector *v)
+{
+    (void)be;
+    if (!v)
+        return;
+    dattn_free(v->v);
+    dattn_free(v);
+}
+
+static dattn_status cpu_pass_begin(dattn_backend *be, dattn_cache *c, const float *emb, int n,
+                                   int n_logits)
+{
+    (void)be;
+    cpu_cache *cc = c->be_state;
+    if (!cc->stream || n < 1 || n > c->g.max_batch || n_logits < 0 || n_logits > n)
+        return dattn_fail(DATTN_E_INVALID_ARG, "cpu: a model pass of %d rows with %d of logits "
+                          "on a cache of %d rows%s", n, n_logits, c->g.max_batch,
+                          cc->stream ? "" : " made without the pass's rows");
+    memcpy(cc->stream, emb, sizeof(float) * (size_t)n * (size_t)c->shape.model_dim);
+    cc->pass_logits = n_logits;
+    cc->fault = (pass_fault){.layer = -1};
+    return DATTN_OK;
+}
+
+/* One thread: a few E-wide rows cost less than waking the pool. Sums in double. */
+static dattn_status cpu_norm(dattn_backend *be, dattn_cache *c, const backend_vector *w, float eps,
+                             int first, int n)
+{
+    (void)be;
+    cpu_cache *cc = c->be_state;
+    int E = c->shape.model_dim;
+    for (int i = 0; i < n; i++) {
+        const float *xr = cc->stream + (size_t)(first + i) * E;
+        float *yr = cc->normed + (size_t)i * E;
+        double ss = 0.0;
+        for (int k = 0; k < E; k++)
+            ss += (double)xr[k] * xr[k];
+        float inv = (float)(1.0 / sqrt(ss / E + eps));
+        for (int k = 0; k < E; k++)
+            yr[k] = xr[k] * inv * w->v[k];
+    }
+    return DATTN_OK;
+}
+
+static dattn_status cpu_residual_add(dattn_backend *be, dattn_cache *c, int n, int layer,
+                                     pass_block block)
+{
+    (void)be;
+    cpu_cache *cc = c->be_state;
+    size_t E = (size_t)c->shape.model_dim;
+    for (size_t i = 0; i < (size_t)n * E; i++) {
+        float v = cc->block_out[i], sum = cc->stream[i] + v;
+        cc->stream[i] = sum;
+        if (cc->fault.layer < 0 && !(isfinite(v) && isfinite(sum))) {
+            cc->fault.layer = layer;
+            cc->fault.block = block;
+            cc->fault.token = (int)(i / E);
+            cc->fault.in_sum = isfinite(v) != 0;
+        }
+    }
+    return DATTN_OK;
+}
+
+static dattn_status cpu_pass_end(dattn_backend *be, dattn_cache *c, const backend_weight *w,
+                                 float *logits, pass_fault *fault)
+{
+    cpu_cache *cc = c->be_state;
+    if (cc->pass_logits)
+        cpu_matmul(be, cc, w, cc->normed, w->k, cc->pass_logits, logits, w->m);
+    *fault = cc->fault;
     return DATTN_OK;
 }
 
@@ -546,6 +655,12 @@ static const backend_ops cpu_ops = {
     .attn_read = cpu_attn_read,
     .linear = cpu_linear,
     .ffn = cpu_ffn,
+    .vector_create = cpu_vector_create,
+    .vector_free = cpu_vector_free,
+    .pass_begin = cpu_pass_begin,
+    .norm = cpu_norm,
+    .residual_add = cpu_residual_add,
+    .pass_end = cpu_pass_end,
 };
 
 dattn_status cpu_backend_create(const dattn_backend_params *p, dattn_backend **out)

@@ -5,6 +5,11 @@
  * token path only sets kernel arguments and enqueues: no buffer, program, kernel or host
  * allocation per token. Work-group sizes come from the platforms/ tuning row of the device.
  *
+ * A model's cache also holds the model pass's rows (backend.h): the residual stream, the normed
+ * rows and the block output stay on the device from the embedding to the logits; per chunk the
+ * host writes the embedding rows (without waiting) and reads the logits and the fault record back
+ * in one blocking read.
+ *
  * Prefill GEMMs (n > 1 rows) go through CLBlast where the build has it (-Dclblast), with its temp
  * buffer made with the cache; else through gemm.cl. The KV region is as few buffers as
  * CL_DEVICE_MAX_MEM_ALLOC_SIZE allows, split on head-block boundaries; each launch reads the run of
@@ -33,6 +38,7 @@
 #include "weight_layout.h"
 
 enum { MAX_BUILT = 64 };
+enum { FAULT_INTS = 2 };       /* the model pass's fault record (elementwise.cl residual_add) */
 
 typedef struct cl_backend {
     cl_device_entry dev;
@@ -65,7 +71,12 @@ struct backend_layer {
     cl_mem subln;              /* [2d] f32 */
 };
 
-enum { N_PROGRAMS = 6 };
+struct backend_vector {
+    int n;
+    cl_mem buf;                /* [n] f32 */
+};
+
+enum { N_PROGRAMS = 7 };
 
 /* Per-cache device state. */
 typedef struct cl_cache {
@@ -76,6 +87,12 @@ typedef struct cl_cache {
     size_t head_bytes;
     cl_mem x, qkv, q, q_sink, k, v, attn, y;   /* activations, max_batch rows */
     cl_mem hidden;             /* [max_batch][2F] FFN hidden rows (sessions only) */
+    /* The model pass (sessions only): the residual stream and the block output, [max_batch][E];
+     * the normed rows are x. y holds the logits [n_logits][V], then the fault record at
+     * fault_at = n_logits * V (so one read brings back both). */
+    cl_mem stream, block_out;
+    float *stage;              /* [V + FAULT_INTS] host: the last logits row and the record */
+    int pass_logits, fault_at;  /* of the chunk under way (pass_begin) */
     cl_mem partial;            /* [H][max_split + 1][part_floats] decode split states (+1: sinks) */
     cl_mem gemm_temp;          /* CLBlast's temp buffer (NULL: none needed, or no CLBlast) */
     size_t gemm_temp_bytes;
@@ -84,6 +101,8 @@ typedef struct cl_cache {
     cl_program prog[N_PROGRAMS];
     cl_kernel k_split, k_combine, k_append, k_rope, k_prefill, k_swiglu;
     cl_kernel k_gemv[CLW_FORMATS], k_gemm[CLW_FORMATS];   /* per weight format */
+    cl_kernel k_norm, k_add;   /* the model pass's RMSNorm and residual add (sessions only) */
+    size_t norm_wg;
     int wg_decode, decode_heads, combine_wg, append_wg, gemv_wg, gemv_rows, max_split;
     size_t gemm_local[2], gemm_tile[2];   /* (LX, LY), (TILE_N, TILE_M) */
     size_t prefill_wg, prefill_qt;
@@ -235,6 +254,7 @@ static int max_int(int a, int b) { return a > b ? a : b; }
 /* Bytes of every device buffer a cache makes besides the KV region. */
 typedef struct act_sizes {
     size_t x, qkv, q, kvd, attn, y, hidden, partial, temp;
+    size_t pass;               /* the stream or the block output rows (a model's cache) */
 } act_sizes;
 
 /* The CLBlast temp buffer that covers every GEMM this cache runs at max_batch rows: the layer's
@@ -306,6 +326,11 @@ static act_sizes sizes_of(const cl_backend *cb, const dattn_layer_shape *s, cons
     a.kvd = sizeof(float) * B * (A / r);
     a.attn = sizeof(float) * B * A;
     a.y = sizeof(float) * B * (size_t)max_int(s->model_dim, scratch->n_vocab);
+    a.pass = 0;
+    if (scratch->n_vocab > 0) {   /* a model's cache: the pass's rows and its fault record */
+        a.pass = sizeof(float) * B * (size_t)s->model_dim;
+        a.y += sizeof(cl_int) * FAULT_INTS;
+    }
     a.hidden = sizeof(float) * B * 2 * F;
     a.partial = sizeof(float) * (size_t)s->n_heads * (size_t)split_records(cb, s->n_heads, (int)d) *
                 part_floats((int)d);
@@ -316,7 +341,7 @@ static act_sizes sizes_of(const cl_backend *cb, const dattn_layer_shape *s, cons
 static size_t act_total(const act_sizes *a)
 {
     return a->x + a->qkv + 2 * a->q + 2 * a->kvd + a->attn + a->y + a->hidden + a->partial +
-           a->temp;
+           a->temp + 2 * a->pass;
 }
 
 static size_t cl_cache_bytes(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g,
@@ -335,12 +360,12 @@ static void release_cache(cl_cache *cc)
             clReleaseMemObject(cc->kv[i]);
     dattn_free(cc->kv);
     cl_mem *mems[] = {&cc->x, &cc->qkv, &cc->q, &cc->q_sink, &cc->k, &cc->v, &cc->attn, &cc->y,
-                      &cc->hidden, &cc->partial, &cc->gemm_temp};
+                      &cc->hidden, &cc->partial, &cc->gemm_temp, &cc->stream, &cc->block_out};
     for (size_t i = 0; i < sizeof mems / sizeof *mems; i++)
         if (*mems[i])
             clReleaseMemObject(*mems[i]);
     cl_kernel ks[] = {cc->k_split, cc->k_combine, cc->k_append, cc->k_rope, cc->k_prefill,
-                      cc->k_swiglu};
+                      cc->k_swiglu, cc->k_norm, cc->k_add};
     for (size_t i = 0; i < sizeof ks / sizeof *ks; i++)
         if (ks[i])
             clReleaseKernel(ks[i]);
@@ -353,6 +378,7 @@ static void release_cache(cl_cache *cc)
     for (int i = 0; i < N_PROGRAMS; i++)
         if (cc->prog[i])
             clReleaseProgram(cc->prog[i]);
+    dattn_free(cc->stage);
     dattn_free(cc);
 }
 
@@ -575,8 +601,18 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
         (st = make_buffer(cb, a.y, "output rows", &cc->y)) != DATTN_OK ||
         (st = make_buffer(cb, a.hidden, "FFN hidden rows", &cc->hidden)) != DATTN_OK ||
         (st = make_buffer(cb, a.partial, "decode split states", &cc->partial)) != DATTN_OK ||
-        (st = make_buffer(cb, a.temp, "CLBlast temp buffer", &cc->gemm_temp)) != DATTN_OK)
+        (st = make_buffer(cb, a.temp, "CLBlast temp buffer", &cc->gemm_temp)) != DATTN_OK ||
+        (st = make_buffer(cb, a.pass, "residual stream", &cc->stream)) != DATTN_OK ||
+        (st = make_buffer(cb, a.pass, "block output rows", &cc->block_out)) != DATTN_OK)
         goto fail;
+    if (a.pass) {
+        cc->stage = dattn_alloc(sizeof(float) * ((size_t)c->scratch.n_vocab + FAULT_INTS),
+                                "logits staging");
+        if (!cc->stage) {
+            st = DATTN_E_NOMEM;
+            goto fail;
+        }
+    }
 
     tuning_decode plan;
     if (decode_plan(cb, c, cc->max_split, 0, &plan) != 0) {
@@ -619,6 +655,17 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
         goto fail;
     if ((st = build(cb, "elementwise", "", &cc->prog[5])) != DATTN_OK)
         goto fail;
+    /* The pass's norm: a power of two up to 256 items a row, as the device allows. */
+    for (cc->norm_wg = 256; cc->norm_wg > cb->max_wg && cc->norm_wg > 1; cc->norm_wg /= 2)
+        ;
+    if (a.pass) {
+        snprintf(opt, sizeof opt, "-D WG_SIZE=%zu", cc->norm_wg);
+        if ((st = build(cb, "rmsnorm", opt, &cc->prog[6])) != DATTN_OK ||
+            (st = make_kernel(cc->prog[6], "rmsnorm", &cc->k_norm)) != DATTN_OK ||
+            (st = make_kernel(cc->prog[5], "residual_add", &cc->k_add)) != DATTN_OK ||
+            (st = check_kernel(cb, cc->k_norm, "rmsnorm", cc->norm_wg, "nothing")) != DATTN_OK)
+            goto fail;
+    }
     if ((st = make_kernel(cc->prog[0], "diffattn_decode_split", &cc->k_split)) != DATTN_OK ||
         (st = make_kernel(cc->prog[0], "diffattn_decode_combine", &cc->k_combine)) != DATTN_OK ||
         (st = make_kernel(cc->prog[1], "kv_append", &cc->k_append)) != DATTN_OK ||
@@ -805,8 +852,10 @@ static dattn_status cl_project_in(dattn_backend *be, dattn_cache *c, const backe
     cl_cache *cc = c->be_state;
     int E = l->d.model_dim, A = l->d.attn_dim, kv = l->d.kv_dim;
     op_begin(cc);
-    check(cc, clEnqueueWriteBuffer(cb->queue, cc->x, CL_FALSE, 0, sizeof(float) * (size_t)n * E,
-                                   x, 0, NULL, NULL), "clEnqueueWriteBuffer(x)");
+    if (x)   /* else the model pass's normed rows are in cc->x already */
+        check(cc, clEnqueueWriteBuffer(cb->queue, cc->x, CL_FALSE, 0,
+                                       sizeof(float) * (size_t)n * E, x, 0, NULL, NULL),
+              "clEnqueueWriteBuffer(x)");
     matmul(cb, cc, l->w_qkv, cc->x, E, n, cc->qkv, l->d.qkv_dim);
     split_columns(cb, cc, l, n, 0, A, cc->q);
     split_columns(cb, cc, l, n, A, kv, cc->k);
@@ -960,9 +1009,10 @@ static dattn_status cl_project_out(dattn_backend *be, dattn_cache *c, const back
     cl_cache *cc = c->be_state;
     int E = l->d.model_dim;
     op_begin(cc);
-    matmul(cb, cc, l->w_out, cc->attn, l->d.attn_dim, n, cc->y, E);
-    check(cc, clEnqueueReadBuffer(cb->queue, cc->y, CL_TRUE, 0, sizeof(float) * (size_t)n * E, y,
-                                  0, NULL, NULL), "clEnqueueReadBuffer(y)");
+    matmul(cb, cc, l->w_out, cc->attn, l->d.attn_dim, n, y ? cc->y : cc->block_out, E);
+    if (y)
+        check(cc, clEnqueueReadBuffer(cb->queue, cc->y, CL_TRUE, 0, sizeof(float) * (size_t)n * E,
+                                      y, 0, NULL, NULL), "clEnqueueReadBuffer(y)");
     return op_status(cc);
 }
 
@@ -1022,9 +1072,14 @@ static dattn_status cl_ffn(dattn_backend *be, dattn_cache *c, const backend_weig
     dattn_status st = check_rows(cc, c, "ffn", n, E, E);
     if (st != DATTN_OK)
         return st;
+    if ((!x || !y) && !cc->block_out)
+        return dattn_fail(DATTN_E_INVALID_ARG, "opencl: ffn on the model pass's rows of a cache "
+                          "made without them (no vocabulary in its scratch)");
     op_begin(cc);
-    check(cc, clEnqueueWriteBuffer(cb->queue, cc->x, CL_FALSE, 0, sizeof(float) * (size_t)n * E,
-                                   x, 0, NULL, NULL), "clEnqueueWriteBuffer(x)");
+    if (x)   /* else the model pass's normed rows are in cc->x already */
+        check(cc, clEnqueueWriteBuffer(cb->queue, cc->x, CL_FALSE, 0,
+                                       sizeof(float) * (size_t)n * E, x, 0, NULL, NULL),
+              "clEnqueueWriteBuffer(x)");
     matmul(cb, cc, w13, cc->x, E, n, cc->hidden, 2 * F);
     cl_kernel kn = cc->k_swiglu;
     cl_int err = CL_SUCCESS;
@@ -1033,9 +1088,138 @@ static dattn_status cl_ffn(dattn_backend *be, dattn_cache *c, const backend_weig
     if (err == CL_SUCCESS)
         err = clEnqueueNDRangeKernel(cb->queue, kn, 2, NULL, global, local, 0, NULL, NULL);
     check(cc, err, "swiglu_rows");
-    matmul(cb, cc, w2, cc->hidden, 2 * F, n, cc->y, E);
-    check(cc, clEnqueueReadBuffer(cb->queue, cc->y, CL_TRUE, 0, sizeof(float) * (size_t)n * E, y,
-                                  0, NULL, NULL), "clEnqueueReadBuffer(y)");
+    matmul(cb, cc, w2, cc->hidden, 2 * F, n, y ? cc->y : cc->block_out, E);
+    if (y)
+        check(cc, clEnqueueReadBuffer(cb->queue, cc->y, CL_TRUE, 0, sizeof(float) * (size_t)n * E,
+                                      y, 0, NULL, NULL), "clEnqueueReadBuffer(y)");
+    return op_status(cc);
+}
+
+/* ---- the model pass (backend.h): rows that stay on the device ------------------------------- */
+
+static dattn_status cl_vector_create(dattn_backend *be, const float *v, int n, backend_vector **out)
+{
+    backend_vector *bv = dattn_alloc(sizeof *bv, "vector");
+    if (!bv)
+        return DATTN_E_NOMEM;
+    bv->n = n;
+    dattn_status st = upload(be->impl, v, (size_t)n, "norm weight", &bv->buf);
+    if (st != DATTN_OK) {
+        dattn_free(bv);
+        return st;
+    }
+    *out = bv;
+    return DATTN_OK;
+}
+
+static void cl_vector_free(dattn_backend *be, backend_vector *v)
+{
+    (void)be;
+    if (!v)
+        return;
+    clReleaseMemObject(v->buf);
+    dattn_free(v);
+}
+
+static dattn_status cl_pass_begin(dattn_backend *be, dattn_cache *c, const float *emb, int n,
+                                  int n_logits)
+{
+    cl_backend *cb = be->impl;
+    cl_cache *cc = c->be_state;
+    if (!cc->stream || n < 1 || n > c->g.max_batch || n_logits < 0 || n_logits > n)
+        return dattn_fail(DATTN_E_INVALID_ARG, "opencl: a model pass of %d rows with %d of logits "
+                          "on a cache of %d rows%s", n, n_logits, c->g.max_batch,
+                          cc->stream ? "" : " made without the pass's rows");
+    cc->pass_logits = n_logits;
+    cc->fault_at = n_logits * c->scratch.n_vocab;
+    op_begin(cc);
+    /* Not waiting is safe: the caller leaves emb alone until pass_end, whose blocking read
+     * comes after this write on the in-order queue. */
+    check(cc, clEnqueueWriteBuffer(cb->queue, cc->stream, CL_FALSE, 0,
+                                   sizeof(float) * (size_t)n * (size_t)c->shape.model_dim, emb, 0,
+                                   NULL, NULL), "clEnqueueWriteBuffer(embedding rows)");
+    cl_int clear = INT32_MAX;
+    check(cc, clEnqueueFillBuffer(cb->queue, cc->y, &clear, sizeof clear,
+                                  sizeof(cl_int) * (size_t)cc->fault_at,
+                                  sizeof(cl_int) * FAULT_INTS, 0, NULL, NULL),
+          "clEnqueueFillBuffer(fault record)");
+    return op_status(cc);
+}
+
+static dattn_status cl_norm(dattn_backend *be, dattn_cache *c, const backend_vector *w, float eps,
+                            int first, int n)
+{
+    cl_backend *cb = be->impl;
+    cl_cache *cc = c->be_state;
+    cl_kernel kn = cc->k_norm;
+    cl_int E = c->shape.model_dim, row0 = first, err = CL_SUCCESS;
+    op_begin(cc);
+    err |= SET(kn, 0, cc->stream), err |= SET(kn, 1, w->buf), err |= SET(kn, 2, cc->x);
+    err |= SET(kn, 3, E), err |= SET(kn, 4, eps), err |= SET(kn, 5, row0);
+    size_t global = (size_t)n * cc->norm_wg;
+    if (err == CL_SUCCESS)
+        err = clEnqueueNDRangeKernel(cb->queue, kn, 1, NULL, &global, &cc->norm_wg, 0, NULL, NULL);
+    check(cc, err, "rmsnorm");
+    return op_status(cc);
+}
+
+static dattn_status cl_residual_add(dattn_backend *be, dattn_cache *c, int n, int layer,
+                                    pass_block block)
+{
+    cl_backend *cb = be->impl;
+    cl_cache *cc = c->be_state;
+    cl_kernel kn = cc->k_add;
+    cl_int E = c->shape.model_dim, rows = n, at = cc->fault_at, index = 2 * layer + (int)block;
+    cl_int err = CL_SUCCESS;
+    op_begin(cc);
+    err |= SET(kn, 0, cc->stream), err |= SET(kn, 1, cc->block_out), err |= SET(kn, 2, E);
+    err |= SET(kn, 3, rows), err |= SET(kn, 4, cc->y), err |= SET(kn, 5, at);
+    err |= SET(kn, 6, index);
+    size_t global = round_up((size_t)n * (size_t)E, 64), local = 64;
+    if (err == CL_SUCCESS)
+        err = clEnqueueNDRangeKernel(cb->queue, kn, 1, NULL, &global, &local, 0, NULL, NULL);
+    check(cc, err, "residual_add");
+    return op_status(cc);
+}
+
+/* The logits rows, and behind them the fault record, in y: all but the last row straight into
+ * the caller's memory without waiting; the last row with the record into the staging, in the one
+ * read that waits (the queue is in order, so the rows before it have arrived too). */
+static dattn_status cl_pass_end(dattn_backend *be, dattn_cache *c, const backend_weight *w,
+                                float *logits, pass_fault *fault)
+{
+    cl_backend *cb = be->impl;
+    cl_cache *cc = c->be_state;
+    int n_out = cc->pass_logits, V = c->scratch.n_vocab;
+    fault->layer = -1, fault->token = 0, fault->in_sum = 0, fault->block = BLOCK_ATTENTION;
+    if (n_out && (w->m != V || w->k != c->shape.model_dim))
+        return dattn_fail(DATTN_E_SHAPE, "opencl: logits weight [%d][%d], the cache's scratch "
+                          "has [%d][%d]", w->m, w->k, V, c->shape.model_dim);
+    size_t row = sizeof(float) * (size_t)V, tail = sizeof(cl_int) * FAULT_INTS;
+    op_begin(cc);
+    if (n_out) {
+        matmul(cb, cc, w, cc->x, w->k, n_out, cc->y, V);
+        if (n_out > 1)
+            check(cc, clEnqueueReadBuffer(cb->queue, cc->y, CL_FALSE, 0, row * (size_t)(n_out - 1),
+                                          logits, 0, NULL, NULL), "clEnqueueReadBuffer(logits)");
+    }
+    size_t from = n_out ? row * (size_t)(n_out - 1) : 0, bytes = (n_out ? row : 0) + tail;
+    check(cc, clEnqueueReadBuffer(cb->queue, cc->y, CL_TRUE, from, bytes, cc->stage, 0, NULL,
+                                  NULL), "clEnqueueReadBuffer(logits and fault record)");
+    if (cc->fail_err != CL_SUCCESS) {
+        clFinish(cb->queue);   /* nothing may still be writing the caller's rows */
+        return op_status(cc);
+    }
+    if (n_out)
+        memcpy(logits + (size_t)(n_out - 1) * V, cc->stage, row);
+    cl_int rec[FAULT_INTS];
+    memcpy(rec, (const char *)cc->stage + (n_out ? row : 0), sizeof rec);
+    if (rec[0] != INT32_MAX) {
+        fault->layer = rec[0] / 2;
+        fault->block = (pass_block)(rec[0] % 2);
+        fault->token = rec[1] / 2;
+        fault->in_sum = rec[1] % 2;
+    }
     return op_status(cc);
 }
 
@@ -1069,6 +1253,12 @@ static const backend_ops cl_ops = {
     .attn_read = cl_attn_read,
     .linear = cl_linear,
     .ffn = cl_ffn,
+    .vector_create = cl_vector_create,
+    .vector_free = cl_vector_free,
+    .pass_begin = cl_pass_begin,
+    .norm = cl_norm,
+    .residual_add = cl_residual_add,
+    .pass_end = cl_pass_end,
     .sync = cl_sync,
 };
 
