@@ -149,10 +149,10 @@ typedef struct backend_ops {
     /* The attention output rows themselves, [n][attn_dim], to host memory (dattn_layer_attend). */
     dattn_status (*attn_read)(dattn_backend *be, dattn_cache *c, float *out, int n);
 
-    /* The model's other blocks (src/session.c), sized by the cache's scratch; a layer-only cache
-     * never calls these. x and y are host memory, n <= max_batch rows. */
+    /* The model's other blocks, sized by the cache's scratch; a layer-only cache never calls
+     * these. x and y are host memory, n <= max_batch rows. */
     /* y [n][m] = x [n][k] W^T for a weight of m rows and k columns, k in {E, ffn_dim},
-     * m in {E, n_vocab}. */
+     * m in {E, n_vocab} (a weight on its own; the model pass's logits come from pass_end). */
     dattn_status (*linear)(dattn_backend *be, dattn_cache *c, const backend_weight *w,
                            const float *x, int n, float *y);
     /* y [n][E] = (silu(x W1^T) * (x W3^T)) W2^T; w13 holds W1 then W3 stacked ([2F][E]),
