@@ -169,6 +169,10 @@ dattn_status dattn_session_eval(dattn_session *s, const int32_t *tokens, int n, 
         int first = all_logits ? 0 : len - 1;
         dattn_status st = run_chunk(s, tokens + i, len, pos + i, out, first);
         if (st != DATTN_OK) {
+            /* A chunk that failed before pass_end's read may leave the device reading the
+             * embedding rows (or writing the logits): wait before they are touched again. */
+            if (s->m->be->ops->sync)
+                s->m->be->ops->sync(s->m->be);
             /* A device failed or the numbers overflowed. Under `full` the tail is simply
              * dropped; a ring may have overwritten what the older position needs, so it starts
              * over. */
