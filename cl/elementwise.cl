@@ -5,8 +5,6 @@
  *   swiglu_rows: h [n][2F] holds x W1ᵀ | x W3ᵀ per row (the stacked w13 weight's GEMM);
  *           h[r][c] = silu(h[r][c]) * h[r][F + c], c < F, in place (the next GEMM reads the
  *           first F columns with row stride 2F)
- *   residual_add: x[r][c] += y[r][c] over n rows of e (the model pass's stream += block output);
- *           a non-finite y, or sum, is recorded in fault[at .. at+1] (below)
  *
  * Work: one work-item per element (swiglu_rows: per (column c = dim 0, row r = dim 1)), any
  * work-group size (the host rounds the global size up; items past n or F return). Access: each byte of every operand is read once, adjacent work-items touch
@@ -39,27 +37,4 @@ __kernel void swiglu_rows(__global float *h, int f)
     __global float *row = h + r * 2 * (size_t)f;
     const float x = row[c];
     row[c] = x / (1.0f + exp(-x)) * row[f + c];
-}
-
-/* The fault record of a model pass, two ints the host clears to INT_MAX at the chunk's start:
- * fault[at] = the pass index (2 * layer + block) of the first add that met a non-finite value,
- * fault[at + 1] = 2 * token + in_sum of its first such element (in_sum: the block's output was
- * finite, the sum was not). The adds of a chunk run in order on an in-order queue, so an add
- * that finds an earlier index recorded leaves the record alone; within one add, atomic_min keeps
- * the first token. */
-__kernel void residual_add(__global float *x, __global const float *y, int e, int n,
-                           __global int *fault, int at, int index)
-{
-    const size_t i = get_global_id(0);
-    if (i >= (size_t)n * (size_t)e)
-        return;
-    const float v = y[i], s = x[i] + v;
-    x[i] = s;
-    const int in_sum = isfinite(v);
-    if (in_sum && isfinite(s))
-        return;
-    if (fault[at] < index)
-        return;
-    atomic_min(&fault[at], index);
-    atomic_min(&fault[at + 1], (int)(i / (size_t)e) * 2 + in_sum);
 }

@@ -163,9 +163,10 @@ typedef struct backend_ops {
 
     /* The model pass (src/session.c) on rows that stay in the cache's scratch of a model's
      * cache (scratch.n_vocab > 0): the residual stream, the normed rows and the block output,
-     * [max_batch][E] each. Per chunk: pass_begin, then per layer norm, attention (project_in /
-     * project_out with NULL rows), residual_add, norm, ffn (NULL rows), residual_add; then the
-     * final norm and pass_end, the one point where the host waits. */
+     * [max_batch][E] each. Per chunk: pass_begin, the first layer's norm, then per layer
+     * attention (project_in / project_out with NULL rows), residual_add with the FFN's norm, ffn
+     * (NULL rows), residual_add with the next layer's norm (none after the last); then the final
+     * norm and pass_end, the one point where the host waits. */
     /* Holds a copy of n floats (a norm weight), made at load. */
     dattn_status (*vector_create)(dattn_backend *be, const float *v, int n, backend_vector **out);
     void (*vector_free)(dattn_backend *be, backend_vector *v);
@@ -178,9 +179,11 @@ typedef struct backend_ops {
     dattn_status (*norm)(dattn_backend *be, dattn_cache *c, const backend_vector *w, float eps,
                          int first, int n);
     /* Stream rows 0..n-1 += block output rows 0..n-1, recording the first non-finite value (of
-     * the output, or of the sum) as a fault of (layer, block). */
+     * the output, or of the sum) as a fault of (layer, block); then, unless next_norm is NULL,
+     * normed rows 0..n-1 = RMSNorm(the new stream rows, eps) * next_norm: the next block's input,
+     * in the same pass over the rows. */
     dattn_status (*residual_add)(dattn_backend *be, dattn_cache *c, int n, int layer,
-                                 pass_block block);
+                                 pass_block block, const backend_vector *next_norm, float eps);
     /* Ends the chunk: logits [n_logits][n_vocab] (host memory) = normed rows w^T when pass_begin
      * asked for logits, and the chunk's first fault. Returns when the device is done. */
     dattn_status (*pass_end)(dattn_backend *be, dattn_cache *c, const backend_weight *w,

@@ -114,14 +114,16 @@ static dattn_status run_chunk(dattn_session *s, const int32_t *tokens, int n, in
         model_embed_row(m, tokens[i], s->emb + (size_t)i * E);
     if ((st = ops->pass_begin(be, c, s->emb, n, n_out)) != DATTN_OK)
         return st;
+    /* each residual add also norms the stream for the block after it */
+    if ((st = ops->norm(be, c, m->blocks[0].attn_norm, eps, 0, n)) != DATTN_OK)
+        return st;
     for (int l = 0; l < in->n_layers; l++) {
         model_block *b = &m->blocks[l];
-        if ((st = ops->norm(be, c, b->attn_norm, eps, 0, n)) != DATTN_OK ||
-            (st = layer_run_chunk(b->attn, c, l, t0, NULL, n, NULL, decode)) != DATTN_OK ||
-            (st = ops->residual_add(be, c, n, l, BLOCK_ATTENTION)) != DATTN_OK ||
-            (st = ops->norm(be, c, b->ffn_norm, eps, 0, n)) != DATTN_OK ||
+        const backend_vector *next = l + 1 < in->n_layers ? m->blocks[l + 1].attn_norm : NULL;
+        if ((st = layer_run_chunk(b->attn, c, l, t0, NULL, n, NULL, decode)) != DATTN_OK ||
+            (st = ops->residual_add(be, c, n, l, BLOCK_ATTENTION, b->ffn_norm, eps)) != DATTN_OK ||
             (st = ops->ffn(be, c, b->w13, b->w2, NULL, n, NULL)) != DATTN_OK ||
-            (st = ops->residual_add(be, c, n, l, BLOCK_FFN)) != DATTN_OK)
+            (st = ops->residual_add(be, c, n, l, BLOCK_FFN, next, eps)) != DATTN_OK)
             return st;
     }
     if (n_out && (st = ops->norm(be, c, m->final_norm, eps, first_logit, n_out)) != DATTN_OK)

@@ -106,6 +106,110 @@ static void test_rmsnorm(void **state)
     rmsnorm_case(33, 2, 64);                               /* fewer elements than work-items */
 }
 
+/* residual_add_norm: x += y and, with has_norm, xn = RMSNorm(x) * w, against float64; the fault
+ * record from a NaN in y (row bad_out) and from a sum that overflows (row bad_sum), or none
+ * (-1). The record arrives as an earlier add of the pass left it (prior_index: INT_MAX = none). */
+static void add_norm_case(int n, int rows, int wg, int has_norm, int bad_out, int bad_sum,
+                          int prior_index)
+{
+    char defs[64];
+    snprintf(defs, sizeof defs, "-DWG_SIZE=%d", wg);
+    cl_program prog = build("rmsnorm.cl", defs);
+    cl_kernel k = kernel(prog, "residual_add_norm");
+    size_t total = (size_t)n * rows;
+    float *x = xcalloc(total, 4), *y = xcalloc(total, 4), *w = xcalloc(n, 4);
+    float *x2 = xcalloc(total, 4), *xn = xcalloc(total, 4);
+    double *ref = xcalloc(total, 8);
+    fill(x, total, -2, 2);
+    fill(y, total, -2, 2);
+    fill(w, n, 0.5, 1.5);
+    int col = (int)urand(0, n - 1);
+    if (bad_out >= 0)
+        y[(size_t)bad_out * n + col] = NAN;
+    if (bad_sum >= 0)
+        x[(size_t)bad_sum * n + col] = 3e38f, y[(size_t)bad_sum * n + col] = 3e38f;
+    for (size_t i = 0; i < total; i++)
+        xn[i] = -7.0f;                                  /* must survive without has_norm */
+    const int at = 5, index = 9;                        /* the record sits at fault[at] */
+    cl_int fault[8];
+    for (int i = 0; i < 8; i++)
+        fault[i] = INT32_MAX;
+    fault[at] = prior_index;
+    const float eps = 1e-5f;
+    cl_mem dx = buffer(total * 4, x), dy = buffer(total * 4, y), dw = buffer(n * 4, w);
+    cl_mem dxn = buffer(total * 4, xn), df = buffer(sizeof fault, fault);
+    ARG(k, 0, cl_mem, dx);
+    ARG(k, 1, cl_mem, dy);
+    ARG(k, 2, cl_mem, dw);
+    ARG(k, 3, cl_mem, dxn);
+    ARG(k, 4, cl_int, n);
+    ARG(k, 5, cl_float, eps);
+    ARG(k, 6, cl_int, has_norm);
+    ARG(k, 7, cl_mem, df);
+    ARG(k, 8, cl_int, at);
+    ARG(k, 9, cl_int, index);
+    size_t g = (size_t)rows * wg, l = wg;
+    launch(k, 1, &g, &l);
+    download(dx, x2, total * 4);
+    download(dxn, xn, total * 4);
+    download(df, fault, sizeof fault);
+    char what[128];
+    snprintf(what, sizeof what, "residual_add_norm n=%d rows=%d WG_SIZE=%d norm=%d bad=%d,%d",
+             n, rows, wg, has_norm, bad_out, bad_sum);
+    for (size_t i = 0; i < total; i++) {                /* the f32 sum, exactly */
+        float want = x[i] + y[i];
+        if (memcmp(&want, &x2[i], 4) != 0 && !(isnan(want) && isnan(x2[i])))
+            fail_msg("%s: x[%zu] = %g, want %g", what, i, (double)x2[i], (double)want);
+    }
+    for (int r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int i = 0; i < n; i++)
+            ss += (double)x2[r * n + i] * x2[r * n + i];
+        double inv = 1.0 / sqrt(ss / n + eps);
+        for (int i = 0; i < n; i++)
+            ref[r * n + i] = r == bad_out || r == bad_sum ? 0.0 : x2[r * n + i] * inv * w[i];
+    }
+    if (has_norm) {
+        for (int r = 0; r < rows; r++)                  /* rows with a fault are not compared */
+            if (r == bad_out || r == bad_sum)
+                for (int i = 0; i < n; i++)
+                    xn[r * n + i] = 0.0f;
+        CHECK_ERR(what, rel_err(ref, xn, total), 1e-5);
+    } else {
+        for (size_t i = 0; i < total; i++)
+            if (xn[i] != -7.0f)
+                fail_msg("%s: xn[%zu] written without has_norm", what, i);
+    }
+    int first = bad_out < 0 ? bad_sum : bad_sum < 0 ? bad_out : bad_out < bad_sum ? bad_out : bad_sum;
+    int want_index = prior_index < index || first < 0 ? prior_index : index;
+    int want_code = prior_index < index || first < 0 ? INT32_MAX : 2 * first + (first == bad_sum);
+    if (fault[at] != want_index || fault[at + 1] != want_code)
+        fail_msg("%s: fault record (%d, %d), want (%d, %d)", what, fault[at], fault[at + 1],
+                 want_index, want_code);
+    for (int i = 0; i < 8; i++)
+        if (i != at && i != at + 1 && fault[i] != INT32_MAX)
+            fail_msg("%s: fault[%d] written", what, i);
+    clReleaseMemObject(dx);
+    clReleaseMemObject(dy);
+    clReleaseMemObject(dw);
+    clReleaseMemObject(dxn);
+    clReleaseMemObject(df);
+    clReleaseKernel(k);
+    clReleaseProgram(prog);
+    free(x); free(y); free(w); free(x2); free(xn); free(ref);
+}
+
+static void test_residual_add_norm(void **state)
+{
+    (void)state;
+    seed_case("residual_add_norm");
+    add_norm_case(1000, 5, 256, 1, -1, -1, INT32_MAX);
+    add_norm_case(300 + (int)urand(1, 100), 3, 64, 0, -1, -1, INT32_MAX);
+    add_norm_case(33, 4, 64, 1, 2, -1, INT32_MAX);       /* a NaN in the block's output */
+    add_norm_case(200, 4, 64, 1, 3, 1, INT32_MAX);       /* an overflowing sum comes first */
+    add_norm_case(200, 4, 64, 1, 1, -1, 4);              /* an earlier add's record stays */
+}
+
 /* ---- RoPE --------------------------------------------------------------------------------- */
 
 static void rope_case(int d, double theta, int pos, float scale)
@@ -448,6 +552,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_elementwise),
         cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_residual_add_norm),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_kv_append),
         cmocka_unit_test(test_decode),

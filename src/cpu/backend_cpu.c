@@ -517,41 +517,50 @@ static dattn_status cpu_pass_begin(dattn_backend *be, dattn_cache *c, const floa
     return DATTN_OK;
 }
 
-/* One thread: a few E-wide rows cost less than waking the pool. Sums in double. */
+/* y = RMSNorm(x, eps) * w over one row of E. Sums in double. */
+static void norm_row(const float *x, const float *w, int E, float eps, float *y)
+{
+    double ss = 0.0;
+    for (int k = 0; k < E; k++)
+        ss += (double)x[k] * x[k];
+    float inv = (float)(1.0 / sqrt(ss / E + eps));
+    for (int k = 0; k < E; k++)
+        y[k] = x[k] * inv * w[k];
+}
+
+/* One thread: a few E-wide rows cost less than waking the pool. */
 static dattn_status cpu_norm(dattn_backend *be, dattn_cache *c, const backend_vector *w, float eps,
                              int first, int n)
 {
     (void)be;
     cpu_cache *cc = c->be_state;
     int E = c->shape.model_dim;
-    for (int i = 0; i < n; i++) {
-        const float *xr = cc->stream + (size_t)(first + i) * E;
-        float *yr = cc->normed + (size_t)i * E;
-        double ss = 0.0;
-        for (int k = 0; k < E; k++)
-            ss += (double)xr[k] * xr[k];
-        float inv = (float)(1.0 / sqrt(ss / E + eps));
-        for (int k = 0; k < E; k++)
-            yr[k] = xr[k] * inv * w->v[k];
-    }
+    for (int i = 0; i < n; i++)
+        norm_row(cc->stream + (size_t)(first + i) * E, w->v, E, eps, cc->normed + (size_t)i * E);
     return DATTN_OK;
 }
 
 static dattn_status cpu_residual_add(dattn_backend *be, dattn_cache *c, int n, int layer,
-                                     pass_block block)
+                                     pass_block block, const backend_vector *next_norm, float eps)
 {
     (void)be;
     cpu_cache *cc = c->be_state;
     size_t E = (size_t)c->shape.model_dim;
-    for (size_t i = 0; i < (size_t)n * E; i++) {
-        float v = cc->block_out[i], sum = cc->stream[i] + v;
-        cc->stream[i] = sum;
-        if (cc->fault.layer < 0 && !(isfinite(v) && isfinite(sum))) {
-            cc->fault.layer = layer;
-            cc->fault.block = block;
-            cc->fault.token = (int)(i / E);
-            cc->fault.in_sum = isfinite(v) != 0;
+    for (size_t r = 0; r < (size_t)n; r++) {
+        float *x = cc->stream + r * E;
+        const float *y = cc->block_out + r * E;
+        for (size_t i = 0; i < E; i++) {
+            float v = y[i], sum = x[i] + v;
+            x[i] = sum;
+            if (cc->fault.layer < 0 && !(isfinite(v) && isfinite(sum))) {
+                cc->fault.layer = layer;
+                cc->fault.block = block;
+                cc->fault.token = (int)r;
+                cc->fault.in_sum = isfinite(v) != 0;
+            }
         }
+        if (next_norm)   /* while the row is in cache */
+            norm_row(x, next_norm->v, (int)E, eps, cc->normed + r * E);
     }
     return DATTN_OK;
 }

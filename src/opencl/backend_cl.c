@@ -101,7 +101,8 @@ typedef struct cl_cache {
     cl_program prog[N_PROGRAMS];
     cl_kernel k_split, k_combine, k_append, k_rope, k_prefill, k_swiglu;
     cl_kernel k_gemv[CLW_FORMATS], k_gemm[CLW_FORMATS];   /* per weight format */
-    cl_kernel k_norm, k_add;   /* the model pass's RMSNorm and residual add (sessions only) */
+    cl_kernel k_norm, k_add;   /* the model pass's RMSNorm, and residual add + the next block's
+                                * RMSNorm (sessions only) */
     size_t norm_wg;
     int wg_decode, decode_heads, combine_wg, append_wg, gemv_wg, gemv_rows, max_split;
     size_t gemm_local[2], gemm_tile[2];   /* (LX, LY), (TILE_N, TILE_M) */
@@ -662,8 +663,9 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
         snprintf(opt, sizeof opt, "-D WG_SIZE=%zu", cc->norm_wg);
         if ((st = build(cb, "rmsnorm", opt, &cc->prog[6])) != DATTN_OK ||
             (st = make_kernel(cc->prog[6], "rmsnorm", &cc->k_norm)) != DATTN_OK ||
-            (st = make_kernel(cc->prog[5], "residual_add", &cc->k_add)) != DATTN_OK ||
-            (st = check_kernel(cb, cc->k_norm, "rmsnorm", cc->norm_wg, "nothing")) != DATTN_OK)
+            (st = make_kernel(cc->prog[6], "residual_add_norm", &cc->k_add)) != DATTN_OK ||
+            (st = check_kernel(cb, cc->k_norm, "rmsnorm", cc->norm_wg, "nothing")) != DATTN_OK ||
+            (st = check_kernel(cb, cc->k_add, "residual_add_norm", cc->norm_wg, "nothing")) != DATTN_OK)
             goto fail;
     }
     if ((st = make_kernel(cc->prog[0], "diffattn_decode_split", &cc->k_split)) != DATTN_OK ||
@@ -1164,21 +1166,24 @@ static dattn_status cl_norm(dattn_backend *be, dattn_cache *c, const backend_vec
 }
 
 static dattn_status cl_residual_add(dattn_backend *be, dattn_cache *c, int n, int layer,
-                                    pass_block block)
+                                    pass_block block, const backend_vector *next_norm, float eps)
 {
     cl_backend *cb = be->impl;
     cl_cache *cc = c->be_state;
     cl_kernel kn = cc->k_add;
-    cl_int E = c->shape.model_dim, rows = n, at = cc->fault_at, index = 2 * layer + (int)block;
-    cl_int err = CL_SUCCESS;
+    cl_int E = c->shape.model_dim, at = cc->fault_at, index = 2 * layer + (int)block;
+    cl_int has_norm = next_norm != NULL, err = CL_SUCCESS;
+    /* without a norm, any valid buffer stands in for w (the kernel does not read it) */
+    cl_mem w = next_norm ? next_norm->buf : cc->stream;
     op_begin(cc);
-    err |= SET(kn, 0, cc->stream), err |= SET(kn, 1, cc->block_out), err |= SET(kn, 2, E);
-    err |= SET(kn, 3, rows), err |= SET(kn, 4, cc->y), err |= SET(kn, 5, at);
-    err |= SET(kn, 6, index);
-    size_t global = round_up((size_t)n * (size_t)E, 64), local = 64;
+    err |= SET(kn, 0, cc->stream), err |= SET(kn, 1, cc->block_out), err |= SET(kn, 2, w);
+    err |= SET(kn, 3, cc->x), err |= SET(kn, 4, E), err |= SET(kn, 5, eps);
+    err |= SET(kn, 6, has_norm), err |= SET(kn, 7, cc->y), err |= SET(kn, 8, at);
+    err |= SET(kn, 9, index);
+    size_t global = (size_t)n * cc->norm_wg;
     if (err == CL_SUCCESS)
-        err = clEnqueueNDRangeKernel(cb->queue, kn, 1, NULL, &global, &local, 0, NULL, NULL);
-    check(cc, err, "residual_add");
+        err = clEnqueueNDRangeKernel(cb->queue, kn, 1, NULL, &global, &cc->norm_wg, 0, NULL, NULL);
+    check(cc, err, "residual_add_norm");
     return op_status(cc);
 }
 
