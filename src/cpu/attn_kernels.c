@@ -653,4 +653,6 @@ const cpu_kernels CPU_FN(cpu_kernels) = {
     .decode_values = decode_values,
     .prefill = prefill,
     .gemm_rows = CPU_FN(gemm_rows),
+    .xq8_quantize = CPU_FN(xq8_quantize),
+    .gemv_xq8 = CPU_FN(gemv_xq8),
 };

@@ -18,6 +18,8 @@
 typedef struct cpu_backend {
     pool *pool;
     const cpu_kernels *k;
+    /* k->gemv_xq8, or its VNNI form where the avx512 kernels run on a CPU that has it. */
+    void (*gemv_xq8)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
 } cpu_backend;
 
 /* A projection as the model stores it: rows borrowed from the mapped file (or copied once, in
@@ -62,6 +64,8 @@ typedef struct cpu_cache {
     decode_scratch dec;
     float *thread_tmp;         /* [n_threads][thread_floats]: attention and GEMM work memory */
     size_t thread_floats;
+    void *xq;                  /* x of a q8_0 / q4_0 GEMV quantized (gemm.h), for k <= xq_k */
+    int xq_k;
 } cpu_cache;
 
 static const cpu_kernels *isa_table(const char *name)
@@ -288,6 +292,12 @@ static void carve(const dattn_backend *be, const dattn_layer_shape *shape, const
     tf = tf > qkv ? tf : qkv;
     cc->thread_floats = (tf + 15) / 16 * 16;   /* keeps each thread's block 64-byte aligned */
     cc->thread_tmp = arena_carve(a, sizeof(float) * cc->thread_floats * (size_t)n_threads);
+    /* The longest row a decode GEMV quantizes: the model dim (q/k/v, W1/W3, logits), the
+     * attention width (out) or the FFN's hidden dim (W2). */
+    int xk = shape->model_dim > (int)A ? shape->model_dim : (int)A;
+    xk = xk > scratch->ffn_dim ? xk : scratch->ffn_dim;
+    cc->xq_k = xk;
+    cc->xq = arena_carve(a, xq8_bytes(xk));
 }
 
 static size_t cpu_cache_bytes(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g,
@@ -353,6 +363,8 @@ typedef struct matmul_job {
     const cpu_kernels *k;
     const backend_weight *w;
     const float *x;
+    const void *xq;            /* x quantized: the integer-dot GEMV; NULL: gemm_rows */
+    void (*gemv_xq8)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
     int ldx, n, ldy, rows_per_task;
     float *y;
     float *thread_tmp;
@@ -371,7 +383,10 @@ static void matmul_task(void *ctx, int task, int thread)
     for (int p = 0, start = 0; p < w->n_parts && start < r1; start += w->part_rows[p++]) {
         int a = r0 > start ? r0 : start;
         int b = r1 < start + w->part_rows[p] ? r1 : start + w->part_rows[p];
-        if (a < b)
+        if (a < b && job->xq)
+            job->gemv_xq8(job->xq, w->k, w->dtype, w->part[p] + (size_t)(a - start) * row_bytes,
+                          b - a, job->y + a);
+        else if (a < b)
             job->k->gemm_rows(job->x, job->ldx, job->n, w->k, w->dtype,
                               w->part[p] + (size_t)(a - start) * row_bytes, b - a, job->y + a,
                               job->ldy, scratch);
@@ -391,7 +406,14 @@ static void cpu_matmul(dattn_backend *be, cpu_cache *cc, const backend_weight *w
     if (n_tasks > n_blocks)
         n_tasks = n_blocks > 0 ? n_blocks : 1;
     int per_task = (n_blocks + n_tasks - 1) / n_tasks * GEMM_PANEL;
-    matmul_job job = {cb->k, w, x, ldx, n, ldy, per_task, y, cc->thread_tmp, cc->thread_floats};
+    /* Decode against q8_0 / q4_0 rows: x is quantized here, once, for every task. */
+    const void *xq = NULL;
+    if (n == 1 && quant_is_block(w->dtype) && w->k > 0 && w->k <= cc->xq_k) {
+        cb->k->xq8_quantize(x, w->k, cc->xq);
+        xq = cc->xq;
+    }
+    matmul_job job = {cb->k, w, x, xq, cb->gemv_xq8, ldx, n, ldy, per_task, y, cc->thread_tmp,
+                      cc->thread_floats};
     int used = (w->m_src + per_task - 1) / per_task;
     pool_run(cb->pool, matmul_task, &job, used > 0 ? used : 1);
     if (!w->row_map)
@@ -699,6 +721,11 @@ dattn_status cpu_backend_create(const dattn_backend_params *p, dattn_backend **o
         return st;
     }
     cb->k = k;
+    cb->gemv_xq8 = k->gemv_xq8;
+#if defined(__x86_64__)
+    if (k == &cpu_kernels_avx512 && __builtin_cpu_supports("avx512vnni"))
+        cb->gemv_xq8 = gemv_xq8_avx512vnni;
+#endif
     be->ops = &cpu_ops;
     be->impl = cb;
     snprintf(be->describe, sizeof be->describe, "cpu %s, %d thread%s", k->isa, n_threads,

@@ -317,6 +317,311 @@ static void gemv(const float *restrict x, int k, dattn_dtype dt, const void *w, 
     }
 }
 
+/* ---- GEMV with integer dot products (decode, q8_0 / q4_0; src/cpu/gemm.h) -------------------- */
+
+static inline const float *xq_d(const void *xq, int k)
+{
+    return (const float *)((const uint8_t *)xq + k);
+}
+
+static inline const int32_t *xq_s(const void *xq, int k)
+{
+    return (const int32_t *)((const uint8_t *)xq + k + 4 * (size_t)(k / QUANT_BLOCK));
+}
+
+/* A weight block's f16 scale as one f32. */
+static inline float scale_f32(const uint8_t *blk)
+{
+    uint16_t h;
+    memcpy(&h, blk, 2);
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#elif defined(__aarch64__)
+    __fp16 f;
+    memcpy(&f, &h, 2);
+    return (float)f;
+#else
+    return f16_to_f32(h);
+#endif
+}
+
+void CPU_FN(xq8_quantize)(const float *x, int k, void *xq)
+{
+    int8_t *q = xq;
+    float *dst_d = (float *)((uint8_t *)xq + k);
+    int32_t *dst_s = (int32_t *)((uint8_t *)xq + k + 4 * (size_t)(k / QUANT_BLOCK));
+    for (int b = 0; b < k / QUANT_BLOCK; b++) {
+        const float *xb = x + (size_t)b * QUANT_BLOCK;
+        int8_t *qb = q + (size_t)b * QUANT_BLOCK;
+#if defined(__AVX512F__)
+        __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16), zero = _mm512_setzero_ps();
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        /* 0 * x is NaN for a NaN or an infinity (max drops NaNs): it makes d NaN. */
+        float z = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_mul_ps(v0, zero), _mm512_mul_ps(v1, zero)));
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        __m512 idv = _mm512_set1_ps(id);
+        __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, idv));   /* round to nearest even */
+        __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, idv));
+        _mm_storeu_si128((__m128i *)qb, _mm512_cvtsepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *)(qb + 16), _mm512_cvtsepi32_epi8(i1));
+        dst_s[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+        dst_d[b] = d + z;
+#elif defined(__AVX2__)
+        __m256 v[4], zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
+        __m256 m = zero, zs = zero;
+        for (int j = 0; j < 4; j++) {
+            v[j] = _mm256_loadu_ps(xb + 8 * j);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
+            zs = _mm256_add_ps(zs, _mm256_mul_ps(v[j], zero));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        __m128 z4 = _mm_add_ps(_mm256_castps256_ps128(zs), _mm256_extractf128_ps(zs, 1));
+        z4 = _mm_add_ps(z4, _mm_movehl_ps(z4, z4));
+        z4 = _mm_add_ss(z4, _mm_movehdup_ps(z4));
+        float amax = _mm_cvtss_f32(m4), z = _mm_cvtss_f32(z4);
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        __m256 idv = _mm256_set1_ps(id);
+        __m256i i[4];
+        for (int j = 0; j < 4; j++)
+            i[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], idv));   /* round to nearest even */
+        /* packs work per 128-bit lane: the permute puts the 32 bytes back in order. */
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)qb, p);
+        __m256i s8 = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        dst_s[b] = _mm_cvtsi128_si32(s4);
+        dst_d[b] = d + z;
+#else
+        float amax = 0.0f, z = 0.0f;
+        for (int j = 0; j < QUANT_BLOCK; j++) {
+            amax = fmaxf(amax, fabsf(xb[j]));
+            z += xb[j] * 0.0f;
+        }
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        int32_t s = 0;
+        for (int j = 0; j < QUANT_BLOCK; j++) {
+            /* rintf of the rounded product (nothing to fuse it with); the clamp only matters for
+             * a NaN, which must not reach the conversion to int. */
+            float v = rintf(xb[j] * id);
+            v = fminf(fmaxf(v, -127.0f), 127.0f);
+            qb[j] = (int8_t)(int)v;
+            s += qb[j];
+        }
+        dst_s[b] = s;
+        dst_d[b] = d + z;
+#endif
+    }
+}
+
+enum { XQ_ROWS = 4 };   /* weight rows sharing each x block */
+
+#if defined(__AVX2__)
+/* x86: one block of one row is a 256-bit vector of 8 int32 partial sums; converted to f32 and
+ * scaled into the row's accumulator (the horizontal sum waits for the row's end). */
+static inline float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* A q4_0 block's 32 nibbles as unsigned bytes 0..15, in weight order. */
+static inline __m256i nibbles(const uint8_t *blk)
+{
+    __m128i b = _mm_loadu_si128((const __m128i *)(blk + 2));
+    __m256i u = _mm256_inserti128_si256(_mm256_castsi128_si256(b), _mm_srli_epi16(b, 4), 1);
+    return _mm256_and_si256(u, _mm256_set1_epi8(15));
+}
+
+/* sum over the 8 lanes = sum_j w_j x_j, signed w and x: |w| (unsigned) times x with w's sign
+ * (x is in [-127, 127], so the negation is exact); pairs of products fit int16 (2 * 128 * 127). */
+static inline __m256i dot_q8_madd(__m256i w, __m256i x)
+{
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+/* sum over the 8 lanes = sum_j (u_j - 8) x_j: the unsigned nibbles times x, less 8 * s spread as
+ * -s in each lane (neg_s). */
+static inline __m256i dot_q4_madd(__m256i u, __m256i x, __m256i neg_s)
+{
+    __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
+    return _mm256_add_epi32(p, neg_s);
+}
+
+/* The row-group loop, once per weight format and dot instruction (a macro rather than an inline
+ * function so that the VNNI copy can carry its own target attribute). */
+#define XQ_GEMV_X86(IS_Q8, DOT_Q8, DOT_Q4)                                                        \
+    do {                                                                                          \
+        const int8_t *xqq = xq;                                                                   \
+        const float *xd = xq_d(xq, k);                                                            \
+        const int32_t *xs = xq_s(xq, k);                                                          \
+        size_t bb = (IS_Q8) ? Q8_0_BLOCK_BYTES : Q4_0_BLOCK_BYTES, rb = quant_row_bytes(dt, k);  \
+        int nb = k / QUANT_BLOCK;                                                                 \
+        for (int r0 = 0; r0 < rows; r0 += XQ_ROWS) {                                              \
+            int nr = rows - r0 < XQ_ROWS ? rows - r0 : XQ_ROWS;                                   \
+            const uint8_t *row[XQ_ROWS];                                                          \
+            for (int i = 0; i < XQ_ROWS; i++)                                                     \
+                row[i] = (const uint8_t *)w + (size_t)(r0 + (i < nr ? i : 0)) * rb;               \
+            __m256 acc[XQ_ROWS];                                                                  \
+            for (int i = 0; i < XQ_ROWS; i++)                                                     \
+                acc[i] = _mm256_setzero_ps();                                                     \
+            for (int b = 0; b < nb; b++) {                                                        \
+                __m256i xv = _mm256_loadu_si256((const __m256i *)(xqq + (size_t)b * QUANT_BLOCK)); \
+                float dx = xd[b];                                                                 \
+                __m256i neg_s = _mm256_set1_epi32(-xs[b]);                                        \
+                (void)neg_s;                                                                      \
+                for (int i = 0; i < XQ_ROWS; i++) {                                               \
+                    const uint8_t *blk = row[i] + (size_t)b * bb;                                 \
+                    __builtin_prefetch(blk + GEMV_AHEAD_BYTES, 0, 3);                             \
+                    __m256i p = (IS_Q8)                                                           \
+                        ? DOT_Q8(_mm256_loadu_si256((const __m256i *)(blk + 2)), xv)              \
+                        : DOT_Q4(nibbles(blk), xv, neg_s);                                        \
+                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),                               \
+                                             _mm256_set1_ps(scale_f32(blk) * dx), acc[i]);        \
+                }                                                                                 \
+            }                                                                                     \
+            for (int i = 0; i < nr; i++)                                                          \
+                y[r0 + i] = hsum256(acc[i]);                                                      \
+        }                                                                                         \
+    } while (0)
+
+void CPU_FN(gemv_xq8)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y)
+{
+    if (dt == DATTN_DTYPE_Q8_0)
+        XQ_GEMV_X86(1, dot_q8_madd, dot_q4_madd);
+    else
+        XQ_GEMV_X86(0, dot_q8_madd, dot_q4_madd);
+}
+
+#if defined(__AVX512F__)
+/* vpdpbusd (AVX512-VNNI, 256-bit form): unsigned x signed bytes, four products into each int32
+ * lane in one instruction, no int16 step. */
+#define VNNI __attribute__((target("avx512vnni"))) static inline
+VNNI __m256i dot_q8_vnni(__m256i w, __m256i x)
+{
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+}
+
+VNNI __m256i dot_q4_vnni(__m256i u, __m256i x, __m256i neg_s)
+{
+    return _mm256_dpbusd_epi32(neg_s, u, x);
+}
+
+__attribute__((target("avx512vnni"))) void gemv_xq8_avx512vnni(const void *xq, int k,
+                                                                dattn_dtype dt, const void *w,
+                                                                int rows, float *y)
+{
+    if (dt == DATTN_DTYPE_Q8_0)
+        XQ_GEMV_X86(1, dot_q8_vnni, dot_q4_vnni);
+    else
+        XQ_GEMV_X86(0, dot_q8_vnni, dot_q4_vnni);
+}
+#undef VNNI
+#endif
+
+#else   /* not x86 AVX2: NEON on aarch64, plain C elsewhere */
+
+/* The 32 int8 weights of a block (q4_0: nibble - 8) into q. */
+static inline void block_i8(int is_q8, const uint8_t *blk, int8_t *q)
+{
+    if (is_q8) {
+        memcpy(q, blk + 2, QUANT_BLOCK);
+        return;
+    }
+    for (int j = 0; j < QUANT_BLOCK / 2; j++) {
+        q[j] = (int8_t)((blk[2 + j] & 15) - 8);
+        q[j + QUANT_BLOCK / 2] = (int8_t)((blk[2 + j] >> 4) - 8);
+    }
+}
+
+#if defined(__aarch64__)
+typedef float32x4_t xacc;
+static inline xacc xacc_zero(void) { return vdupq_n_f32(0.0f); }
+static inline float xacc_sum(xacc a) { return vaddvq_f32(a); }
+
+/* One block: int32x4 partial sums of w * x (sdot with the dot-product extension; otherwise smull
+ * / smlal pairs into int16, which fit: |w x| <= 128 * 127), scaled into acc. */
+static inline xacc xq_block(int is_q8, const uint8_t *blk, const int8_t *x, float dx, xacc acc)
+{
+    int8x16_t w0, w1;
+    if (is_q8) {
+        w0 = vld1q_s8((const int8_t *)blk + 2);
+        w1 = vld1q_s8((const int8_t *)blk + 18);
+    } else {
+        uint8x16_t b = vld1q_u8(blk + 2), m = vdupq_n_u8(15);
+        w0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(b, m)), vdupq_n_s8(8));
+        w1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(b, 4)), vdupq_n_s8(8));
+    }
+    int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + 16);
+#if defined(__ARM_FEATURE_DOTPROD)
+    int32x4_t p = vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, x0), w1, x1);
+#else
+    int16x8_t a = vmlal_s8(vmull_s8(vget_low_s8(w0), vget_low_s8(x0)), vget_low_s8(w1),
+                           vget_low_s8(x1));
+    int16x8_t c = vmlal_high_s8(vmull_high_s8(w0, x0), w1, x1);
+    int32x4_t p = vpadalq_s16(vpaddlq_s16(a), c);
+#endif
+    return vfmaq_n_f32(acc, vcvtq_f32_s32(p), scale_f32(blk) * dx);
+}
+#else
+typedef float xacc;
+static inline xacc xacc_zero(void) { return 0.0f; }
+static inline float xacc_sum(xacc a) { return a; }
+
+static inline xacc xq_block(int is_q8, const uint8_t *blk, const int8_t *x, float dx, xacc acc)
+{
+    int8_t q[QUANT_BLOCK];
+    block_i8(is_q8, blk, q);
+    int32_t s = 0;
+    for (int j = 0; j < QUANT_BLOCK; j++)
+        s += (int32_t)q[j] * x[j];
+    return acc + (scale_f32(blk) * dx) * (float)s;
+}
+#endif
+
+__attribute__((always_inline)) static inline void gemv_xq8_c(int is_q8, const void *xq, int k,
+                                                              dattn_dtype dt, const void *w,
+                                                              int rows, float *y)
+{
+    const int8_t *xqq = xq;
+    const float *xd = xq_d(xq, k);
+    size_t bb = block_bytes(dt), rb = quant_row_bytes(dt, k);
+    int nb = k / QUANT_BLOCK;
+    for (int r0 = 0; r0 < rows; r0 += XQ_ROWS) {
+        int nr = rows - r0 < XQ_ROWS ? rows - r0 : XQ_ROWS;
+        const uint8_t *row[XQ_ROWS];
+        for (int i = 0; i < XQ_ROWS; i++)
+            row[i] = (const uint8_t *)w + (size_t)(r0 + (i < nr ? i : 0)) * rb;
+        xacc acc[XQ_ROWS];
+        for (int i = 0; i < XQ_ROWS; i++)
+            acc[i] = xacc_zero();
+        for (int b = 0; b < nb; b++)
+            for (int i = 0; i < XQ_ROWS; i++) {
+                const uint8_t *blk = row[i] + (size_t)b * bb;
+                __builtin_prefetch(blk + GEMV_AHEAD_BYTES, 0, 3);
+                acc[i] = xq_block(is_q8, blk, xqq + (size_t)b * QUANT_BLOCK, xd[b], acc[i]);
+            }
+        for (int i = 0; i < nr; i++)
+            y[r0 + i] = xacc_sum(acc[i]);
+    }
+}
+
+void CPU_FN(gemv_xq8)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y)
+{
+    if (dt == DATTN_DTYPE_Q8_0)
+        gemv_xq8_c(1, xq, k, dt, w, rows, y);
+    else
+        gemv_xq8_c(0, xq, k, dt, w, rows, y);
+}
+#endif
+
 /* ---- GEMM (prefill) --------------------------------------------------------------------------- */
 
 /* Micro-kernel: MR rows of x times one packed panel (16 weight rows): an MR x 16 accumulator tile

@@ -25,19 +25,48 @@ static inline size_t gemm_scratch_floats(int n)
     return n <= 1 ? 0 : ((size_t)n + 16) * GEMM_KC + (size_t)(GEMM_PANEL + 1) * GEMM_KC;
 }
 
+/* ---- decode GEMV with integer dot products (q8_0 / q4_0 weights) ----------------------------
+ *
+ * For one row of x against block-format weights the backend quantizes x once per call (before
+ * the rows are split across threads) into q8 blocks of 32, then every weight block is dotted with
+ * the matching x block in int8 x int8 -> int32 arithmetic (VNNI vpdpbusd, AVX2 vpmaddubsw +
+ * vpmaddwd, NEON sdot / smull, or plain C), and only the block's int32 sum is scaled:
+ *
+ *   x block b (32 values x_j, all f32 arithmetic, round to nearest even):
+ *     amax = max_j |x_j|,  d = amax / 127,  id = d != 0 ? 1 / d : 0,
+ *     q_j  = rint(x_j * id)  (in [-127, 127]),  s = sum_j q_j
+ *     d is NaN when the block holds a NaN or an infinity (then q_j is meaningless, but the
+ *     products it scales are NaN, as they would be unquantized).
+ *   y[r] = sum_b (dw_rb * d_b) * isum_rb,  isum_rb = sum_j wq_rbj * q_bj   (exact, int32)
+ *     wq = the block's int8 (q8_0) or nibble - 8 (q4_0); dw_rb * d_b is one f32 product, the
+ *     sum over blocks f32 in an order of the kernel's choosing.
+ *
+ * The quantized row lives in one buffer of xq8_bytes(k) bytes (64-byte aligned): int8 q[k], then
+ * f32 d[k/32], then int32 s[k/32]. k must be a multiple of 32. */
+static inline size_t xq8_bytes(int k)
+{
+    return (size_t)k + 8 * (size_t)(k / 32);
+}
+
 /* y[i*ldy + r] = sum_t x[i*ldx + t] * W[r][t] for rows i in [0, n) and weight rows r in
  * [0, rows): w points at weight row 0 of the block ([rows][k] of dtype dt, aligned to its
  * element size). Nothing else of y is written. scratch holds gemm_scratch_floats(n) floats
  * (64-byte aligned; none for n == 1, the GEMV). Single-threaded, no allocation: callers split
- * the rows across threads. */
+ * the rows across threads (all three functions). */
 #define GEMM_DECLARE(isa)                                                                        \
     void gemm_rows_##isa(const float *x, int ldx, int n, int k, dattn_dtype dt, const void *w,   \
-                         int rows, float *y, int ldy, float *scratch);
+                         int rows, float *y, int ldy, float *scratch);                           \
+    /* x [k] -> the quantized row at xq (xq8_bytes(k) bytes). */                                  \
+    void xq8_quantize_##isa(const float *x, int k, void *xq);                                    \
+    /* y[r] = the integer-dot GEMV above, for weight rows [0, rows) of w (q8_0 or q4_0). */       \
+    void gemv_xq8_##isa(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
 
 GEMM_DECLARE(generic)
 #if defined(__x86_64__)
 GEMM_DECLARE(avx2)
 GEMM_DECLARE(avx512)
+/* In the avx512 build, for CPUs with AVX512-VNNI (vpdpbusd); check avx512vnni before calling. */
+void gemv_xq8_avx512vnni(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
 #endif
 
 #undef GEMM_DECLARE
