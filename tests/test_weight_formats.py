@@ -5,10 +5,19 @@ embedding, logits) went through this file's own converters: f16 / bf16 round to 
 q8_0 and q4_0 blocks of 32 along a row, each with an f16 scale, written here from the format's
 definition (src/quant.h), nothing shared with src/. The only difference left is f32 rounding:
 1e-4 relative over the [n, vocab] logits, on random models (F32, F16 and BF16 files; tied and
-untied; GQA and MHA), a seed printed. Also, on the CPU backend: `plan`'s weight bytes per format
-differ from f32's by exactly the matrices' bytes in each format (the OpenCL backend pads a block
-format's scale plane to 16 bytes, so there only the logits are compared; tests/test_cl_ops.c
-checks its bytes); and a model whose rows are not whole blocks is refused by name.
+untied; GQA and MHA), a seed printed. The block formats run once more with --batch 1, one token
+a step: there the CPU backend's decode GEMV quantizes each projection's input row to q8 blocks
+(src/cpu/gemm.h), and the reference does the same (quantize_x, written here from that
+definition) before every matrix product, with the same 1e-4 per token, up to the first token
+where some x * (1/d) of the reference lies within 2e-4 of a rounding boundary (k + 0.5): float64
+and dattn's float32 activations may round that one the other way, a step of d, and through the
+KV cache the difference reaches every later token (and moves more values across boundaries);
+those tokens are held to 3e-2 of the unquantized reference (x quantization moves the logits by
+about 1e-2). Other backends are held to the unquantized reference. Also, on the CPU backend:
+`plan`'s weight bytes per format differ from f32's by exactly the matrices' bytes in each format
+(the OpenCL backend pads a block format's scale plane to 16 bytes, so there only the logits are
+compared; tests/test_cl_ops.c checks its bytes); and a model whose rows are not whole blocks is
+refused by name.
 
 usage: /usr/bin/python3 tests/test_weight_formats.py DATTN_BIN
 env:   DATTN_TEST_SEED replays the models; DATTN_TEST_ARGS adds arguments (e.g. --backend opencl)
@@ -70,6 +79,29 @@ def q4_0(w):
     return (d.to(torch.float16).to(torch.float64) * (q - 8.0)).reshape(rows, k)
 
 
+# x * (1/d) this close to k + 0.5 may round either way: the reference's float64 activations and
+# dattn's float32 ones differ by about 1e-7 relative (|x * (1/d)| <= 127: 1e-5 absolute).
+NEAR_TIE = 2e-4
+
+
+def quantize_x(x, near=None):
+    """An activation row as the CPU backend's decode GEMV of q8_0 / q4_0 weights uses it
+    (src/cpu/gemm.h), in float64: the f32 row in blocks of 32, d = f32(amax / 127),
+    q = nearest-even integer of f32(x * f32(1 / d)) (0 when d is 0), value d * q. near: a list
+    that gets, per call, a bool per row (token) of x: whether any value was a near tie."""
+    x32 = x.to(torch.float32)
+    shape = x32.shape
+    b = x32.reshape(*shape[:-1], shape[-1] // BLOCK, BLOCK)
+    d = b.abs().amax(dim=-1, keepdim=True) / torch.tensor(127.0, dtype=torch.float32)
+    inv = torch.where(d != 0, 1.0 / torch.where(d != 0, d, torch.ones_like(d)), torch.zeros_like(d))
+    v = b * inv                                 # float32 product
+    q = torch.round(v)                          # round() ties to even
+    if near is not None:
+        tie = ((v.to(torch.float64) - torch.floor(v.to(torch.float64)) - 0.5).abs() < NEAR_TIE)
+        near.append(tie.reshape(*shape[:-1], -1).any(dim=-1).reshape(-1, shape[-2]).any(dim=0))
+    return (d.to(torch.float64) * q.to(torch.float64)).reshape(shape)
+
+
 def held(w32, fmt):
     if fmt == "f32":
         return w32.to(torch.float64)
@@ -80,13 +112,21 @@ def held(w32, fmt):
     return q8_0(w32) if fmt == "q8_0" else q4_0(w32)
 
 
-def held_model(cfg, sd32, fmt):
+def held_model(cfg, sd32, fmt, decode=False, near=None):
     """A float64 dtmodel of config cfg whose matrices are sd32's (float32 state dict) as format
-    fmt holds them, its vectors as they are."""
+    fmt holds them, its vectors as they are. decode (block formats): every matrix product's input
+    row goes through quantize_x first, as in the CPU backend's one-token steps (the projections'
+    inputs, and the final norm's output, which only the logits product reads); near collects
+    quantize_x's near ties."""
     m = dtmodel.DiffTransformer(cfg).to(torch.float64)
     m.load_state_dict({k: held(v, fmt) if v.dim() == 2 else v.to(torch.float64)
                        for k, v in sd32.items()})
     m.eval()
+    if decode and fmt in BLOCK_BYTES:
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Linear):
+                mod.register_forward_pre_hook(lambda _m, args: (quantize_x(args[0], near),))
+        m.norm.register_forward_hook(lambda _m, _args, out: quantize_x(out, near))
     return m
 
 
@@ -107,11 +147,11 @@ def run(cmd):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
-def dattn_logits(exe, path, tokens, fmt, out):
+def dattn_logits(exe, path, tokens, fmt, out, more=()):
     if os.path.exists(out):
         os.remove(out)
     p = run([exe, "logits", "-m", path, "--tokens", ",".join(map(str, tokens)), "-o", out,
-             "--weights", fmt] + extra_args())
+             "--weights", fmt] + list(more) + extra_args())
     if p.returncode != 0:
         return None, f"exit {p.returncode}: {p.stderr.strip()}"
     tensors, _ = dtmodel.read_safetensors(out)
@@ -188,6 +228,36 @@ def main():
                     else:
                         line += f"; weight_bytes={nbytes}"
                 print(line)
+                if fmt not in BLOCK_BYTES or not (cpu or "opencl" in extra_args()):
+                    continue
+                # One token a step: the decode GEMV.
+                near = []
+                with torch.no_grad():
+                    want_dec = held_model(cfg, sd32, fmt, decode=cpu, near=near)(
+                        torch.tensor(tokens))
+                got, msg = dattn_logits(exe, path, tokens, fmt, out, ["--batch", "1"])
+                if got is None:
+                    print(f"FAIL {name} --weights {fmt} --batch 1: {msg}")
+                    failures += 1
+                    continue
+                # Tokens [0, exact) are held to the quantized-x reference, the rest to 3e-2 of
+                # the unquantized one.
+                exact = n
+                if near:
+                    ties = torch.stack(near).any(dim=0).nonzero()
+                    exact = int(ties[0]) if len(ties) else n
+                rel = (float((got[:exact] - want_dec[:exact]).norm() / want_dec[:exact].norm())
+                       if exact else 0.0)
+                rel_rest = (float((got[exact:] - want[exact:]).norm() / want[exact:].norm())
+                            if exact < n else 0.0)
+                ok = rel <= REL_TOL and rel_rest <= 3e-2
+                moved = float((want_dec - want).norm() / want.norm())
+                print(f"{'ok  ' if ok else 'FAIL'} {name} ({fdt} file) --weights {fmt} --batch 1: "
+                      f"tokens [0, {exact}) rel err {rel:.2e} (tol {REL_TOL:.0e}) against the "
+                      f"reference{' with x quantized' if cpu else ''}, tokens [{exact}, {n}) "
+                      f"{rel_rest:.2e} (tol 3e-02) against the unquantized one; quantizing x "
+                      f"moves the logits by {moved:.2e}")
+                failures += not ok
 
         # Rows that are not whole blocks: refused, naming the tensor.
         cfg = dtmodel.Config(dim=48, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=256,
