@@ -492,17 +492,126 @@ static inline __m256i dot_q4_madd(__m256i u, __m256i x, __m256i neg_s)
         }                                                                                         \
     } while (0)
 
+#if defined(__AVX512F__)
+/* The avx512 kernels take two blocks of a row per 512-bit vector (half the dot, convert and FMA
+ * instructions of the 256-bit loop above, which only runs the last block of an odd count).
+ * q8_0: the two blocks' 32 bytes side by side, in the order of x; int32 lanes 0-7 are block b,
+ * 8-15 block b + 1. q4_0: the two blocks' 16 bytes of nibbles, low nibbles then high ones
+ * ([lo b | lo b+1 | hi b | hi b+1] in 128-bit quarters), against x reordered the same way once
+ * per block pair; lanes 0-3 and 8-11 are block b. */
+static const int32_t lanes_q8[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+static const int32_t lanes_q4[16] = {0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1};
+
+static inline __m512i nibbles2(const uint8_t *blk0, const uint8_t *blk1)
+{
+    __m256i b = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(blk0 + 2))),
+        _mm_loadu_si128((const __m128i *)(blk1 + 2)), 1);
+    __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(b), _mm256_srli_epi16(b, 4), 1);
+    return _mm512_and_si512(u, _mm512_set1_epi8(15));
+}
+
+static inline __m512i bytes2(const uint8_t *blk0, const uint8_t *blk1)
+{
+    return _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(blk0 + 2))),
+        _mm256_loadu_si256((const __m256i *)(blk1 + 2)), 1);
+}
+
+/* f32(dw * dx) of two blocks spread over the lanes of each (idx: lanes_q8 or lanes_q4). */
+static inline __m512 scales2(const uint8_t *blk0, const uint8_t *blk1, __m128 dx2, __m512i idx)
+{
+    uint16_t h0, h1;
+    memcpy(&h0, blk0, 2);
+    memcpy(&h1, blk1, 2);
+    __m128 d = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)h0 | (uint32_t)h1 << 16))), dx2);
+    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d));
+}
+
+/* |w| times x with w's sign, as dot_q8_madd (no 512-bit vpsignb: a masked negation). */
+static inline __m512i sign_x(__m512i w, __m512i x)
+{
+    return _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x);
+}
+
+static inline __m512i dot2_q8_madd(__m512i w, __m512i x)
+{
+    __m512i p = _mm512_maddubs_epi16(_mm512_abs_epi8(w), sign_x(w, x));
+    return _mm512_madd_epi16(p, _mm512_set1_epi16(1));
+}
+
+static inline __m512i dot2_q4_madd(__m512i u, __m512i x, __m512i neg_s)
+{
+    __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(u, x), _mm512_set1_epi16(1));
+    return _mm512_add_epi32(p, neg_s);
+}
+
+#define XQ_GEMV_X512(IS_Q8, DOT2_Q8, DOT2_Q4, DOT_Q8, DOT_Q4)                                     \
+    do {                                                                                          \
+        const int8_t *xqq = xq;                                                                   \
+        const float *xd = xq_d(xq, k);                                                            \
+        const int32_t *xs = xq_s(xq, k);                                                          \
+        size_t bb = (IS_Q8) ? Q8_0_BLOCK_BYTES : Q4_0_BLOCK_BYTES, rb = quant_row_bytes(dt, k);  \
+        int nb = k / QUANT_BLOCK;                                                                 \
+        __m512i idx = _mm512_loadu_si512((IS_Q8) ? lanes_q8 : lanes_q4);                          \
+        for (int r0 = 0; r0 < rows; r0 += XQ_ROWS) {                                              \
+            int nr = rows - r0 < XQ_ROWS ? rows - r0 : XQ_ROWS;                                   \
+            const uint8_t *row[XQ_ROWS];                                                          \
+            for (int i = 0; i < XQ_ROWS; i++)                                                     \
+                row[i] = (const uint8_t *)w + (size_t)(r0 + (i < nr ? i : 0)) * rb;               \
+            __m512 acc[XQ_ROWS];                                                                  \
+            __m256 acc1[XQ_ROWS];                                                                 \
+            for (int i = 0; i < XQ_ROWS; i++) {                                                   \
+                acc[i] = _mm512_setzero_ps();                                                     \
+                acc1[i] = _mm256_setzero_ps();                                                    \
+            }                                                                                     \
+            int b = 0;                                                                            \
+            for (; b + 2 <= nb; b += 2) {                                                         \
+                __m512i xv = _mm512_loadu_si512(xqq + (size_t)b * QUANT_BLOCK);                   \
+                if (!(IS_Q8))                                                                     \
+                    xv = _mm512_shuffle_i64x2(xv, xv, _MM_SHUFFLE(3, 1, 2, 0));                   \
+                __m128 dx2 = _mm_castpd_ps(_mm_load_sd((const double *)(xd + b)));                \
+                __m512i neg_s = _mm512_permutexvar_epi32(                                         \
+                    idx, _mm512_castsi128_si512(_mm_setr_epi32(-xs[b], -xs[b + 1], 0, 0)));       \
+                (void)neg_s;                                                                      \
+                for (int i = 0; i < XQ_ROWS; i++) {                                               \
+                    const uint8_t *blk = row[i] + (size_t)b * bb;                                 \
+                    __builtin_prefetch(blk + GEMV_AHEAD_BYTES, 0, 3);                             \
+                    __builtin_prefetch(blk + bb + GEMV_AHEAD_BYTES, 0, 3);                        \
+                    __m512i p = (IS_Q8) ? DOT2_Q8(bytes2(blk, blk + bb), xv)                      \
+                                        : DOT2_Q4(nibbles2(blk, blk + bb), xv, neg_s);            \
+                    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p),                               \
+                                             scales2(blk, blk + bb, dx2, idx), acc[i]);           \
+                }                                                                                 \
+            }                                                                                     \
+            if (b < nb) {                                                                         \
+                __m256i xv = _mm256_loadu_si256((const __m256i *)(xqq + (size_t)b * QUANT_BLOCK)); \
+                __m256i neg_s = _mm256_set1_epi32(-xs[b]);                                        \
+                (void)neg_s;                                                                      \
+                for (int i = 0; i < XQ_ROWS; i++) {                                               \
+                    const uint8_t *blk = row[i] + (size_t)b * bb;                                 \
+                    __m256i p = (IS_Q8)                                                           \
+                        ? DOT_Q8(_mm256_loadu_si256((const __m256i *)(blk + 2)), xv)              \
+                        : DOT_Q4(nibbles(blk), xv, neg_s);                                        \
+                    acc1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),                              \
+                                              _mm256_set1_ps(scale_f32(blk) * xd[b]), acc1[i]);   \
+                }                                                                                 \
+            }                                                                                     \
+            for (int i = 0; i < nr; i++)                                                          \
+                y[r0 + i] = _mm512_reduce_add_ps(acc[i]) + hsum256(acc1[i]);                      \
+        }                                                                                         \
+    } while (0)
+
 void CPU_FN(gemv_xq8)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y)
 {
     if (dt == DATTN_DTYPE_Q8_0)
-        XQ_GEMV_X86(1, dot_q8_madd, dot_q4_madd);
+        XQ_GEMV_X512(1, dot2_q8_madd, dot2_q4_madd, dot_q8_madd, dot_q4_madd);
     else
-        XQ_GEMV_X86(0, dot_q8_madd, dot_q4_madd);
+        XQ_GEMV_X512(0, dot2_q8_madd, dot2_q4_madd, dot_q8_madd, dot_q4_madd);
 }
 
-#if defined(__AVX512F__)
-/* vpdpbusd (AVX512-VNNI, 256-bit form): unsigned x signed bytes, four products into each int32
- * lane in one instruction, no int16 step. */
+/* vpdpbusd (AVX512-VNNI): unsigned x signed bytes, four products into each int32 lane in one
+ * instruction, no int16 step. */
 #define VNNI __attribute__((target("avx512vnni"))) static inline
 VNNI __m256i dot_q8_vnni(__m256i w, __m256i x)
 {
@@ -514,16 +623,34 @@ VNNI __m256i dot_q4_vnni(__m256i u, __m256i x, __m256i neg_s)
     return _mm256_dpbusd_epi32(neg_s, u, x);
 }
 
+VNNI __m512i dot2_q8_vnni(__m512i w, __m512i x)
+{
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), sign_x(w, x));
+}
+
+VNNI __m512i dot2_q4_vnni(__m512i u, __m512i x, __m512i neg_s)
+{
+    return _mm512_dpbusd_epi32(neg_s, u, x);
+}
+
 __attribute__((target("avx512vnni"))) void gemv_xq8_avx512vnni(const void *xq, int k,
                                                                 dattn_dtype dt, const void *w,
                                                                 int rows, float *y)
 {
     if (dt == DATTN_DTYPE_Q8_0)
-        XQ_GEMV_X86(1, dot_q8_vnni, dot_q4_vnni);
+        XQ_GEMV_X512(1, dot2_q8_vnni, dot2_q4_vnni, dot_q8_vnni, dot_q4_vnni);
     else
-        XQ_GEMV_X86(0, dot_q8_vnni, dot_q4_vnni);
+        XQ_GEMV_X512(0, dot2_q8_vnni, dot2_q4_vnni, dot_q8_vnni, dot_q4_vnni);
 }
 #undef VNNI
+#else
+void CPU_FN(gemv_xq8)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y)
+{
+    if (dt == DATTN_DTYPE_Q8_0)
+        XQ_GEMV_X86(1, dot_q8_madd, dot_q4_madd);
+    else
+        XQ_GEMV_X86(0, dot_q8_madd, dot_q4_madd);
+}
 #endif
 
 #else   /* not x86 AVX2: NEON on aarch64, plain C elsewhere */
