@@ -8,7 +8,8 @@
  *   3. y against the unquantized float64 product x . W (the weights' exact values): within the
  *      rigorous bound of x's quantization error, sum_b d_b / 2 * sum_j |w_bj| (plus f32 slack),
  *      and, for x uniform in [-1, 1) over at least 16 rows, ||y - xW|| / ||xW|| <= 2e-2;
- *   4. a NaN or an infinity in x makes every output non-finite; nothing past `rows` is written.
+ *   4. a NaN or an infinity in x makes every output non-finite (the quantized block still holds
+ *      q in [-127, 127] and s = sum q: no overflow anywhere); nothing past `rows` is written.
  * Random data: the seed is printed; DATTN_TEST_SEED=<n> replays it. */
 #include <math.h>
 #include <setjmp.h>
@@ -283,6 +284,17 @@ static void test_nonfinite(void **state)
             x[at] = kind == 0 ? NAN : kind == 1 ? INFINITY : -INFINITY;
             for (int v = 0; v < n_variants; v++) {
                 variants[v].quantize(x, k, xq);
+                /* Even there each block's s is the sum of its q, all in [-127, 127]. */
+                const int8_t *q = xq;
+                const int32_t *s = (const int32_t *)((const uint8_t *)xq + k + 4 * (k / 32));
+                for (int b = 0; b < k / 32; b++) {
+                    int32_t sum = 0;
+                    for (int j = 0; j < 32; j++) {
+                        assert_true(q[32 * b + j] >= -127);
+                        sum += q[32 * b + j];
+                    }
+                    assert_int_equal(sum, s[b]);
+                }
                 variants[v].gemv(xq, k, dtypes[d], ws, m, y);
                 for (int r = 0; r < m; r++)
                     if (isfinite(y[r])) {

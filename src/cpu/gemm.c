@@ -360,8 +360,11 @@ void CPU_FN(xq8_quantize)(const float *x, int k, void *xq)
         float z = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_mul_ps(v0, zero), _mm512_mul_ps(v1, zero)));
         float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         __m512 idv = _mm512_set1_ps(id);
-        __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, idv));   /* round to nearest even */
-        __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, idv));
+        /* Round to nearest even; the clamp only matters for a NaN (converted to INT_MIN): q
+         * and s stay what the generic code stores, s the sum of q. */
+        __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+        __m512i i0 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v0, idv)), lo), hi);
+        __m512i i1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v1, idv)), lo), hi);
         _mm_storeu_si128((__m128i *)qb, _mm512_cvtsepi32_epi8(i0));
         _mm_storeu_si128((__m128i *)(qb + 16), _mm512_cvtsepi32_epi8(i1));
         dst_s[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
@@ -384,8 +387,10 @@ void CPU_FN(xq8_quantize)(const float *x, int k, void *xq)
         float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         __m256 idv = _mm256_set1_ps(id);
         __m256i i[4];
-        for (int j = 0; j < 4; j++)
-            i[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], idv));   /* round to nearest even */
+        for (int j = 0; j < 4; j++)   /* nearest even, clamped (only a NaN needs it) */
+            i[j] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[j], idv)),
+                                                     _mm256_set1_epi32(-127)),
+                                    _mm256_set1_epi32(127));
         /* packs work per 128-bit lane: the permute puts the 32 bytes back in order. */
         __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
         p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
