@@ -232,6 +232,14 @@ enum { GEMV_ROWS = 4 };
  * with it; f32 gains less). */
 #define GEMV_AHEAD 1024
 #define GEMV_AHEAD_BYTES 2048   /* the same for block rows (a 16-bit row's distance) */
+/* The integer-dot GEMV's distance (q8_0 / q4_0, src/cpu/gemm.h): it consumes a row's bytes two
+ * to three times faster than the f32 one, and 2048 bytes left it waiting on the loads of block
+ * scales; single thread, rows streamed from DRAM (min of 10, 4096 x 768 and 768 x 2048, VNNI):
+ * q4_0 20-22 GB/s at 2048, 26-28 at 4096, 27-33 at 8192, no better at 12288 or 16384; q8_0
+ * 23-26, 26-29, 30-43. */
+#ifndef XQ_AHEAD
+#define XQ_AHEAD 8192
+#endif
 
 /* Inlined once per dtype (gemv below), so that no branch on the dtype stays in the loop. */
 __attribute__((always_inline)) static inline void gemv_dt(const float *restrict x, int k,
@@ -484,7 +492,7 @@ static inline __m256i dot_q4_madd(__m256i u, __m256i x, __m256i neg_s)
                 (void)neg_s;                                                                      \
                 for (int i = 0; i < XQ_ROWS; i++) {                                               \
                     const uint8_t *blk = row[i] + (size_t)b * bb;                                 \
-                    __builtin_prefetch(blk + GEMV_AHEAD_BYTES, 0, 3);                             \
+                    __builtin_prefetch(blk + XQ_AHEAD, 0, 3);                             \
                     __m256i p = (IS_Q8)                                                           \
                         ? DOT_Q8(_mm256_loadu_si256((const __m256i *)(blk + 2)), xv)              \
                         : DOT_Q4(nibbles(blk), xv, neg_s);                                        \
@@ -581,8 +589,8 @@ static inline __m512i dot2_q4_madd(__m512i u, __m512i x, __m512i neg_s)
                 (void)neg_s;                                                                      \
                 for (int i = 0; i < XQ_ROWS; i++) {                                               \
                     const uint8_t *blk = row[i] + (size_t)b * bb;                                 \
-                    __builtin_prefetch(blk + GEMV_AHEAD_BYTES, 0, 3);                             \
-                    __builtin_prefetch(blk + bb + GEMV_AHEAD_BYTES, 0, 3);                        \
+                    __builtin_prefetch(blk + XQ_AHEAD, 0, 3);                             \
+                    __builtin_prefetch(blk + bb + XQ_AHEAD, 0, 3);                        \
                     __m512i p = (IS_Q8) ? DOT2_Q8(bytes2(blk, blk + bb), xv)                      \
                                         : DOT2_Q4(nibbles2(blk, blk + bb), xv, neg_s);            \
                     acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p),                               \
@@ -737,7 +745,7 @@ __attribute__((always_inline)) static inline void gemv_xq8_c(int is_q8, const vo
         for (int b = 0; b < nb; b++)
             for (int i = 0; i < XQ_ROWS; i++) {
                 const uint8_t *blk = row[i] + (size_t)b * bb;
-                __builtin_prefetch(blk + GEMV_AHEAD_BYTES, 0, 3);
+                __builtin_prefetch(blk + XQ_AHEAD, 0, 3);
                 acc[i] = xq_block(is_q8, blk, xqq + (size_t)b * QUANT_BLOCK, xd[b], acc[i]);
             }
         for (int i = 0; i < nr; i++)

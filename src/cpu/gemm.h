@@ -3,8 +3,9 @@
  * is the weights: no f32 copy, no packed copy) or q8_0 / q4_0 blocks (src/quant.h). A streaming
  * GEMV (decode, one row of x) converts four weight rows at a time to f32 in registers and dots
  * them with x; a blocked GEMM (prefill) converts one 16-row panel of a k slice at a time into the
- * [kc][16] layout its register-tile micro-kernel reads. gemm.c is compiled once per instruction
- * set (src/cpu/isa.h). */
+ * [kc][16] layout its register-tile micro-kernel reads. The backend's decode GEMV of q8_0 / q4_0
+ * rows is the integer-dot one below instead (x quantized once per call). gemm.c is compiled once
+ * per instruction set (src/cpu/isa.h). */
 #ifndef DATTN_CPU_GEMM_H
 #define DATTN_CPU_GEMM_H
 
