@@ -46,8 +46,9 @@
  *     to the row's items; the key's row: rows 4 banks apart);
  *     the row max and sums come from the [2][QT][KT] score tile; then V is staged in two halves
  *     [KT][d4 + 4] (loads: consecutive items read consecutive elements of a V row: coalesced)
- *     and item (i, c) accumulates dims c, c + KT, ... of each half for both softmaxes, keys
- *     outer: per key, 2 weight reads and DPT value reads for 2 * DPT fmas.
+ *     and item (i, c) accumulates dims c, c + KT, ... of each half for both softmaxes (one dim
+ *     at a time over the tile's keys: 3 local reads for 2 fmas; holding 4 dims' sums over the
+ *     keys read a key's weights once for 8 fmas but ran 15-25% slower on PoCL at d = 32).
  *   Every k1, k2, v (and q8 scale) byte of a key tile is read once per work-group; a key is read
  *   by the GROUP heads of its KV head for each query tile that sees it. q / q_sink are read once.
  *   Private: 4 * ceil(d / KT) accumulators (32 floats at d = 128, KT = 16).
@@ -107,7 +108,6 @@
                                                     * rows i, i+1 fall in other banks */
 #define KSTRIDE (D4 + 4)                           /* a key's (or V half's) staged row, likewise */
 #define DPT ((HEAD_DIM + KT - 1) / KT)             /* dims of one V half per item */
-#define UG (DPT < 4 ? DPT : 4)                     /* of them accumulated per pass over a tile */
 
 /* Stage half `hf` (0: k1, 1: k2) of the key tile as [KT][KSTRIDE] f32 (key-major, so a score
  * reads its key's dims as float4s), dequantized. The loads walk the page's dimension-major rows:
@@ -274,28 +274,18 @@ void diffattn_prefill(__global const uchar *cache, ulong slot_off, int n_pages, 
                     stage_v(kv, vrows, slot, ksc, 1, lid);
                     barrier(CLK_LOCAL_MEM_FENCE);
                 }
-                /* UG dims at a time, keys inner: the two weights of key k are read once (a
-                 * broadcast to the row's items) for UG dims held in registers; the item's
-                 * other accumulators wait (all 4 * DPT live at once would cost ~60 registers
-                 * more: fewer work-groups per compute unit) */
-                for (int u0 = 0; u0 < DPT; u0 += UG) {
-                    float a1[UG], a2[UG];
-                    for (int g = 0; g < UG; g++)
-                        a1[g] = u0 + g < DPT ? acc[0][hv][u0 + g] : 0.0f,
-                        a2[g] = u0 + g < DPT ? acc[1][hv][u0 + g] : 0.0f;
-                    for (int k = 0; k < KT; k++) {
-                        const float p1 = sp[0][i][k], p2 = sp[1][i][k];
-                        __local const float *vr = kv + k * KSTRIDE + c + u0 * KT;
-                        for (int g = 0; g < UG; g++)
-                            if (u0 + g < DPT && c + (u0 + g) * KT < HEAD_DIM) {
-                                const float x = vr[g * KT];
-                                a1[g] = fma(p1, x, a1[g]);
-                                a2[g] = fma(p2, x, a2[g]);
-                            }
+                for (int u = 0; u < DPT; u++) {
+                    const int e = c + u * KT;
+                    if (e < HEAD_DIM) {
+                        float a1 = acc[0][hv][u], a2 = acc[1][hv][u];
+                        for (int k = 0; k < KT; k++) {
+                            const float x = kv[k * KSTRIDE + e];
+                            a1 = fma(sp[0][i][k], x, a1);
+                            a2 = fma(sp[1][i][k], x, a2);
+                        }
+                        acc[0][hv][u] = a1;
+                        acc[1][hv][u] = a2;
                     }
-                    for (int g = 0; g < UG; g++)
-                        if (u0 + g < DPT)
-                            acc[0][hv][u0 + g] = a1[g], acc[1][hv][u0 + g] = a2[g];
                 }
             }
             /* the next tile's first writes (slot, ksc) come after every load of this one; kv and
