@@ -109,7 +109,7 @@
 #endif
 
 /* W(c, t) as f32, one weight at a time: the rows of f32 / f16 / bf16 weights whose k leaves them
- * unaligned to 16 bytes. */
+ * unaligned to 16 bytes, and widen_<fmt> below. */
 static INLINE float load_w(const int fmt, __global const uchar *w, size_t soff, int c, int k, int t)
 {
     const size_t i = (size_t)c * (size_t)k + (size_t)t;
@@ -272,6 +272,34 @@ static INLINE void gemm_body(const int fmt, __global const float *x, int ldx,
         __local float ws[TILE_K][TILE_N + LOCAL_PAD];   /* W tile, k-major */                   \
         gemm_body(fmt, x, ldx, w, y, ldy, n, m, k, xs, ws);                                     \
     }
+
+/* widen_<fmt>: rows r0 .. r0 + rows - 1 of W as f32, out [rows][k] (global size rows * k, any
+ * work-group size): where CLBlast runs the prefill GEMM, a weight held in another format is
+ * widened a panel of rows at a time into one scratch buffer first. Adjacent items, adjacent
+ * weights. */
+#define WIDEN_KERNEL(name, fmt)                                                                 \
+    __kernel void name(__global const uchar *w, int m, int k, int r0, int rows,                 \
+                       __global float *out)                                                     \
+    {                                                                                           \
+        const size_t i = get_global_id(0);                                                      \
+        if (i >= (size_t)rows * (size_t)k)                                                      \
+            return;                                                                             \
+        const size_t soff = fmt >= W_Q8_0 ? scale_offset(fmt, m, k) : 0;                        \
+        out[i] = load_w(fmt, w, soff, r0 + (int)(i / (size_t)k), k, (int)(i % (size_t)k));     \
+    }
+
+#if HAS_FORMAT(W_F16)
+WIDEN_KERNEL(widen_f16, W_F16)
+#endif
+#if HAS_FORMAT(W_BF16)
+WIDEN_KERNEL(widen_bf16, W_BF16)
+#endif
+#if HAS_FORMAT(W_Q8_0)
+WIDEN_KERNEL(widen_q8_0, W_Q8_0)
+#endif
+#if HAS_FORMAT(W_Q4_0)
+WIDEN_KERNEL(widen_q4_0, W_Q4_0)
+#endif
 
 #if HAS_FORMAT(W_F32)
 GEMM_KERNEL(gemm_f32, W_F32)

@@ -11,7 +11,8 @@
  * in one blocking read.
  *
  * Prefill GEMMs (n > 1 rows) go through CLBlast where the build has it (-Dclblast), with its temp
- * buffer made with the cache; else through gemm.cl. The KV region is as few buffers as
+ * buffer made with the cache (a weight held in another format than f32 is widened a panel of
+ * rows at a time into a buffer of at most 16 MiB first); else through gemm.cl. The KV region is as few buffers as
  * CL_DEVICE_MAX_MEM_ALLOC_SIZE allows, split on head-block boundaries; each launch reads the run of
  * KV heads of one slot that shares a buffer.
  *
@@ -96,11 +97,15 @@ typedef struct cl_cache {
     cl_mem partial;            /* [H][max_split + 1][part_floats] decode split states (+1: sinks) */
     cl_mem gemm_temp;          /* CLBlast's temp buffer (NULL: none needed, or no CLBlast) */
     size_t gemm_temp_bytes;
+    cl_mem widen;              /* a panel of a non-f32 weight's rows as f32, for CLBlast (NULL:
+                                * no CLBlast or max_batch 1) */
+    size_t widen_bytes;
     int use_clblast;
     int x_cols, y_cols, ffn_dim;   /* scratch widths: inputs, outputs (floats per row) */
     cl_program prog[N_PROGRAMS];
     cl_kernel k_split, k_combine, k_append, k_rope, k_prefill, k_swiglu;
     cl_kernel k_gemv[CLW_FORMATS], k_gemm[CLW_FORMATS];   /* per weight format */
+    cl_kernel k_widen[CLW_FORMATS];                        /* per format but f32 (CLBlast only) */
     cl_kernel k_norm, k_add;   /* the model pass's RMSNorm, and residual add + the next block's
                                 * RMSNorm (sessions only) */
     size_t norm_wg;
@@ -254,7 +259,7 @@ static int max_int(int a, int b) { return a > b ? a : b; }
 
 /* Bytes of every device buffer a cache makes besides the KV region. */
 typedef struct act_sizes {
-    size_t x, qkv, q, kvd, attn, y, hidden, partial, temp;
+    size_t x, qkv, q, kvd, attn, y, hidden, partial, temp, widen;
     size_t pass;               /* the stream or the block output rows (a model's cache) */
 } act_sizes;
 
@@ -298,6 +303,32 @@ static size_t clblast_temp_bytes(const cl_backend *cb, const dattn_layer_shape *
 #endif
 }
 
+/* The panel buffer for CLBlast prefill GEMMs of weights held in another format than f32
+ * (CLBlast reads f32 only; OpenCL devices without cl_khr_fp16, NVIDIA's among them, have no
+ * HGEMM): the largest weight as f32, at most WIDEN_CAP bytes, so a big weight runs as several
+ * GEMMs of a panel of its rows each (16 MiB: 512 rows of k = 8192). 0 without CLBlast or for
+ * max_batch 1 (decode reads every format directly). */
+enum { WIDEN_CAP = 16 << 20 };
+
+static size_t widen_bytes(const dattn_layer_shape *s, const kv_geom *g, const cache_scratch *scratch)
+{
+#ifdef DATTN_HAVE_CLBLAST
+    size_t E = (size_t)s->model_dim, F = (size_t)scratch->ffn_dim, V = (size_t)scratch->n_vocab;
+    size_t A = 2 * (size_t)s->n_heads * (size_t)g->head_dim;
+    size_t qkv = A + 2 * A / (size_t)(s->n_heads / s->n_kv_heads);
+    if (g->max_batch < 2)
+        return 0;
+    size_t most = qkv * E > E * A ? qkv * E : E * A;
+    most = 2 * F * E > most ? 2 * F * E : most;   /* w13; w2 is E x F, half of it */
+    most = V * E > most ? V * E : most;
+    most *= sizeof(float);
+    return most < WIDEN_CAP ? most : WIDEN_CAP;
+#else
+    (void)s, (void)g, (void)scratch;
+    return 0;
+#endif
+}
+
 /* Floats of one decode split state (diffattn_decode.cl's PART_FLOATS): two halves of m, l, two
  * unused and o [2d] padded to 16 bytes. */
 static uint64_t part_floats(int d)
@@ -336,13 +367,14 @@ static act_sizes sizes_of(const cl_backend *cb, const dattn_layer_shape *s, cons
     a.partial = sizeof(float) * (size_t)s->n_heads * (size_t)split_records(cb, s->n_heads, (int)d) *
                 part_floats((int)d);
     a.temp = clblast_temp_bytes(cb, s, g, scratch);
+    a.widen = widen_bytes(s, g, scratch);
     return a;
 }
 
 static size_t act_total(const act_sizes *a)
 {
     return a->x + a->qkv + 2 * a->q + 2 * a->kvd + a->attn + a->y + a->hidden + a->partial +
-           a->temp + 2 * a->pass;
+           a->temp + a->widen + 2 * a->pass;
 }
 
 static size_t cl_cache_bytes(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g,
@@ -361,7 +393,8 @@ static void release_cache(cl_cache *cc)
             clReleaseMemObject(cc->kv[i]);
     dattn_free(cc->kv);
     cl_mem *mems[] = {&cc->x, &cc->qkv, &cc->q, &cc->q_sink, &cc->k, &cc->v, &cc->attn, &cc->y,
-                      &cc->hidden, &cc->partial, &cc->gemm_temp, &cc->stream, &cc->block_out};
+                      &cc->hidden, &cc->partial, &cc->gemm_temp, &cc->stream, &cc->block_out,
+                      &cc->widen};
     for (size_t i = 0; i < sizeof mems / sizeof *mems; i++)
         if (*mems[i])
             clReleaseMemObject(*mems[i]);
@@ -375,6 +408,8 @@ static void release_cache(cl_cache *cc)
             clReleaseKernel(cc->k_gemv[f]);
         if (cc->k_gemm[f])
             clReleaseKernel(cc->k_gemm[f]);
+        if (cc->k_widen[f])
+            clReleaseKernel(cc->k_widen[f]);
     }
     for (int i = 0; i < N_PROGRAMS; i++)
         if (cc->prog[i])
@@ -588,6 +623,7 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     cc->y_cols = max_int(c->shape.model_dim, c->scratch.n_vocab);
     cc->ffn_dim = c->scratch.ffn_dim;
     cc->gemm_temp_bytes = a.temp;
+    cc->widen_bytes = a.widen;
 #ifdef DATTN_HAVE_CLBLAST
     cc->use_clblast = 1;
 #endif
@@ -603,6 +639,7 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
         (st = make_buffer(cb, a.hidden, "FFN hidden rows", &cc->hidden)) != DATTN_OK ||
         (st = make_buffer(cb, a.partial, "decode split states", &cc->partial)) != DATTN_OK ||
         (st = make_buffer(cb, a.temp, "CLBlast temp buffer", &cc->gemm_temp)) != DATTN_OK ||
+        (st = make_buffer(cb, a.widen, "CLBlast weight panel", &cc->widen)) != DATTN_OK ||
         (st = make_buffer(cb, a.pass, "residual stream", &cc->stream)) != DATTN_OK ||
         (st = make_buffer(cb, a.pass, "block output rows", &cc->block_out)) != DATTN_OK)
         goto fail;
@@ -687,6 +724,10 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
             if (st == DATTN_OK) {
                 snprintf(name, sizeof name, "gemm_%s", clw_name(f));
                 st = make_kernel(gemm_prog, name, &cc->k_gemm[f]);
+            }
+            if (st == DATTN_OK && cc->widen && f != CLW_F32) {
+                snprintf(name, sizeof name, "widen_%s", clw_name(f));
+                st = make_kernel(gemm_prog, name, &cc->k_widen[f]);
             }
             if (st == DATTN_OK)
                 st = check_kernel(cb, cc->k_gemv[f], "gemv", (size_t)cc->gemv_wg, "gemv_wg");
@@ -795,8 +836,61 @@ static dattn_status op_status(cl_cache *cc)
 
 static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
+#ifdef DATTN_HAVE_CLBLAST
+/* 1 if CLBlast fits the GEMM of a weight of `rows` rows (k columns) at n rows of x: its temp
+ * buffer is no larger than the one made with the cache. */
+static int clblast_fits(cl_backend *cb, cl_cache *cc, int n, int rows, int k, int ldx, int ldy)
+{
+    size_t need = 0;
+    return clb_temp_bytes(cb->queue, n, rows, k, ldx, ldy, &need) == DATTN_OK &&
+           need <= cc->gemm_temp_bytes;
+}
+
+/* The prefill GEMM through CLBlast, 1 if it was enqueued: an f32 weight as it is, another
+ * format a panel of rows at a time, widened into cc->widen and written as a column block of y.
+ * 0 (gemm.cl then) for a shape whose temp buffer outgrows the cache's. */
+static int clblast_matmul(cl_backend *cb, cl_cache *cc, const backend_weight *w, cl_mem x,
+                          int ldx, int n, cl_mem y, int ldy)
+{
+    cl_mem temp = cc->gemm_temp_bytes ? cc->gemm_temp : NULL;
+    dattn_status st = DATTN_OK;
+    if (w->fmt == CLW_F32) {
+        if (!clblast_fits(cb, cc, n, w->m, w->k, ldx, ldy))
+            return 0;
+        st = clb_sgemm(cb->queue, x, ldx, w->buf, w->m, w->k, n, y, 0, ldy, temp);
+    } else {
+        int panel = (int)(cc->widen_bytes / (sizeof(float) * (size_t)w->k));
+        panel = panel < w->m ? panel : w->m;
+        if (panel < 1 || !cc->k_widen[w->fmt] ||
+            !clblast_fits(cb, cc, n, panel, w->k, ldx, ldy) ||
+            (w->m % panel && !clblast_fits(cb, cc, n, w->m % panel, w->k, ldx, ldy)))
+            return 0;
+        cl_kernel kn = cc->k_widen[w->fmt];
+        for (int r0 = 0; r0 < w->m && st == DATTN_OK; r0 += panel) {
+            int rows = w->m - r0 < panel ? w->m - r0 : panel;
+            cl_int err = CL_SUCCESS;
+            err |= SET(kn, 0, w->buf), err |= SET(kn, 1, w->m), err |= SET(kn, 2, w->k);
+            err |= SET(kn, 3, r0), err |= SET(kn, 4, rows), err |= SET(kn, 5, cc->widen);
+            size_t local = 64, global = round_up((size_t)rows * (size_t)w->k, local);
+            if (err == CL_SUCCESS)
+                err = clEnqueueNDRangeKernel(cb->queue, kn, 1, NULL, &global, &local, 0, NULL,
+                                             NULL);
+            check(cc, err, "widen");
+            if (err != CL_SUCCESS)
+                return 1;
+            /* the in-order queue runs the next panel's widen after this GEMM has read it */
+            st = clb_sgemm(cb->queue, x, ldx, cc->widen, rows, w->k, n, y, (size_t)r0, ldy, temp);
+        }
+    }
+    if (st != DATTN_OK && cc->fail_st == DATTN_OK && cc->fail_err == CL_SUCCESS)
+        cc->fail_st = st;
+    return 1;
+}
+#endif
+
 /* y [n][m] (row stride ldy floats) = x [n][k] (row stride ldx) W^T on the device: gemv.cl for
- * one row (decode), CLBlast (f32 weights) or gemm.cl (every format, read as it is held) for more. */
+ * one row (decode); for more, CLBlast (any format: clblast_matmul) where it is built and fits,
+ * else gemm.cl (every format, read as it is held). */
 static void matmul(cl_backend *cb, cl_cache *cc, const backend_weight *w, cl_mem x, int ldx,
                    int n, cl_mem y, int ldy)
 {
@@ -813,18 +907,8 @@ static void matmul(cl_backend *cb, cl_cache *cc, const backend_weight *w, cl_mem
         return;
     }
 #ifdef DATTN_HAVE_CLBLAST
-    if (cc->use_clblast && w->fmt == CLW_F32) {
-        size_t need = 0;
-        /* A shape whose temp buffer outgrows the one made with the cache takes gemm.cl. */
-        if (clb_temp_bytes(cb->queue, n, w->m, w->k, ldx, ldy, &need) == DATTN_OK &&
-            need <= cc->gemm_temp_bytes) {
-            dattn_status st = clb_sgemm(cb->queue, x, ldx, w->buf, w->m, w->k, n, y, ldy,
-                                        need ? cc->gemm_temp : NULL);
-            if (st != DATTN_OK && cc->fail_st == DATTN_OK && cc->fail_err == CL_SUCCESS)
-                cc->fail_st = st;
-            return;
-        }
-    }
+    if (cc->use_clblast && clblast_matmul(cb, cc, w, x, ldx, n, y, ldy))
+        return;
 #endif
     cl_kernel kn = cc->k_gemm[w->fmt];
     err |= SET(kn, 0, x), err |= SET(kn, 1, ldx), err |= SET(kn, 2, w->buf), err |= SET(kn, 3, y);

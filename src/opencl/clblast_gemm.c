@@ -30,11 +30,11 @@ dattn_status clb_temp_bytes(cl_command_queue queue, int n, int m, int k, int ldx
 }
 
 dattn_status clb_sgemm(cl_command_queue queue, cl_mem x, int ldx, cl_mem w, int m, int k, int n,
-                       cl_mem y, int ldy, cl_mem temp)
+                       cl_mem y, size_t y_off, int ldy, cl_mem temp)
 {
     CLBlastStatusCode code = CLBlastSgemmWithTempBuffer(
         CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, (size_t)n, (size_t)m,
-        (size_t)k, 1.0f, x, 0, (size_t)ldx, w, 0, (size_t)k, 0.0f, y, 0, (size_t)ldy, &queue,
+        (size_t)k, 1.0f, x, 0, (size_t)ldx, w, 0, (size_t)k, 0.0f, y, y_off, (size_t)ldy, &queue,
         NULL, temp);
     if (code != CLBlastSuccess)
         return clb_fail("CLBlastSgemmWithTempBuffer", code, n, m, k);

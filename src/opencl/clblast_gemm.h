@@ -12,8 +12,9 @@
 dattn_status clb_temp_bytes(cl_command_queue queue, int n, int m, int k, int ldx, int ldy,
                             size_t *bytes);
 
-/* Enqueues that GEMM; temp (NULL when clb_temp_bytes said 0) holds at least that many bytes. */
+/* Enqueues that GEMM, y's first row starting y_off floats into its buffer (a column block of a
+ * wider y); temp (NULL when clb_temp_bytes said 0) holds at least that many bytes. */
 dattn_status clb_sgemm(cl_command_queue queue, cl_mem x, int ldx, cl_mem w, int m, int k, int n,
-                       cl_mem y, int ldy, cl_mem temp);
+                       cl_mem y, size_t y_off, int ldy, cl_mem temp);
 
 #endif
