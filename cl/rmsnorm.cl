@@ -24,6 +24,19 @@
 #error "WG_SIZE must be a power of two"
 #endif
 
+/* The sum of every item's v over the work-group (a tree in local memory), for every item. */
+static float group_sum(__local float *red, float v, int lid)
+{
+    red[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = WG_SIZE / 2; s > 0; s >>= 1) {
+        if (lid < s)
+            red[lid] += red[lid + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    return red[0];
+}
+
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void rmsnorm(__global const float *x, __global const float *w, __global float *y, int n, float eps,
              int row0)
@@ -37,14 +50,7 @@ void rmsnorm(__global const float *x, __global const float *w, __global float *y
     float ss = 0.0f;
     for (int i = lid; i < n; i += WG_SIZE)
         ss = fma(xr[i], xr[i], ss);
-    red[lid] = ss;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = WG_SIZE / 2; s > 0; s >>= 1) {
-        if (lid < s)
-            red[lid] += red[lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const float inv = 1.0f / sqrt(red[0] / (float)n + eps);
+    const float inv = 1.0f / sqrt(group_sum(red, ss, lid) / (float)n + eps);
     for (int i = lid; i < n; i += WG_SIZE)
         yr[i] = xr[i] * inv * w[i];
 }
@@ -79,18 +85,12 @@ void residual_add_norm(__global float *x, __global const float *y, __global cons
         atomic_min(&fault[at], index);
         atomic_min(&fault[at + 1], code);
     }
-    /* the reduction runs either way: no return ahead of a barrier (PoCL's work-group loops
-     * need every item to reach each one) */
-    red[lid] = ss;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = WG_SIZE / 2; s > 0; s >>= 1) {
-        if (lid < s)
-            red[lid] += red[lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    /* the sum runs either way: no return ahead of a barrier (PoCL's work-group loops need every
+     * item to reach each one) */
+    const float total = group_sum(red, ss, lid);
     if (!has_norm)                     /* the pass's last add */
         return;
-    const float inv = 1.0f / sqrt(red[0] / (float)n + eps);
+    const float inv = 1.0f / sqrt(total / (float)n + eps);
     __global float *yn = xn + row * (size_t)n;
     for (int i = lid; i < n; i += WG_SIZE)   /* the sums this item wrote itself */
         yn[i] = xr[i] * inv * w[i];

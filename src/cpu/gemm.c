@@ -241,6 +241,15 @@ enum { GEMV_ROWS = 4 };
 #define XQ_AHEAD 8192
 #endif
 
+/* The n row pointers of a group of rows r0 .. r0 + nr - 1 of w (row_bytes apart): a short last
+ * group (nr < n) repeats its first row in the unused slots, whose sums are dropped. */
+static inline void group_rows(const void *w, size_t row_bytes, int r0, int nr, int n,
+                              const uint8_t **row)
+{
+    for (int i = 0; i < n; i++)
+        row[i] = (const uint8_t *)w + (size_t)(r0 + (i < nr ? i : 0)) * row_bytes;
+}
+
 /* Inlined once per dtype (gemv below), so that no branch on the dtype stays in the loop. */
 __attribute__((always_inline)) static inline void gemv_dt(const float *restrict x, int k,
                                                           dattn_dtype dt, const void *w, int rows,
@@ -249,10 +258,8 @@ __attribute__((always_inline)) static inline void gemv_dt(const float *restrict 
     size_t row_bytes = quant_row_bytes(dt, k), es = row_bytes / (size_t)k;
     for (int r0 = 0; r0 < rows; r0 += GEMV_ROWS) {
         int nr = rows - r0 < GEMV_ROWS ? rows - r0 : GEMV_ROWS;
-        /* A short last group repeats its first row in the unused slots and drops their sums. */
         const uint8_t *row[GEMV_ROWS];
-        for (int i = 0; i < GEMV_ROWS; i++)
-            row[i] = (const uint8_t *)w + (size_t)(r0 + (i < nr ? i : 0)) * row_bytes;
+        group_rows(w, row_bytes, r0, nr, GEMV_ROWS, row);
         vf a0[GEMV_ROWS] = {0}, a1[GEMV_ROWS] = {0};
         int t = 0;
         for (; t + 2 * VW <= k; t += 2 * VW) {
@@ -289,8 +296,7 @@ __attribute__((always_inline)) static inline void gemv_q(const float *restrict x
     for (int r0 = 0; r0 < rows; r0 += GEMV_ROWS) {
         int nr = rows - r0 < GEMV_ROWS ? rows - r0 : GEMV_ROWS;
         const uint8_t *row[GEMV_ROWS];
-        for (int i = 0; i < GEMV_ROWS; i++)
-            row[i] = (const uint8_t *)w + (size_t)(r0 + (i < nr ? i : 0)) * row_bytes;
+        group_rows(w, row_bytes, r0, nr, GEMV_ROWS, row);
         vf acc[GEMV_ROWS] = {0};
         for (int b = 0; b < nb; b++) {
             vf xv[VB];
@@ -480,8 +486,7 @@ static inline __m256i dot_q4_madd(__m256i u, __m256i x, __m256i neg_s)
         for (int r0 = 0; r0 < rows; r0 += XQ_ROWS) {                                              \
             int nr = rows - r0 < XQ_ROWS ? rows - r0 : XQ_ROWS;                                   \
             const uint8_t *row[XQ_ROWS];                                                          \
-            for (int i = 0; i < XQ_ROWS; i++)                                                     \
-                row[i] = (const uint8_t *)w + (size_t)(r0 + (i < nr ? i : 0)) * rb;               \
+            group_rows(w, rb, r0, nr, XQ_ROWS, row);                                              \
             __m256 acc[XQ_ROWS];                                                                  \
             for (int i = 0; i < XQ_ROWS; i++)                                                     \
                 acc[i] = _mm256_setzero_ps();                                                     \
@@ -570,8 +575,7 @@ static inline __m512i dot2_q4_madd(__m512i u, __m512i x, __m512i neg_s)
         for (int r0 = 0; r0 < rows; r0 += XQ_ROWS) {                                              \
             int nr = rows - r0 < XQ_ROWS ? rows - r0 : XQ_ROWS;                                   \
             const uint8_t *row[XQ_ROWS];                                                          \
-            for (int i = 0; i < XQ_ROWS; i++)                                                     \
-                row[i] = (const uint8_t *)w + (size_t)(r0 + (i < nr ? i : 0)) * rb;               \
+            group_rows(w, rb, r0, nr, XQ_ROWS, row);                                              \
             __m512 acc[XQ_ROWS];                                                                  \
             __m256 acc1[XQ_ROWS];                                                                 \
             for (int i = 0; i < XQ_ROWS; i++) {                                                   \
@@ -737,8 +741,7 @@ __attribute__((always_inline)) static inline void gemv_xq8_c(int is_q8, const vo
     for (int r0 = 0; r0 < rows; r0 += XQ_ROWS) {
         int nr = rows - r0 < XQ_ROWS ? rows - r0 : XQ_ROWS;
         const uint8_t *row[XQ_ROWS];
-        for (int i = 0; i < XQ_ROWS; i++)
-            row[i] = (const uint8_t *)w + (size_t)(r0 + (i < nr ? i : 0)) * rb;
+        group_rows(w, rb, r0, nr, XQ_ROWS, row);
         xacc acc[XQ_ROWS];
         for (int i = 0; i < XQ_ROWS; i++)
             acc[i] = xacc_zero();
