@@ -109,7 +109,7 @@
 #endif
 
 /* W(c, t) as f32, one weight at a time: the rows of f32 / f16 / bf16 weights whose k leaves them
- * unaligned to 16 bytes, and widen_<fmt> below. */
+ * unaligned to 16 bytes. */
 static INLINE float load_w(const int fmt, __global const uchar *w, size_t soff, int c, int k, int t)
 {
     const size_t i = (size_t)c * (size_t)k + (size_t)t;
@@ -128,13 +128,14 @@ static INLINE float load_w(const int fmt, __global const uchar *w, size_t soff, 
 }
 
 /* The 16-byte chunk of row c that starts at weight t (a multiple of CHUNK_W(fmt)), widened to
- * f32 in registers and stored down column col of the k-major W tile from tile row tt on. */
-static INLINE void stage_chunk(const int fmt, __global const uchar *w, size_t soff, int c, int k,
-                               int t, __local float (*ws)[TILE_N + LOCAL_PAD], int tt, int col)
+ * f32 in registers: weights 0..15 of it in lo, 16..31 (q4_0 only) in hi. */
+static INLINE void chunk_f32(const int fmt, __global const uchar *w, size_t soff, int c, int k,
+                             int t, float16 *lo, float16 *hi)
 {
+    *hi = (float16)(0.0f);
     if (fmt == W_F32) {
         const float4 v = *(__global const float4 *)(w + 4 * ((size_t)c * (size_t)k + (size_t)t));
-        ws[tt][col] = v.s0, ws[tt + 1][col] = v.s1, ws[tt + 2][col] = v.s2, ws[tt + 3][col] = v.s3;
+        *lo = (float16)(v, v, v, v);
         return;
     }
     if (fmt == W_F16 || fmt == W_BF16) {
@@ -146,30 +147,32 @@ static INLINE void stage_chunk(const int fmt, __global const uchar *w, size_t so
             const float4 even = as_float4(raw << 16), odd = as_float4(raw & (uint4)0xffff0000u);
             v = (float8)(even.s0, odd.s0, even.s1, odd.s1, even.s2, odd.s2, even.s3, odd.s3);
         }
-        ws[tt][col] = v.s0, ws[tt + 1][col] = v.s1, ws[tt + 2][col] = v.s2, ws[tt + 3][col] = v.s3;
-        ws[tt + 4][col] = v.s4, ws[tt + 5][col] = v.s5, ws[tt + 6][col] = v.s6;
-        ws[tt + 7][col] = v.s7;
+        *lo = (float16)(v, v);
         return;
     }
     const size_t blk = (size_t)c * (size_t)(k / 32) + (size_t)(t / 32);
     const float d = vload_half(blk, (__global const half *)(w + soff));
     if (fmt == W_Q8_0) {
         const uint4 raw = *(__global const uint4 *)(w + (size_t)c * (size_t)k + (size_t)t);
-        const char16 q = as_char16(raw);
-        const float16 v = convert_float16(q) * d;
-        for (int j = 0; j < 16; j++)
-            ws[tt + j][col] = v[j];
+        *lo = convert_float16(as_char16(raw)) * d;
         return;
     }
     /* q4_0: the chunk is the whole block, byte j holding weights j (low) and j + 16 (high) */
-    const uint4 raw = *(__global const uint4 *)(w + 16 * blk);
-    const uchar16 b = as_uchar16(raw);
-    const float16 lo = (convert_float16(b & (uchar16)15) - 8.0f) * d;
-    const float16 hi = (convert_float16(b >> (uchar16)4) - 8.0f) * d;
-    for (int j = 0; j < 16; j++) {
+    const uchar16 b = as_uchar16(*(__global const uint4 *)(w + 16 * blk));
+    *lo = (convert_float16(b & (uchar16)15) - 8.0f) * d;
+    *hi = (convert_float16(b >> (uchar16)4) - 8.0f) * d;
+}
+
+/* That chunk stored down column col of the k-major W tile from tile row tt on. */
+static INLINE void stage_chunk(const int fmt, __global const uchar *w, size_t soff, int c, int k,
+                               int t, __local float (*ws)[TILE_N + LOCAL_PAD], int tt, int col)
+{
+    float16 lo, hi;
+    chunk_f32(fmt, w, soff, c, k, t, &lo, &hi);
+    for (int j = 0; j < CHUNK_W(fmt) && j < 16; j++)
         ws[tt + j][col] = lo[j];
-        ws[tt + 16 + j][col] = hi[j];
-    }
+    for (int j = 16; j < CHUNK_W(fmt); j++)
+        ws[tt + j][col] = hi[j - 16];
 }
 
 static INLINE void gemm_body(const int fmt, __global const float *x, int ldx,
@@ -273,19 +276,28 @@ static INLINE void gemm_body(const int fmt, __global const float *x, int ldx,
         gemm_body(fmt, x, ldx, w, y, ldy, n, m, k, xs, ws);                                     \
     }
 
-/* widen_<fmt>: rows r0 .. r0 + rows - 1 of W as f32, out [rows][k] (global size rows * k, any
- * work-group size): where CLBlast runs the prefill GEMM, a weight held in another format is
- * widened a panel of rows at a time into one scratch buffer first. Adjacent items, adjacent
- * weights. */
+/* widen_<fmt>: rows r0 .. r0 + rows - 1 of W as f32, out [rows][k], one 16-byte chunk of W per
+ * item (global size rows * k / CHUNK_W, any work-group size; k a multiple of CHUNK_W, which the
+ * host checks): where CLBlast runs the prefill GEMM, a weight held in another format is widened
+ * a panel of rows at a time into one scratch buffer first. Adjacent items, adjacent chunks. */
 #define WIDEN_KERNEL(name, fmt)                                                                 \
     __kernel void name(__global const uchar *w, int m, int k, int r0, int rows,                 \
                        __global float *out)                                                     \
     {                                                                                           \
-        const size_t i = get_global_id(0);                                                      \
-        if (i >= (size_t)rows * (size_t)k)                                                      \
+        const int per_row = k / CHUNK_W(fmt);                                                   \
+        const size_t e = get_global_id(0);                                                      \
+        if (e >= (size_t)rows * (size_t)per_row)                                                \
             return;                                                                             \
-        const size_t soff = fmt >= W_Q8_0 ? scale_offset(fmt, m, k) : 0;                        \
-        out[i] = load_w(fmt, w, soff, r0 + (int)(i / (size_t)k), k, (int)(i % (size_t)k));     \
+        const int r = (int)(e / (size_t)per_row), t = (int)(e % (size_t)per_row) * CHUNK_W(fmt); \
+        float16 lo, hi;                                                                         \
+        chunk_f32(fmt, w, fmt >= W_Q8_0 ? scale_offset(fmt, m, k) : 0, r0 + r, k, t, &lo, &hi); \
+        __global float *o = out + (size_t)r * (size_t)k + (size_t)t;                            \
+        if (CHUNK_W(fmt) == 8)                                                                  \
+            vstore8(lo.lo, 0, o);                                                               \
+        else                                                                                    \
+            vstore16(lo, 0, o);                                                                 \
+        if (CHUNK_W(fmt) == 32)                                                                 \
+            vstore16(hi, 0, o + 16);                                                            \
     }
 
 #if HAS_FORMAT(W_F16)

@@ -861,7 +861,8 @@ static int clblast_matmul(cl_backend *cb, cl_cache *cc, const backend_weight *w,
     } else {
         int panel = (int)(cc->widen_bytes / (sizeof(float) * (size_t)w->k));
         panel = panel < w->m ? panel : w->m;
-        if (panel < 1 || !cc->k_widen[w->fmt] ||
+        int chunk = w->fmt == CLW_Q4_0 ? 32 : w->fmt == CLW_Q8_0 ? 16 : 8;   /* widen_<fmt> */
+        if (panel < 1 || !cc->k_widen[w->fmt] || w->k % chunk ||
             !clblast_fits(cb, cc, n, panel, w->k, ldx, ldy) ||
             (w->m % panel && !clblast_fits(cb, cc, n, w->m % panel, w->k, ldx, ldy)))
             return 0;
@@ -871,7 +872,7 @@ static int clblast_matmul(cl_backend *cb, cl_cache *cc, const backend_weight *w,
             cl_int err = CL_SUCCESS;
             err |= SET(kn, 0, w->buf), err |= SET(kn, 1, w->m), err |= SET(kn, 2, w->k);
             err |= SET(kn, 3, r0), err |= SET(kn, 4, rows), err |= SET(kn, 5, cc->widen);
-            size_t local = 64, global = round_up((size_t)rows * (size_t)w->k, local);
+            size_t local = 64, global = round_up((size_t)rows * (size_t)(w->k / chunk), local);
             if (err == CL_SUCCESS)
                 err = clEnqueueNDRangeKernel(cb->queue, kn, 1, NULL, &global, &local, 0, NULL,
                                              NULL);
