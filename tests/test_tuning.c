@@ -390,58 +390,6 @@ static void test_decode_launch(void **state)
         }
 }
 
-static void test_build_options(void **state)
-{
-    (void)state;
-    for (int i = 0; i < tuning_n_rows; i++) {
-        const tuning_row *r = &tuning_rows[i];
-        char buf[256];
-        int w = tuning_build_options(r, buf, sizeof buf);
-        assert_true(w > 0);
-        assert_int_equal((size_t)w, strlen(buf));
-        /* Parse back: "-D KEY=VALUE" pairs, each key once. */
-        const char *keys[] = {"WG_DECODE", "WG_PER_CU", "PREFILL_QT", "PREFILL_KT",
-                              "GEMV_WG",   "GEMV_ROWS",   "MAX_SPLIT"};
-        const int want[] = {r->wg_decode, r->wg_per_cu, r->prefill_qt, r->prefill_kt,
-                            r->gemv_wg,   r->gemv_rows,   r->max_split};
-        int found[7] = {0};
-        char copy[256];
-        memcpy(copy, buf, (size_t)w + 1);
-        int n_tokens = 0;
-        for (char *tok = strtok(copy, " "); tok; tok = strtok(NULL, " ")) {
-            assert_string_equal(tok, "-D");
-            char *def = strtok(NULL, " ");
-            assert_non_null(def);
-            char key[32];
-            int value = 0, used = 0;
-            if (sscanf(def, "%31[A-Z_]=%d%n", key, &value, &used) != 2 || def[used] != '\0')
-                fail_msg("row '%s': bad define '%s' in '%s'", r->name, def, buf);
-            int k = 0;
-            while (k < 7 && strcmp(keys[k], key) != 0)
-                k++;
-            if (k == 7)
-                fail_msg("row '%s': unknown define '%s'", r->name, key);
-            assert_int_equal(found[k], 0);
-            found[k] = 1;
-            assert_int_equal(value, want[k]);
-            n_tokens++;
-        }
-        assert_int_equal(n_tokens, 7);
-
-        /* Exactly enough room, one byte short, none. */
-        char *exact = malloc((size_t)w + 1);
-        assert_non_null(exact);
-        assert_int_equal(tuning_build_options(r, exact, (size_t)w + 1), w);
-        assert_string_equal(exact, buf);
-        memset(exact, 'x', (size_t)w + 1);
-        assert_int_equal(tuning_build_options(r, exact, (size_t)w), -1);
-        assert_int_equal(exact[0], '\0');
-        free(exact);
-        assert_int_equal(tuning_build_options(r, buf, 0), -1);
-        assert_int_equal(tuning_build_options(NULL, buf, sizeof buf), -1);
-    }
-}
-
 static int reset_rng(void **state)
 {
     (void)state;
@@ -469,7 +417,6 @@ int main(void)
         cmocka_unit_test(test_splits_grid),
         cmocka_unit_test_setup(test_splits_random, reset_rng),
         cmocka_unit_test(test_splits_examples),
-        cmocka_unit_test(test_build_options),
         cmocka_unit_test(test_decode_launch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

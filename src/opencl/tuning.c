@@ -240,22 +240,6 @@ int tuning_decode_plan(const tuning_row *row, int kv_type, int head_dim, int gro
     return 0;
 }
 
-int tuning_build_options(const tuning_row *row, char *buf, size_t n)
-{
-    if (!row || !buf || n == 0)
-        return -1;
-    int w = snprintf(buf, n,
-                     "-D WG_DECODE=%d -D WG_PER_CU=%d -D PREFILL_QT=%d -D PREFILL_KT=%d "
-                     "-D GEMV_WG=%d -D GEMV_ROWS=%d -D MAX_SPLIT=%d",
-                     row->wg_decode, row->wg_per_cu, row->prefill_qt, row->prefill_kt,
-                     row->gemv_wg, row->gemv_rows, row->max_split);
-    if (w < 0 || (size_t)w >= n) {
-        buf[0] = '\0';
-        return -1;
-    }
-    return w;
-}
-
 int tuning_override(tuning_row *row, const char *spec, char *why, size_t why_n)
 {
     static const struct { const char *name; size_t off; } fields[] = {

@@ -87,11 +87,6 @@ int tuning_decode_plan(const tuning_row *row, int kv_type, int head_dim, int gro
                        long long n_used, int compute_units, size_t local_mem, size_t max_wg,
                        tuning_decode *out);
 
-/* "-D WG_DECODE=128 -D WG_PER_CU=32 -D PREFILL_QT=.. -D PREFILL_KT=.. -D GEMV_WG=..
- * -D GEMV_ROWS=.. -D MAX_SPLIT=.." for clBuildProgram, NUL-terminated into buf. Returns the
- * characters written (without the NUL), or -1 if they do not fit in n (buf is then "" if n > 0). */
-int tuning_build_options(const tuning_row *row, char *buf, size_t n);
-
 /* Applies "field=value,field=value" (the tuning.tsv column names, e.g. "prefill_qt=64,wg_decode=32";
  * n_split also takes "auto") to a copy of a row: the override of the backend params (the tools' DATTN_TUNING),
  * applied at creation, to try values without rebuilding. Returns 0, or -1 with the fault in why. Values
