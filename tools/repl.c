@@ -7,9 +7,13 @@
 #define _POSIX_C_SOURCE 200809L   /* getline, sigaction, isatty */
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
+#include <unistd.h>
 
 #include "repl.h"
 
@@ -91,6 +95,30 @@ static void input_close(line_input *in)
     free(in->buf);
 }
 
+/* Waits until a line can be read from the terminal (canonical mode: a whole line) or Ctrl-C
+ * came; 1 for Ctrl-C. SIGINT stays blocked except inside pselect, so one that arrives between the
+ * prompt and the wait is not lost (a plain getline would then sit in read() until Enter). */
+static int wait_terminal_line(void)
+{
+    sigset_t sigint, old;
+    sigemptyset(&sigint);
+    sigaddset(&sigint, SIGINT);
+    if (pthread_sigmask(SIG_BLOCK, &sigint, &old) != 0)
+        return run_stop != 0;
+    int stop = run_stop != 0;
+    while (!stop) {
+        fd_set fds;
+        FD_ZERO(&fds);
+        FD_SET(STDIN_FILENO, &fds);
+        int r = pselect(STDIN_FILENO + 1, &fds, NULL, NULL, NULL, &old);
+        stop = run_stop != 0;
+        if (r > 0 || (r < 0 && errno != EINTR))
+            break;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return stop;
+}
+
 /* The next line without its line end in *line (valid until the next call). */
 static int input_read(line_input *in, const char **line, size_t *len)
 {
@@ -110,6 +138,8 @@ static int input_read(line_input *in, const char **line, size_t *len)
         if (in->terminal) {
             fputs("> ", stdout);
             fflush(stdout);
+            if (wait_terminal_line())
+                return LINE_CANCELLED;
         }
         errno = 0;
         ssize_t got = getline(&in->buf, &in->cap, stdin);
