@@ -577,7 +577,9 @@ dattn_status dattn_model_load_params(dattn_backend *be, const char *path,
     *out = NULL;
     if (!be || !path)
         return dattn_fail(DATTN_E_INVALID_ARG, "model: NULL backend or path");
-    if (!be->ops->linear || !be->ops->ffn)
+    const backend_ops *ops = be->ops;   /* the entries the model pass (src/session.c) calls */
+    if (!ops->ffn || !ops->vector_create || !ops->pass_begin || !ops->norm ||
+        !ops->residual_add || !ops->pass_end)
         return dattn_fail(DATTN_E_UNSUPPORTED, "model: the %s backend cannot run a whole model",
                           be->ops->kind);
     dattn_model *m = dattn_alloc(sizeof *m, "model");
