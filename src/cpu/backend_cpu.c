@@ -66,6 +66,8 @@ typedef struct cpu_cache {
     size_t thread_floats;
     void *xq;                  /* x of a q8_0 / q4_0 GEMV quantized (gemm.h), for k <= xq_k */
     int xq_k;
+    void *hq;                  /* the FFN's hidden row quantized for W2 (xq8_bytes(F)), written
+                                * by the W1/W3 pass while it still reads xq; NULL: F % 32 != 0 */
 } cpu_cache;
 
 static const cpu_kernels *isa_table(const char *name)
@@ -298,6 +300,8 @@ static void carve(const dattn_backend *be, const dattn_layer_shape *shape, const
     xk = xk > scratch->ffn_dim ? xk : scratch->ffn_dim;
     cc->xq_k = xk;
     cc->xq = arena_carve(a, xq8_bytes(xk));
+    cc->hq = scratch->ffn_dim > 0 && scratch->ffn_dim % QUANT_BLOCK == 0
+                 ? arena_carve(a, xq8_bytes(scratch->ffn_dim)) : NULL;
 }
 
 static size_t cpu_cache_bytes(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g,
@@ -371,13 +375,10 @@ typedef struct matmul_job {
     size_t thread_floats;
 } matmul_job;
 
-/* Stacked rows [task * rows_per_task, +rows_per_task) of the weight, part by part. */
-static void matmul_task(void *ctx, int task, int thread)
+/* Stacked rows [r0, r1) of the weight into y + r (row r of every x row), part by part. */
+static void matmul_rows(const matmul_job *job, int r0, int r1, int thread)
 {
-    const matmul_job *job = ctx;
     const backend_weight *w = job->w;
-    int r0 = task * job->rows_per_task;
-    int r1 = r0 + job->rows_per_task < w->m_src ? r0 + job->rows_per_task : w->m_src;
     float *scratch = job->thread_tmp + (size_t)thread * job->thread_floats;
     size_t row_bytes = quant_row_bytes(w->dtype, w->k);
     for (int p = 0, start = 0; p < w->n_parts && start < r1; start += w->part_rows[p++]) {
@@ -393,29 +394,44 @@ static void matmul_task(void *ctx, int task, int thread)
     }
 }
 
-/* y [n][ldy] = x [n][ldx] W^T over the pool, then W's row order (row_map) applied in place, with
- * thread 0's work memory as the row buffer. */
-static void cpu_matmul(dattn_backend *be, cpu_cache *cc, const backend_weight *w, const float *x,
-                       int ldx, int n, float *y, int ldy)
+/* Stacked rows [task * rows_per_task, +rows_per_task) of the weight. */
+static void matmul_task(void *ctx, int task, int thread)
 {
-    cpu_backend *cb = be->impl;
-    int n_threads = pool_threads(cb->pool);
-    int n_blocks = (w->m_src + GEMM_PANEL - 1) / GEMM_PANEL;
-    /* A few tasks per thread balance well without cutting panels too thin. */
+    const matmul_job *job = ctx;
+    int r0 = task * job->rows_per_task;
+    int r1 = r0 + job->rows_per_task < job->w->m_src ? r0 + job->rows_per_task : job->w->m_src;
+    matmul_rows(job, r0, r1, thread);
+}
+
+/* The tasks of a pass over m rows: a few per thread balance well without cutting panels too
+ * thin; rows_per_task a multiple of `align` (a multiple of GEMM_PANEL). */
+static int split_rows(int m, int n_threads, int align, int *rows_per_task)
+{
+    int n_blocks = (m + align - 1) / align;
     int n_tasks = n_threads == 1 ? 1 : 4 * n_threads;
     if (n_tasks > n_blocks)
         n_tasks = n_blocks > 0 ? n_blocks : 1;
-    int per_task = (n_blocks + n_tasks - 1) / n_tasks * GEMM_PANEL;
+    *rows_per_task = (n_blocks + n_tasks - 1) / n_tasks * align;
+    int used = (m + *rows_per_task - 1) / *rows_per_task;
+    return used > 0 ? used : 1;
+}
+
+/* y [n][ldy] = x [n][ldx] W^T over the pool, then W's row order (row_map) applied in place, with
+ * thread 0's work memory as the row buffer. xq: x already quantized for the integer-dot GEMV
+ * (n == 1, block weights), or NULL. */
+static void cpu_matmul_xq(dattn_backend *be, cpu_cache *cc, const backend_weight *w,
+                          const float *x, const void *xq, int ldx, int n, float *y, int ldy)
+{
+    cpu_backend *cb = be->impl;
+    int per_task, n_tasks = split_rows(w->m_src, pool_threads(cb->pool), GEMM_PANEL, &per_task);
     /* Decode against q8_0 / q4_0 rows: x is quantized here, once, for every task. */
-    const void *xq = NULL;
-    if (n == 1 && quant_is_block(w->dtype) && w->k > 0 && w->k <= cc->xq_k) {
+    if (!xq && n == 1 && quant_is_block(w->dtype) && w->k > 0 && w->k <= cc->xq_k) {
         cb->k->xq8_quantize(x, w->k, cc->xq);
         xq = cc->xq;
     }
     matmul_job job = {cb->k, w, x, xq, cb->gemv_xq8, ldx, n, ldy, per_task, y, cc->thread_tmp,
                       cc->thread_floats};
-    int used = (w->m_src + per_task - 1) / per_task;
-    pool_run(cb->pool, matmul_task, &job, used > 0 ? used : 1);
+    pool_run(cb->pool, matmul_task, &job, n_tasks);
     if (!w->row_map)
         return;
     float *row = cc->thread_tmp;
@@ -425,6 +441,12 @@ static void cpu_matmul(dattn_backend *be, cpu_cache *cc, const backend_weight *w
         for (int c = 0; c < w->m; c++)
             yi[c] = row[w->row_map[c]];
     }
+}
+
+static void cpu_matmul(dattn_backend *be, cpu_cache *cc, const backend_weight *w, const float *x,
+                       int ldx, int n, float *y, int ldy)
+{
+    cpu_matmul_xq(be, cc, w, x, NULL, ldx, n, y, ldy);
 }
 
 static dattn_status cpu_project_in(dattn_backend *be, dattn_cache *c, const backend_layer *l,
@@ -476,22 +498,73 @@ static dattn_status cpu_linear(dattn_backend *be, dattn_cache *c, const backend_
     return DATTN_OK;
 }
 
+/* The W1/W3 pass of the FFN with SwiGLU fused in: a task computes hidden units [j0, j1) of W1 x
+ * and W3 x for every row, then silu(W1 x) * (W3 x) over them in place of W1 x, and, when W2
+ * takes the integer-dot GEMV, quantizes its blocks of that row for W2, so no one-thread work
+ * is left between the two passes. */
+typedef struct ffn_job {
+    matmul_job mm;             /* w13 stacked [W1; W3] into h [n][2F] */
+    int F;
+    void *hq;                  /* h quantized for W2 (n == 1), or NULL */
+} ffn_job;
+
+static void ffn_task(void *ctx, int task, int thread)
+{
+    const ffn_job *job = ctx;
+    int F = job->F, n = job->mm.n, j0 = task * job->mm.rows_per_task;
+    int j1 = j0 + job->mm.rows_per_task < F ? j0 + job->mm.rows_per_task : F;
+    matmul_rows(&job->mm, j0, j1, thread);
+    matmul_rows(&job->mm, F + j0, F + j1, thread);
+    for (int i = 0; i < n; i++) {
+        float *h1 = job->mm.y + (size_t)i * 2 * F, *h3 = h1 + F;
+        for (int j = j0; j < j1; j++)
+            h1[j] = h1[j] / (1.0f + expf(-h1[j])) * h3[j];
+    }
+    if (!job->hq)
+        return;
+    /* j0 and j1 are whole blocks: the pieces of the quantized row (gemm.h) these blocks own,
+     * through a small aligned buffer, CHUNK blocks at a time. */
+    enum { CHUNK = 8 };
+    _Alignas(64) uint8_t tmp[CHUNK * QUANT_BLOCK + 8 * CHUNK];
+    int nb_all = F / QUANT_BLOCK;
+    uint8_t *q = job->hq;
+    float *d = (float *)(q + F);
+    int32_t *s = (int32_t *)(d + nb_all);
+    for (int b = j0 / QUANT_BLOCK; b < j1 / QUANT_BLOCK; b += CHUNK) {
+        int nb = j1 / QUANT_BLOCK - b < CHUNK ? j1 / QUANT_BLOCK - b : CHUNK;
+        job->mm.k->xq8_quantize(job->mm.y + (size_t)b * QUANT_BLOCK, nb * QUANT_BLOCK, tmp);
+        memcpy(q + (size_t)b * QUANT_BLOCK, tmp, (size_t)nb * QUANT_BLOCK);
+        memcpy(d + b, tmp + nb * QUANT_BLOCK, sizeof(float) * (size_t)nb);
+        memcpy(s + b, tmp + nb * QUANT_BLOCK + 4 * nb, sizeof(int32_t) * (size_t)nb);
+    }
+}
+
 static dattn_status cpu_ffn(dattn_backend *be, dattn_cache *c, const backend_weight *w13,
                             const backend_weight *w2, const float *x, int n, float *y)
 {
+    cpu_backend *cb = be->impl;
     cpu_cache *cc = c->be_state;
     int F = w13->m / 2;
     float *h = cc->ffn_hidden;
     x = x ? x : cc->normed;
     y = y ? y : cc->block_out;
-    cpu_matmul(be, cc, w13, x, w13->k, n, h, w13->m);
-    /* silu(W1 x) * (W3 x) in place over the W1 half of each row; W2 reads it with stride 2F. */
-    for (int i = 0; i < n; i++) {
-        float *h1 = h + (size_t)i * 2 * F, *h3 = h1 + F;
-        for (int j = 0; j < F; j++)
-            h1[j] = h1[j] / (1.0f + expf(-h1[j])) * h3[j];
+    if (w13->row_map || w13->m_src != 2 * F)
+        return dattn_fail(DATTN_E_SHAPE, "cpu: an FFN weight of %d rows%s is not W1 and W3 "
+                          "stacked", w13->m_src, w13->row_map ? " in another order" : "");
+    /* Tasks own whole q8 blocks of the hidden row (a multiple of GEMM_PANEL too). */
+    int per_task, n_tasks = split_rows(F, pool_threads(cb->pool), QUANT_BLOCK, &per_task);
+    const void *xq = NULL;
+    if (n == 1 && quant_is_block(w13->dtype) && w13->k > 0 && w13->k <= cc->xq_k) {
+        cb->k->xq8_quantize(x, w13->k, cc->xq);
+        xq = cc->xq;
     }
-    cpu_matmul(be, cc, w2, h, 2 * F, n, y, w2->m);
+    ffn_job job = {{cb->k, w13, x, xq, cb->gemv_xq8, w13->k, n, 2 * F, per_task, h,
+                    cc->thread_tmp, cc->thread_floats}, F, NULL};
+    if (n == 1 && quant_is_block(w2->dtype) && cc->hq && w2->k == F)
+        job.hq = cc->hq;
+    pool_run(cb->pool, ffn_task, &job, n_tasks);
+    /* W2 reads the SwiGLU rows with stride 2F. */
+    cpu_matmul_xq(be, cc, w2, h, job.hq, 2 * F, n, y, w2->m);
     return DATTN_OK;
 }
 
