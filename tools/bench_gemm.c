@@ -2,7 +2,10 @@
  * CPU runs and every weight dtype (f32, f16, bf16, read as stored): prefill GEMM in GFLOP/s
  * against an FMA-chain peak compiled for the same ISA, decode GEMV in GB/s of weights against a
  * one-thread read bandwidth measured in the same run (buffers rotate over several times the
- * last-level cache). Usage: bench_gemm [n k m [gemv_k gemv_m]] */
+ * last-level cache). For q8_0 / q4_0 two decode lines: `gemv`, the widening kernel (gemm_rows
+ * with one row), and `gemv_xq8`, the integer-dot one the backend's decode runs (x quantized once
+ * per call, then VNNI / maddubs / sdot dots; the quantize is in the time).
+ * Usage: bench_gemm [n k m [gemv_k gemv_m]] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +28,8 @@
 typedef void (*gemm_fn)(const float *, int, int, int, dattn_dtype, const void *, int, float *, int,
                         float *);
 typedef double (*peak_fn)(long);   /* runs the FMA chains, returns flops done */
+typedef void (*quantize_fn)(const float *, int, void *);
+typedef void (*gemv_xq8_fn)(const void *, int, dattn_dtype, const void *, int, float *);
 
 static double now(void)
 {
@@ -199,14 +204,19 @@ int main(int argc, char **argv)
         int ok;
         gemm_fn gemm;
         peak_fn peak;
+        quantize_fn quantize;
+        gemv_xq8_fn gemv_xq8[2];   /* the ISA's, then a faster form it may run (VNNI), or NULL */
     } isa[] = {
-        {"generic", 1, gemm_rows_generic, peak_generic},
+        {"generic", 1, gemm_rows_generic, peak_generic, xq8_quantize_generic,
+         {gemv_xq8_generic, NULL}},
 #if defined(__x86_64__)
         {"avx2", __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), gemm_rows_avx2,
-         peak_avx2},
+         peak_avx2, xq8_quantize_avx2, {gemv_xq8_avx2, NULL}},
         {"avx512", __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"),
-         gemm_rows_avx512, peak_avx512},
+         gemm_rows_avx512, peak_avx512, xq8_quantize_avx512,
+         {gemv_xq8_avx512,
+          __builtin_cpu_supports("avx512vnni") ? gemv_xq8_avx512vnni : NULL}},
 #endif
     };
     static const struct { dattn_dtype dt; const char *name; } types[] = {
@@ -227,6 +237,7 @@ int main(int argc, char **argv)
     size_t vfl = (size_t)vm * vk;
     int copies = (int)(256.0 * 1024 * 1024 / (vfl * 2.0)) + 1;
     float *vx = alloc_floats((size_t)vk), *vy = alloc_floats((size_t)vm);
+    void *vxq = alloc_floats((xq8_bytes(vk) + 3) / 4);   /* x quantized (gemv_xq8) */
     float *vp = alloc_floats(vfl * copies);   /* f32 copies; 16-bit ones use its first half */
     fill(vx, (size_t)vk, &seed);
     fill(vp, vfl * copies, &seed);
@@ -280,6 +291,26 @@ int main(int argc, char **argv)
                    el * 1e3);
             printf("RESULT op=gemv isa=%s dtype=%s k=%d m=%d gbs=%.2f read_gbs=%.2f ms=%.4f\n",
                    isa[v].name, types[ti].name, vk, vm, gbs, read_gbs, el * 1e3);
+            for (int g = 0; g < 2 && quant_is_block(dt); g++) {
+                gemv_xq8_fn gemv = isa[v].gemv_xq8[g];
+                if (!gemv)
+                    continue;
+                const char *name = g == 0 ? isa[v].name : "avx512vnni";
+                isa[v].quantize(vx, vk, vxq);   /* warm-up */
+                gemv(vxq, vk, dt, vp, vm, vy);
+                t0 = now();
+                for (int r = 0; r < reps; r++) {
+                    isa[v].quantize(vx, vk, vxq);
+                    gemv(vxq, vk, dt, (uint8_t *)vp + wbytes * (size_t)(r % copies), vm, vy);
+                }
+                el = (now() - t0) / reps;
+                gbs = (wbytes + (vk + vm) * 4.0) / el / 1e9;
+                printf("gemv_xq8 %s %s k=%d m=%d: %.1f GB/s = %.0f%% of read (%.1f GB/s), %.3f "
+                       "ms\n", name, types[ti].name, vk, vm, gbs, 100 * gbs / read_gbs, read_gbs,
+                       el * 1e3);
+                printf("RESULT op=gemv_xq8 isa=%s dtype=%s k=%d m=%d gbs=%.2f read_gbs=%.2f "
+                       "ms=%.4f\n", name, types[ti].name, vk, vm, gbs, read_gbs, el * 1e3);
+            }
             fill(vp, vfl * copies, &seed);   /* f32 again for the next dtype */
         }
     }
@@ -289,6 +320,7 @@ int main(int argc, char **argv)
     free(scratch);
     free(vx);
     free(vy);
+    free(vxq);
     free(vp);
     free(tmp_row);
     return 0;
