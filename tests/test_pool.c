@@ -1,8 +1,9 @@
 /* The CPU backend's thread pool (src/cpu/pool.h): every task of every pass runs exactly once,
  * on a thread index in range, and pool_run returns only after all of them, whichever way the
  * threads wait: back-to-back passes (workers still spinning), passes after a pause longer than
- * the spin (workers asleep on the condition variable, so the wake-up handshake runs), a caller
- * that finishes first (it sleeps for the last worker), and more threads than cores. A lost
+ * the spin (workers asleep on the condition variable, so the wake-up handshake runs, and late
+ * risers join whatever pass runs when they wake), a caller that finishes first (it sleeps for
+ * the worker with the last task), and more threads than cores. A lost
  * wake-up would hang the test (meson's timeout fails it); a task run twice or not at all, or a
  * return before the last task, fails a check. */
 #define _POSIX_C_SOURCE 200809L
@@ -77,10 +78,13 @@ static void test_passes(void **state)
         /* back to back: the workers never leave their spin */
         for (int r = 0; r < 2000; r++)
             one_pass(p, n, 1 + r % MAX_TASKS, -1, 0);
-        /* a pause past the spin before each pass: the workers are asleep and must be woken */
+        /* a pause past the spin, then quick passes: the workers are asleep and must be woken,
+         * and one that wakes late may find its pass finished by the others, or a later one
+         * running, which it joins */
         for (int r = 0; r < 6; r++) {
             sleep_ns(5000000);
-            one_pass(p, n, 1 + (r * 7) % MAX_TASKS, -1, 0);
+            for (int q = 0; q < 50; q++)
+                one_pass(p, n, 1 + (r * 7 + q) % MAX_TASKS, -1, 0);
         }
         /* a slow task on a worker: the caller runs out of tasks first, outlasts its own spin
          * and sleeps until the last worker signals */

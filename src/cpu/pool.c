@@ -31,13 +31,15 @@ struct pool {
     pthread_mutex_t lock;
     pthread_cond_t wake;       /* a new pass (or shutdown) */
     pthread_cond_t done;       /* the last worker finished the pass */
-    atomic_uint generation;    /* bumped once per pass */
+    atomic_uint generation;    /* the pass being run or last run: bumped when one starts */
+    atomic_uint finished;      /* = generation once all the pass's tasks are done */
+    atomic_uint active;        /* workers inside a pass; none while the caller sets one up */
     atomic_int sleepers;       /* workers asleep on `wake` (changed under lock) */
     atomic_int caller_sleeps;  /* the caller asleep on `done` (changed under lock) */
     atomic_int shutdown;
     uint64_t passes;           /* passes run (the caller's thread alone counts them) */
     atomic_int next_task;
-    atomic_uint busy_workers;
+    atomic_uint tasks_done;
     int n_tasks;
     pool_fn fn;
     void *ctx;
@@ -82,6 +84,9 @@ static int spin_until(atomic_uint *word, unsigned value, int equal)
     }
 }
 
+/* Claims and runs tasks of the current pass until none is left; the thread that completes the
+ * last one wakes the caller if it sleeps (caller_sleeps is raised before tasks_done is read
+ * again, both seq_cst, as with sleepers below). */
 static void run_tasks(pool *p, int thread)
 {
     for (;;) {
@@ -89,38 +94,48 @@ static void run_tasks(pool *p, int thread)
         if (t >= p->n_tasks)
             break;
         p->fn(p->ctx, t, thread);
+        if (atomic_fetch_add(&p->tasks_done, 1) + 1 == (unsigned)p->n_tasks && thread != 0 &&
+            atomic_load(&p->caller_sleeps)) {
+            pthread_mutex_lock(&p->lock);
+            pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->lock);
+        }
     }
 }
 
+/* A worker waits for a pass, joins it if it still runs, and waits again. The caller does not
+ * wait for workers that have not joined: a pass ends when its tasks are done, so a worker that
+ * wakes late (asleep, or descheduled) costs the caller nothing; that worker may then find the
+ * pass finished, or the next one running. A joined worker counts in `active`, and the caller
+ * sets up a pass only when none is (pool_run), so the pass a worker sees after joining stays
+ * put. */
 static void *worker_main(void *arg)
 {
     pool *p = ((worker_arg *)arg)->p;
     int thread = ((worker_arg *)arg)->thread;
     unsigned seen = 0;
     for (;;) {
-        unsigned gen = seen;
-        if (spin_until(&p->generation, seen, 0))
-            gen = atomic_load(&p->generation);   /* one bump per pass: the caller waits for us */
-        else {
+        if (!spin_until(&p->generation, seen, 0)) {
             /* sleepers is raised before generation is read again (both seq_cst), and pool_run
              * bumps generation before it reads sleepers: one of the two sees the other. */
             pthread_mutex_lock(&p->lock);
             atomic_fetch_add(&p->sleepers, 1);
-            while ((gen = atomic_load(&p->generation)) == seen && !atomic_load(&p->shutdown))
+            while (atomic_load(&p->generation) == seen && !atomic_load(&p->shutdown))
                 pthread_cond_wait(&p->wake, &p->lock);
             atomic_fetch_sub(&p->sleepers, 1);
             pthread_mutex_unlock(&p->lock);
         }
         if (atomic_load(&p->shutdown))
             return NULL;
-        seen = gen;
-        run_tasks(p, thread);
-        /* The same handshake with the caller's caller_sleeps. */
-        if (atomic_fetch_sub(&p->busy_workers, 1) == 1 && atomic_load(&p->caller_sleeps)) {
-            pthread_mutex_lock(&p->lock);
-            pthread_cond_signal(&p->done);
-            pthread_mutex_unlock(&p->lock);
-        }
+        /* Join, then look at which pass runs. With active raised the caller cannot set up
+         * another: it marks a pass finished, then reads active before it writes the next one
+         * (all seq_cst), so either it waits for us, or we see the pass finished (and leave
+         * without reading the fields it may be writing). */
+        atomic_fetch_add(&p->active, 1);
+        seen = atomic_load(&p->generation);
+        if (atomic_load(&p->finished) != seen)
+            run_tasks(p, thread);
+        atomic_fetch_sub(&p->active, 1);
     }
 }
 
@@ -189,13 +204,19 @@ void pool_run(pool *p, pool_fn fn, void *ctx, int n_tasks)
             fn(ctx, t, 0);
         return;
     }
+    /* A worker still inside the last pass (past its last task) must leave before the pass's
+     * fields change; it is only ever a few instructions from leaving, unless descheduled. */
+    while (atomic_load(&p->active) != 0) {
+        cpu_relax();
+        sched_yield();
+    }
     p->passes++;
     p->fn = fn;
     p->ctx = ctx;
     p->n_tasks = n_tasks;
     atomic_store(&p->next_task, 0);
-    atomic_store(&p->busy_workers, (unsigned)(p->n_threads - 1));
-    atomic_fetch_add(&p->generation, 1);
+    atomic_store(&p->tasks_done, 0);
+    unsigned gen = atomic_fetch_add(&p->generation, 1) + 1;
     if (atomic_load(&p->sleepers)) {
         pthread_mutex_lock(&p->lock);
         pthread_cond_broadcast(&p->wake);
@@ -204,12 +225,13 @@ void pool_run(pool *p, pool_fn fn, void *ctx, int n_tasks)
 
     run_tasks(p, 0);
 
-    if (spin_until(&p->busy_workers, 0, 1))
-        return;
-    pthread_mutex_lock(&p->lock);
-    atomic_store(&p->caller_sleeps, 1);
-    while (atomic_load(&p->busy_workers) != 0)
-        pthread_cond_wait(&p->done, &p->lock);
-    atomic_store(&p->caller_sleeps, 0);
-    pthread_mutex_unlock(&p->lock);
+    if (!spin_until(&p->tasks_done, (unsigned)n_tasks, 1)) {
+        pthread_mutex_lock(&p->lock);
+        atomic_store(&p->caller_sleeps, 1);
+        while (atomic_load(&p->tasks_done) != (unsigned)n_tasks)
+            pthread_cond_wait(&p->done, &p->lock);
+        atomic_store(&p->caller_sleeps, 0);
+        pthread_mutex_unlock(&p->lock);
+    }
+    atomic_store(&p->finished, gen);
 }
