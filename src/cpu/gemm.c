@@ -227,19 +227,59 @@ static inline void row_f32(dattn_dtype dt, const void *w, size_t t0, int n, floa
  * chains hide the latency), converted from the stored dtype in registers. No horizontal sum runs
  * until a row ends. The rows stream once from memory: the bandwidth-bound loop of decode. */
 enum { GEMV_ROWS = 4 };
-/* Software prefetch of each row GEMV_AHEAD elements ahead: with four rows streaming, the
- * hardware prefetchers alone left a 16-bit GEMV at 60% of the read bandwidth on Zen 4 (81-84%
- * with it; f32 gains less). */
+/* Software prefetch of each row GEMV_AHEAD elements ahead (carried into the next row group,
+ * pf_walk below): with four rows streaming, the hardware prefetchers alone left a 16-bit GEMV at
+ * 60% of the read bandwidth on Zen 4 (81-84% with it, at k = 3072; f32 gains less). With the
+ * carry, at k = 768, single thread: f16 22.0-22.5 -> 24.2-25.0 GB/s, bf16 19.2-19.8 -> 26.1-26.8,
+ * f32 29.5-30.2 -> 29.3-31.4. */
 #define GEMV_AHEAD 1024
 #define GEMV_AHEAD_BYTES 2048   /* the same for block rows (a 16-bit row's distance) */
-/* The integer-dot GEMV's distance (q8_0 / q4_0, src/cpu/gemm.h): it consumes a row's bytes two
- * to three times faster than the f32 one, and 2048 bytes left it waiting on the loads of block
- * scales; single thread, rows streamed from DRAM (min of 10, 4096 x 768 and 768 x 2048, VNNI):
- * q4_0 20-22 GB/s at 2048, 26-28 at 4096, 27-33 at 8192, no better at 12288 or 16384; q8_0
- * 23-26, 26-29, 30-43. */
-#ifndef XQ_AHEAD
-#define XQ_AHEAD 8192
+/* The integer-dot GEMV's distance (q8_0 / q4_0, src/cpu/gemm.h), in blocks of each row: it
+ * consumes a row's bytes two to three times faster than the f32 one. Single thread, 768 x 6144
+ * streamed from DRAM, VNNI, two runs each, per-row distances with the carry into the next group
+ * (pf_walk): q8_0 at 1024 / 2048 / 4096 / 8192 bytes 20-22 / 28-29 / 30-31 / 25-30 GB/s, q4_0
+ * 18-23 / 25-27 / 23-26 / 21-23; both best near 112 blocks (before the carry, the same kernels
+ * with 8192 bytes read 24-28 and 18-26). */
+#ifndef XQ_AHEAD_BLOCKS
+#define XQ_AHEAD_BLOCKS 112
 #endif
+
+/* Where a row group's loop prefetches: `ahead` bytes further along each of its rows, carried on
+ * into the same row of the following groups when the row ends (a group's rows are contiguous, so
+ * row i of the next group lies `group` bytes after row i of this one). Without the carry, a row
+ * shorter than the distance left most of the next group unprefetched: at k = 768, f16 (1,536-byte
+ * rows, 2,048 ahead) two of its four rows. The prefetch addresses of the last group may lie past
+ * the weights: a prefetch never faults. */
+typedef struct pf_walk {
+    size_t col;                /* bytes into the row, < row */
+    size_t base;               /* bytes from this group's rows */
+    size_t row, group;
+} pf_walk;
+
+static inline pf_walk pf_start(size_t row_bytes, int n_rows, size_t ahead)
+{
+    pf_walk p = {ahead, 0, row_bytes, row_bytes * (size_t)n_rows};
+    while (p.col >= p.row && p.row > 0) {
+        p.col -= p.row;
+        p.base += p.group;
+    }
+    return p;
+}
+
+/* Moves on by the bytes of a row one loop step consumes (at most a row's). */
+static inline void pf_step(pf_walk *p, size_t bytes)
+{
+    p->col += bytes;
+    if (p->col >= p->row) {
+        p->col -= p->row;
+        p->base += p->group;
+    }
+}
+
+static inline void pf_row(const pf_walk *p, const uint8_t *row)
+{
+    __builtin_prefetch(row + p->base + p->col, 0, 3);
+}
 
 /* The n row pointers of a group of rows r0 .. r0 + nr - 1 of w (row_bytes apart): a short last
  * group (nr < n) repeats its first row in the unused slots, whose sums are dropped. */
@@ -261,15 +301,17 @@ __attribute__((always_inline)) static inline void gemv_dt(const float *restrict 
         const uint8_t *row[GEMV_ROWS];
         group_rows(w, row_bytes, r0, nr, GEMV_ROWS, row);
         vf a0[GEMV_ROWS] = {0}, a1[GEMV_ROWS] = {0};
+        pf_walk pf = pf_start(row_bytes, GEMV_ROWS, GEMV_AHEAD * es);
         int t = 0;
         for (; t + 2 * VW <= k; t += 2 * VW) {
             vf x0 = load_f32(x + t), x1 = load_f32(x + t + VW);
 #pragma GCC unroll 4
             for (int i = 0; i < GEMV_ROWS; i++) {
-                __builtin_prefetch(row[i] + ((size_t)t + GEMV_AHEAD) * es, 0, 3);
+                pf_row(&pf, row[i]);
                 a0[i] += load_w(dt, row[i], (size_t)t) * x0;
                 a1[i] += load_w(dt, row[i], (size_t)t + VW) * x1;
             }
+            pf_step(&pf, 2 * VW * es);
         }
         float tail[GEMV_ROWS] = {0};
         if (t < k) {
@@ -298,6 +340,7 @@ __attribute__((always_inline)) static inline void gemv_q(const float *restrict x
         const uint8_t *row[GEMV_ROWS];
         group_rows(w, row_bytes, r0, nr, GEMV_ROWS, row);
         vf acc[GEMV_ROWS] = {0};
+        pf_walk pf = pf_start(row_bytes, GEMV_ROWS, GEMV_AHEAD_BYTES);
         for (int b = 0; b < nb; b++) {
             vf xv[VB];
             for (int j = 0; j < VB; j++)
@@ -305,7 +348,7 @@ __attribute__((always_inline)) static inline void gemv_q(const float *restrict x
 #pragma GCC unroll 4
             for (int i = 0; i < GEMV_ROWS; i++) {
                 const uint8_t *blk = row[i] + (size_t)b * bb;
-                __builtin_prefetch(blk + GEMV_AHEAD_BYTES, 0, 3);
+                pf_row(&pf, row[i]);
                 vf v[VB];
                 load_block(dt, blk, v);
                 vf t = v[0] * xv[0];
@@ -313,6 +356,7 @@ __attribute__((always_inline)) static inline void gemv_q(const float *restrict x
                     t += v[j] * xv[j];
                 acc[i] += scale_vf(blk) * t;
             }
+            pf_step(&pf, bb);
         }
         for (int i = 0; i < nr; i++)
             y[r0 + i] = hsum(acc[i]);
@@ -490,14 +534,15 @@ static inline __m256i dot_q4_madd(__m256i u, __m256i x, __m256i neg_s)
             __m256 acc[XQ_ROWS];                                                                  \
             for (int i = 0; i < XQ_ROWS; i++)                                                     \
                 acc[i] = _mm256_setzero_ps();                                                     \
-            for (int b = 0; b < nb; b++) {                                                        \
+            pf_walk pf = pf_start(rb, XQ_ROWS, XQ_AHEAD_BLOCKS * bb);                             \
+            for (int b = 0; b < nb; b++, pf_step(&pf, bb)) {                                      \
                 __m256i xv = _mm256_loadu_si256((const __m256i *)(xqq + (size_t)b * QUANT_BLOCK)); \
                 float dx = xd[b];                                                                 \
                 __m256i neg_s = _mm256_set1_epi32(-xs[b]);                                        \
                 (void)neg_s;                                                                      \
                 for (int i = 0; i < XQ_ROWS; i++) {                                               \
                     const uint8_t *blk = row[i] + (size_t)b * bb;                                 \
-                    __builtin_prefetch(blk + XQ_AHEAD, 0, 3);                             \
+                    pf_row(&pf, row[i]);                                                          \
                     __m256i p = (IS_Q8)                                                           \
                         ? DOT_Q8(_mm256_loadu_si256((const __m256i *)(blk + 2)), xv)              \
                         : DOT_Q4(nibbles(blk), xv, neg_s);                                        \
@@ -583,7 +628,8 @@ static inline __m512i dot2_q4_madd(__m512i u, __m512i x, __m512i neg_s)
                 acc1[i] = _mm256_setzero_ps();                                                    \
             }                                                                                     \
             int b = 0;                                                                            \
-            for (; b + 2 <= nb; b += 2) {                                                         \
+            pf_walk pf = pf_start(rb, XQ_ROWS, XQ_AHEAD_BLOCKS * bb);                             \
+            for (; b + 2 <= nb; b += 2, pf_step(&pf, 2 * bb)) {                                   \
                 __m512i xv = _mm512_loadu_si512(xqq + (size_t)b * QUANT_BLOCK);                   \
                 if (!(IS_Q8))                                                                     \
                     xv = _mm512_shuffle_i64x2(xv, xv, _MM_SHUFFLE(3, 1, 2, 0));                   \
@@ -593,8 +639,8 @@ static inline __m512i dot2_q4_madd(__m512i u, __m512i x, __m512i neg_s)
                 (void)neg_s;                                                                      \
                 for (int i = 0; i < XQ_ROWS; i++) {                                               \
                     const uint8_t *blk = row[i] + (size_t)b * bb;                                 \
-                    __builtin_prefetch(blk + XQ_AHEAD, 0, 3);                             \
-                    __builtin_prefetch(blk + bb + XQ_AHEAD, 0, 3);                        \
+                    pf_row(&pf, row[i]);                                                          \
+                    pf_row(&pf, row[i] + bb);                                                     \
                     __m512i p = (IS_Q8) ? DOT2_Q8(bytes2(blk, blk + bb), xv)                      \
                                         : DOT2_Q4(nibbles2(blk, blk + bb), xv, neg_s);            \
                     acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p),                               \
@@ -745,10 +791,11 @@ __attribute__((always_inline)) static inline void gemv_xq8_c(int is_q8, const vo
         xacc acc[XQ_ROWS];
         for (int i = 0; i < XQ_ROWS; i++)
             acc[i] = xacc_zero();
-        for (int b = 0; b < nb; b++)
+        pf_walk pf = pf_start(rb, XQ_ROWS, XQ_AHEAD_BLOCKS * bb);
+        for (int b = 0; b < nb; b++, pf_step(&pf, bb))
             for (int i = 0; i < XQ_ROWS; i++) {
                 const uint8_t *blk = row[i] + (size_t)b * bb;
-                __builtin_prefetch(blk + XQ_AHEAD, 0, 3);
+                pf_row(&pf, row[i]);
                 acc[i] = xq_block(is_q8, blk, xqq + (size_t)b * QUANT_BLOCK, xd[b], acc[i]);
             }
         for (int i = 0; i < nr; i++)
