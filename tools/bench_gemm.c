@@ -1,8 +1,8 @@
 /* Quick benchmark of the projection kernels (src/cpu/gemm.c), one thread, every ISA variant this
  * CPU runs and every weight dtype (f32, f16, bf16, read as stored): prefill GEMM in GFLOP/s
- * against an FMA-chain peak compiled for the same ISA, decode GEMV in GB/s of weights against a
- * one-thread read bandwidth measured in the same run (buffers rotate over several times the
- * last-level cache). For q8_0 / q4_0 two decode lines: `gemv`, the widening kernel (gemm_rows
+ * against an FMA-chain peak compiled for the same ISA, decode GEMV in GB/s of weights against the
+ * one-thread read ceiling of tools/ceiling.c measured in the same run (the weight buffers rotate
+ * over several times the last-level cache). For q8_0 / q4_0 two decode lines: `gemv`, the widening kernel (gemm_rows
  * with one row), and `gemv_xq8`, the integer-dot one the backend's decode runs (x quantized once
  * per call, then VNNI / maddubs / sdot dots; the quantize is in the time).
  * Usage: bench_gemm [n k m [gemv_k gemv_m]] */
@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ceiling.h"
 #include "cpu/gemm.h"
 #include "half.h"
 #include "quant.h"
@@ -131,27 +132,6 @@ static double measure_peak(peak_fn f)
     return best / 1e9;
 }
 
-/* One-thread read bandwidth over `bytes` (several times the LLC). */
-static double measure_read(const float *buf, size_t n)
-{
-    double best = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        float acc[16] = {0};
-        double t0 = now();
-        for (size_t i = 0; i + 16 <= n; i += 16)
-            for (int j = 0; j < 16; j++)
-                acc[j] += buf[i + j];
-        double dt = now() - t0;
-        float z = 0;
-        for (int j = 0; j < 16; j++)
-            z += acc[j];
-        sink = z;
-        if (n * 4.0 / dt > best)
-            best = n * 4.0 / dt;
-    }
-    return best / 1e9;
-}
-
 static float *alloc_floats(size_t n)
 {
     size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
@@ -241,8 +221,11 @@ int main(int argc, char **argv)
     float *vp = alloc_floats(vfl * copies);   /* f32 copies; 16-bit ones use its first half */
     fill(vx, (size_t)vk, &seed);
     fill(vp, vfl * copies, &seed);
-    double read_gbs = measure_read(vp, vfl * copies);
-    printf("read ceiling (1 thread, %.0f MiB): %.1f GB/s\n", vfl * copies * 4.0 / 1048576, read_gbs);
+    /* The streaming read ceiling every dattn benchmark prints (tools/ceiling.c: widest loads,
+     * several times the LLC, huge pages). A plain summing loop here read 29-37 GB/s on a VM
+     * where the f32 GEMV streamed 33-34. */
+    double read_gbs = ceiling_read_gbps(1);
+    printf("read ceiling (1 thread, tools/ceiling.c): %.1f GB/s\n", read_gbs);
 
     for (size_t v = 0; v < sizeof isa / sizeof isa[0]; v++) {
         if (!isa[v].ok) {
