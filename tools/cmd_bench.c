@@ -189,8 +189,13 @@ static int bench_decode(const bench_opts *o, dattn_backend *be, dattn_layer *lay
     double ceil_hi = fmax(ceil_runs[0], fmax(ceil_runs[1], ceil_runs[2]));
     double ceil_gbps = ceiling_median(ceil_runs, 3);
     double pct = 100.0 * gbps / ceil_gbps;
-    printf("read ceiling: %.1f GB/s (median of 3 around the timed runs: %.1f-%.1f; streaming read, "
-           "%d threads, buffer >> LLC)\n", ceil_gbps, ceil_lo, ceil_hi, threads);
+    char how[64];
+    if (o->backend == DATTN_BACKEND_OPENCL)
+        snprintf(how, sizeof how, "the device's streaming read");
+    else
+        snprintf(how, sizeof how, "streaming read, %d threads, buffer >> LLC", threads);
+    printf("read ceiling: %.1f GB/s (median of 3 around the timed runs: %.1f-%.1f; %s)\n",
+           ceil_gbps, ceil_lo, ceil_hi, how);
     printf("decode H=%d Hkv=%d d=%d ctx=%d kv=%s: attention %.3f ms (median of %d, %s), "
            "%.1f MB of cache, %.1f GB/s = %.1f%% of read bandwidth\n",
            H, Hkv, d, N, tool_kv_name(o->kv), med, reps,
@@ -353,10 +358,7 @@ int cmd_bench(int argc, char **argv)
     if (o.backend == DATTN_BACKEND_AUTO)   /* what auto took decides the ceiling */
         o.backend = strncmp(dattn_backend_describe(be), "opencl", 6) ? DATTN_BACKEND_CPU
                                                                      : DATTN_BACKEND_OPENCL;
-    int threads = 0;
-    const char *desc = dattn_backend_describe(be);
-    const char *comma = strchr(desc, ',');
-    threads = comma ? atoi(comma + 1) : 1;
+    int threads = tool_backend_threads(be);
     char isa[32];
     backend_isa(be, isa, sizeof isa);
     print_machine(be, threads);

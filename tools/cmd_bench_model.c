@@ -152,8 +152,7 @@ int cmd_bench_model(int argc, char **argv)
 
     const char *desc = dattn_backend_describe(be);
     int opencl = !strncmp(desc, "opencl", 6);
-    const char *comma = strchr(desc, ',');
-    int threads = comma ? atoi(comma + 1) : 1;
+    int threads = tool_backend_threads(be);
     printf("dattn %s  cpu: %s  backend: %s\n", DATTN_GIT_REV, ceiling_cpu_name(), desc);
     printf("model: %s: ", o.model_path);
     fflush(stdout);
@@ -222,8 +221,12 @@ int cmd_bench_model(int argc, char **argv)
     ceil_runs[2] = read_ceiling(opencl, o.device, threads);
     double gbps = ceiling_median(ceil_runs, 3);
 
-    printf("read ceiling: %.1f GB/s (median of 3 around the timed runs; streaming read, %d "
-           "threads)\n", gbps, threads);
+    if (opencl)
+        printf("read ceiling: %.1f GB/s (median of 3 around the timed runs; the device's "
+               "streaming read)\n", gbps);
+    else
+        printf("read ceiling: %.1f GB/s (median of 3 around the timed runs; streaming read, %d "
+               "threads)\n", gbps, threads);
     printf("prefill %ld tokens: %.1f ms (median of %d), %.0f tokens/s\n", prompt, prefill_ms,
            prefill_reps, prompt / (prefill_ms * 1e-3));
     printf("decode (kv %s, median of %ld steps, %s):\n", tool_kv_name(cp.kv_type), reps,

@@ -140,6 +140,16 @@ void tool_format_bytes(uint64_t bytes, char *buf, size_t n)
         snprintf(buf, n, "%.2f %s", v, names[u]);
 }
 
+int tool_backend_threads(const dattn_backend *be)
+{
+    const char *desc = dattn_backend_describe(be);
+    if (strncmp(desc, "cpu", 3))
+        return 1;
+    const char *comma = strchr(desc, ',');
+    int n = comma ? atoi(comma + 1) : 1;
+    return n > 0 ? n : 1;
+}
+
 void tool_backend_env(dattn_backend_params *bp)
 {
     bp->device = getenv("DATTN_DEVICE");   /* "P:D" or part of a name; see `dattn devices` */

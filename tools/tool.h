@@ -41,6 +41,9 @@ void tool_report(const char *cmd, dattn_status st);
 /* The environment's say in backend params: DATTN_DEVICE (device), DATTN_TUNING (a tuning
  * override) and DATTN_CL_MAX_ALLOC (one-buffer cap). The library reads no environment. */
 void tool_backend_env(dattn_backend_params *bp);
+/* The CPU threads a backend runs on, from its dattn_backend_describe() text: the pool's for
+ * "cpu avx512, 2 threads", 1 (the host thread that enqueues) for "opencl ...". */
+int tool_backend_threads(const dattn_backend *be);
 /* "cpu" / "auto" / "opencl" into params; returns 0 on success. */
 int tool_parse_backend(const char *s, dattn_backend_type *out);
 /* "f32" / "f16" / "bf16" / "q8_0" / "q4_0" (the --weights names) into *out; 0 on success. */
