@@ -20,6 +20,7 @@
 #include "kv.h"
 #include "quant.h"
 #include "test_util.h"
+#include "tuning.h"
 
 /* The overrides the next opencl_backend() passes in its params. */
 static const char *g_tuning;
@@ -339,6 +340,99 @@ static void test_kv_split(void **state)
     }
 }
 
+/* ---- decode head blocks: one query head a work-group below a context length ------------------ */
+
+/* With 4 resident work-groups a compute unit (tuning override), a short context on this device
+ * is too few tiles for 2 KV heads x 1 head block of GROUP 3 (tuning_decode_plan), so the cache
+ * builds a second variant of the split kernel (HEADS = 1) and decode switches to the GROUP-wide
+ * one as the context grows past the point the plan names. Every step's output against the CPU
+ * backend, f32 and q8 caches, on both sides of the switch. */
+enum { HB_CTX = 1024, HB_BATCH = 64, HB_STEPS = 12 };
+
+static void run_across(dattn_backend *be, tu_layer *t, dattn_kv_type kv, int prompt, float *y)
+{
+    dattn_layer *l = NULL;
+    TU_OK(dattn_layer_create(be, &t->shape, &t->w, &l), "layer");
+    dattn_cache_params cp = tu_cache_params(HB_CTX, HB_BATCH, kv, DATTN_POLICY_FULL, 0);
+    dattn_cache *c = NULL;
+    TU_OK(dattn_cache_create(be, &t->shape, &cp, NULL, 0, &c), "cache");
+    uint64_t keep = tu_rng_state;
+    float *x = malloc(sizeof(float) * HB_BATCH * t->E);
+    float *y_prefix = malloc(sizeof(float) * HB_BATCH * t->E);   /* not kept */
+    assert_true(x && y_prefix);
+    for (int p0 = 0; p0 < prompt; p0 += HB_BATCH) {
+        int n = prompt - p0 < HB_BATCH ? prompt - p0 : HB_BATCH;
+        tu_rand_x(x, NULL, (size_t)n * t->E);
+        TU_OK(dattn_layer_prefill(l, c, 0, p0, x, n, y_prefix), "prefill at %d", p0);
+    }
+    free(y_prefix);
+    for (int i = 0; i < HB_STEPS; i++) {
+        tu_rand_x(x, NULL, (size_t)t->E);
+        TU_OK(dattn_layer_decode(l, c, 0, prompt + i, x, y + (size_t)i * t->E), "decode %d", i);
+    }
+    tu_rng_state = keep;   /* the next backend sees the same inputs */
+    free(x);
+    dattn_cache_free(c);
+    dattn_layer_free(l);
+}
+
+static void test_decode_head_blocks(void **state)
+{
+    (void)state;
+    tu_seed_case(__func__);
+    g_tuning = "wg_per_cu=4";
+    dattn_device_info info;
+    int n_dev = 0;
+    TU_OK(dattn_devices(&info, 1, &n_dev), "devices");
+    tuning_row row = *tuning_lookup(info.vendor, info.name);
+    char why[128];
+    assert_int_equal(tuning_override(&row, g_tuning, why, sizeof why), 0);
+    const dattn_kv_type types[] = {DATTN_KV_F32, DATTN_KV_Q8};
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        dattn_kv_type kv = types[ti];
+        int kvt = kv == DATTN_KV_F32 ? 0 : kv == DATTN_KV_F16 ? 1 : 2;
+        /* the longest context that still takes one head a work-group, from the plan itself */
+        int last_short = 0;
+        for (int n_used = 1; n_used <= HB_CTX; n_used++) {
+            tuning_decode p;
+            assert_int_equal(tuning_decode_plan(&row, kvt, 8, 3, 2, n_used, info.compute_units,
+                                                (size_t)info.local_mem_bytes, 1024, &p), 0);
+            if (p.heads == 1)
+                last_short = n_used;
+            else
+                assert_int_equal(p.heads, 3);
+        }
+        printf("  kv %s: one query head a work-group up to %d slots in use, then 3 (of %d)\n",
+               tu_kv_name(kv), last_short, HB_CTX);
+        if (last_short < 2 || last_short > HB_CTX - HB_STEPS) {
+            printf("  this device's plan does not switch inside the test's context; skipped\n");
+            continue;
+        }
+        tu_layer t;
+        assert_int_equal(tu_layer_init(&t, 6, 2, 8, 1, 10000.0f, DATTN_DTYPE_F32, 1.5), 0);
+        /* decode steps at n_used = prompt + 1 .. prompt + HB_STEPS straddle last_short */
+        int prompt = last_short - HB_STEPS / 2;
+        float *y_cl = malloc(sizeof(float) * HB_STEPS * t.E);
+        float *y_cpu = malloc(sizeof(float) * HB_STEPS * t.E);
+        assert_true(y_cl && y_cpu);
+        dattn_backend *be = opencl_backend();
+        run_across(be, &t, kv, prompt, y_cl);
+        dattn_backend_free(be);
+        dattn_backend_params cpu = dattn_backend_default_params();
+        cpu.type = DATTN_BACKEND_CPU;
+        TU_OK(dattn_backend_create(&cpu, &be), "cpu backend");
+        run_across(be, &t, kv, prompt, y_cpu);
+        dattn_backend_free(be);
+        double e = tu_rel_err_ff(y_cl, y_cpu, (size_t)HB_STEPS * t.E);
+        printf("  kv %s: %d decode steps from position %d: rel err vs cpu %.2e\n", tu_kv_name(kv),
+               HB_STEPS, prompt, e);
+        TU_CHECK_ERR(e, tu_kv_tol(kv), "head blocks vs cpu, kv %s", tu_kv_name(kv));
+        free(y_cl), free(y_cpu);
+        tu_layer_free(&t);
+    }
+    g_tuning = NULL;
+}
+
 /* ---- what does not fit ---------------------------------------------------------------------- */
 
 static void expect_message(const char *what, const char *piece)
@@ -412,6 +506,7 @@ int main(void)
     tu_init_seed("test_cl_ops");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_decode_head_blocks),
         cmocka_unit_test(test_ffn),
         cmocka_unit_test(test_kv_split),
         cmocka_unit_test(test_does_not_fit),

@@ -370,7 +370,10 @@ static void test_decode_launch(void **state)
                    row->wg_per_cu, per_cu * p.wg / g->warp, p.local_bytes);
             /* the kernel's sizes: a power of two, whole pages per tile, local memory that fits */
             assert_true(p.wg >= 16 && p.wg <= (int)g->max_wg && (p.wg & (p.wg - 1)) == 0);
-            assert_int_equal(p.heads, 3);
+            /* the whole group a work-group, unless splits of one tile each cannot fill the
+             * device with those: then one query head a work-group */
+            long long full_blocks = (long long)kv_heads * p.n_tiles;
+            assert_int_equal(p.heads, 5 * full_blocks < 4 * resident ? 1 : 3);
             assert_int_equal(p.tile_keys % 32, 0);
             assert_true((size_t)p.local_bytes <= g->local_mem);
             /* every page of the context in one split, no split empty, whole tiles per split */
@@ -380,8 +383,12 @@ static void test_decode_launch(void **state)
             assert_true((long long)(p.n_split - 1) * p.split_pages < pages);
             assert_true(p.n_split <= row->max_split);
             assert_int_equal(p.groups, p.n_split * kv_heads * group / p.heads);
-            /* at 64K the device is full: at least 80% of the work-groups it holds at once, and
-             * two or more a compute unit where a compute unit holds several */
+            /* at 16K at least half the work-groups the device holds at once (the head blocks
+             * split where the whole group would not fill it; 0.24 of an H100 before); at 64K the
+             * device is full: at least 80% of them, and two or more a compute unit where a
+             * compute unit holds several */
+            if (ctxs[k] == 16384)
+                assert_true(waves >= 0.5);
             if (ctxs[k] == 65536) {
                 assert_true(waves >= 0.8);
                 if (row->wg_per_cu >= 2)

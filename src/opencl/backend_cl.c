@@ -77,7 +77,7 @@ struct backend_vector {
     cl_mem buf;                /* [n] f32 */
 };
 
-enum { N_PROGRAMS = 7 };
+enum { N_PROGRAMS = 8 };
 
 /* Per-cache device state. */
 typedef struct cl_cache {
@@ -104,12 +104,15 @@ typedef struct cl_cache {
     int x_cols, y_cols, ffn_dim;   /* scratch widths: inputs, outputs (floats per row) */
     cl_program prog[N_PROGRAMS];
     cl_kernel k_split, k_combine, k_append, k_rope, k_prefill, k_swiglu;
+    cl_kernel k_split_short;   /* the split kernel of short contexts, one query head a
+                                * work-group (tuning_decode_plan), or NULL: k_split serves all */
     cl_kernel k_gemv[CLW_FORMATS], k_gemm[CLW_FORMATS];   /* per weight format */
     cl_kernel k_widen[CLW_FORMATS];                        /* per format but f32 (CLBlast only) */
     cl_kernel k_norm, k_add;   /* the model pass's RMSNorm, and residual add + the next block's
                                 * RMSNorm (sessions only) */
     size_t norm_wg;
     int wg_decode, decode_heads, combine_wg, append_wg, gemv_wg, gemv_rows, max_split;
+    int decode_heads_short;    /* HEADS of k_split_short */
     size_t gemm_local[2], gemm_tile[2];   /* (LX, LY), (TILE_N, TILE_M) */
     size_t prefill_wg, prefill_qt;
     cl_int fail_err;           /* the first failing call of the current op, or CL_SUCCESS */
@@ -399,7 +402,7 @@ static void release_cache(cl_cache *cc)
         if (*mems[i])
             clReleaseMemObject(*mems[i]);
     cl_kernel ks[] = {cc->k_split, cc->k_combine, cc->k_append, cc->k_rope, cc->k_prefill,
-                      cc->k_swiglu, cc->k_norm, cc->k_add};
+                      cc->k_swiglu, cc->k_norm, cc->k_add, cc->k_split_short};
     for (size_t i = 0; i < sizeof ks / sizeof *ks; i++)
         if (ks[i])
             clReleaseKernel(ks[i]);
@@ -652,8 +655,11 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
         }
     }
 
-    tuning_decode plan;
-    if (decode_plan(cb, c, cc->max_split, 0, &plan) != 0) {
+    /* The decode kernel as the longest context launches it, and, where a short one takes
+     * another head block (tuning_decode_plan), that variant too: the choice flips once. */
+    tuning_decode plan, plan_short;
+    if (decode_plan(cb, c, cc->max_split, g->n_phys, &plan) != 0 ||
+        decode_plan(cb, c, cc->max_split, 1, &plan_short) != 0) {
         st = dattn_fail(DATTN_E_UNSUPPORTED, "opencl: no work-group of the decode kernel (16 items "
                         "or more) fits '%s' at head_dim %d: %zu items and %llu bytes of local "
                         "memory; use --backend cpu", cb->info.name, d, cb->max_wg,
@@ -662,6 +668,7 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     }
     cc->wg_decode = plan.wg;
     cc->decode_heads = plan.heads;
+    cc->decode_heads_short = plan_short.heads;
     cc->combine_wg = 2 * d >= 256 ? 256 : 2 * d >= 128 ? 128 : 64;
     cc->append_wg = 64;
     cc->gemv_wg = cb->tune.gemv_wg;
@@ -677,6 +684,17 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
              plan.acc_local);
     if ((st = build(cb, "diffattn_decode", opt, &cc->prog[0])) != DATTN_OK)
         goto fail;
+    if (cc->decode_heads_short != cc->decode_heads) {
+        snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D GROUP=%d -D HEADS=%d -D KV_TYPE=%d "
+                 "-D WG_DECODE=%d -D COMBINE_WG_SIZE=%d -D MAX_SPLIT=%d -D ACC_IN_LOCAL=%d "
+                 "-D EPS_ARG", d, r, cc->decode_heads_short, (int)g->type, cc->wg_decode,
+                 cc->combine_wg, cc->max_split + 1, plan_short.acc_local);
+        if ((st = build(cb, "diffattn_decode", opt, &cc->prog[7])) != DATTN_OK ||
+            (st = make_kernel(cc->prog[7], "diffattn_decode_split", &cc->k_split_short)) != DATTN_OK ||
+            (st = check_kernel(cb, cc->k_split_short, "diffattn_decode_split",
+                               (size_t)cc->wg_decode, "wg_decode")) != DATTN_OK)
+            goto fail;
+    }
     snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D KV_TYPE=%d -D APPEND_WG=%d", d, (int)g->type,
              cc->append_wg);
     if ((st = build(cb, "kv_append", opt, &cc->prog[1])) != DATTN_OK)
@@ -1061,8 +1079,10 @@ static dattn_status cl_attention(dattn_backend *be, dattn_cache *c, const backen
     decode_plan(cb, c, cc->max_split, n_used, &plan);   /* succeeded at cache creation */
     int split_pages = plan.split_pages;
     int n_split = plan.n_split + (g->n_sink > 0);        /* the sinks' split, the last */
-    int blocks = (H / Hkv) / cc->decode_heads;
-    cl_kernel ks = cc->k_split;
+    /* the variant this context length takes (built at cache creation) */
+    int short_ctx = cc->k_split_short && plan.heads == cc->decode_heads_short;
+    int blocks = (H / Hkv) / plan.heads;
+    cl_kernel ks = short_ctx ? cc->k_split_short : cc->k_split;
     for (int j = 0; j < Hkv;) {
         kv_run run = kv_run_at(cc, Hkv, slot, j);
         err = CL_SUCCESS;

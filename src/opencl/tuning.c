@@ -211,29 +211,40 @@ int tuning_decode_plan(const tuning_row *row, int kv_type, int head_dim, int gro
     memset(out, 0, sizeof *out);
     if (!row || head_dim < 1 || group < 1 || n_kv_heads < 1 || kv_type < 0 || kv_type > 2)
         return -1;
-    int heads = 1;
+    int heads_max = 1;
     for (int h = 4; h >= 1; h--)
         if (group % h == 0) {
-            heads = h;
+            heads_max = h;
             break;
         }
+    /* The work-group size fits the largest head block; a smaller block needs less memory. */
     int wg = row->wg_decode;
     while (wg >= 16 && ((size_t)wg > max_wg ||
-                        decode_local_bytes(wg, kv_type, head_dim, heads, row->acc_local) >
+                        decode_local_bytes(wg, kv_type, head_dim, heads_max, row->acc_local) >
                             (long long)local_mem))
         wg /= 2;
     if (wg < 16)
         return -1;
     int kpc = decode_kpc(kv_type);
     out->wg = wg;
-    out->heads = heads;
     out->tile_keys = wg * kpc / 2;
     out->acc_local = row->acc_local ? 1 : 0;
-    out->local_bytes = (int)decode_local_bytes(wg, kv_type, head_dim, heads, out->acc_local);
     long long pages = (n_used + 31) / 32, tile_pages = out->tile_keys / 32;
     out->n_tiles = (int)ceil_div(pages > 0 ? pages : 1, tile_pages);
-    int blocks = n_kv_heads * (group / heads);
     long long c = (long long)compute_units * (row->wg_per_cu > 0 ? row->wg_per_cu : 1);
+    /* Head blocks: the KV head's query heads together (up to 4) read each K/V byte once for all
+     * of them. While even splits of one tile each leave over a fifth of the C resident
+     * work-groups of the device without work (a short context on a large GPU: S2 at 16K on an H100, 4 KV heads x 32
+     * tiles = 128 work-groups for 528), one query head a work-group multiplies the work-groups by
+     * the group; every K/V byte is then read by each of its query heads, the repeats mostly from
+     * L2, as the heads of one split run side by side. Only these two sizes, so a cache builds at
+     * most two variants of the kernel, and the choice flips once as the context grows. */
+    int heads = heads_max;
+    if (heads_max > 1 && 5LL * n_kv_heads * (group / heads_max) * out->n_tiles < 4 * c)
+        heads = 1;   /* under 80% of C, as tuning_splits counts a device full */
+    out->heads = heads;
+    out->local_bytes = (int)decode_local_bytes(wg, kv_type, head_dim, heads, out->acc_local);
+    int blocks = n_kv_heads * (group / heads);
     out->n_split = tuning_splits(row, blocks, out->n_tiles, c > INT_MAX ? INT_MAX : (int)c);
     out->split_pages = (int)(ceil_div(out->n_tiles, out->n_split) * tile_pages);
     out->groups = out->n_split * blocks;

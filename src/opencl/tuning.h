@@ -67,7 +67,8 @@ int tuning_splits(const tuning_row *row, int n_work_items, int n_kv_tiles, int n
 /* The launch of the decode split kernel (cl/diffattn_decode.cl) for one step. */
 typedef struct tuning_decode {
     int wg;            /* work-group size: the row's wg_decode, halved until it fits */
-    int heads;         /* query heads per work-group: the largest divisor of the group <= 4 */
+    int heads;         /* query heads per work-group: the largest divisor of the group <= 4, or 1
+                        * while the context is too short to fill the device with those */
     int tile_keys;     /* slots per tile: wg * (keys per K chunk) / 2 */
     int local_bytes;   /* the split kernel's local memory at that work-group */
     int n_tiles;       /* tiles of the slots in use */
@@ -81,7 +82,9 @@ typedef struct tuning_decode {
  * query heads per KV head, n_kv_heads, n_used slots in use (min(t + 1, slots of the cache)) on a
  * device with compute_units, local_mem bytes of local memory and max_wg items a work-group: the
  * same sizes cl/diffattn_decode.cl is built with (WG_DECODE, HEADS) and launched at. The split
- * count is tuning_splits over the tiles with C = compute_units x row->wg_per_cu. Returns 0, or -1
+ * count is tuning_splits over the tiles with C = compute_units x row->wg_per_cu. wg does not
+ * depend on n_used; heads takes at most two values over all n_used (one query head a work-group
+ * below a context length, the largest head block from there on). Returns 0, or -1
  * if no work-group of 16 or more items fits (out is then zeroed). */
 int tuning_decode_plan(const tuning_row *row, int kv_type, int head_dim, int group, int n_kv_heads,
                        long long n_used, int compute_units, size_t local_mem, size_t max_wg,
