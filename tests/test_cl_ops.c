@@ -468,7 +468,7 @@ static void test_does_not_fit(void **state)
     expect_message("cache above the device memory", "CL_DEVICE_GLOBAL_MEM_SIZE");
     dattn_backend_free(be);
 
-    /* A tuning whose prefill tile cannot run: 64 x 64 = 4096 items, far past local memory. */
+    /* A tuning whose prefill tile cannot run: 64 x 64 needs 70 KiB of local memory. */
     g_tuning = "prefill_qt=64,prefill_kt=64";
     be = opencl_backend();
     TU_CHECK_ST(dattn_cache_create(be, &s, &cp, NULL, 0, &c), DATTN_E_UNSUPPORTED,

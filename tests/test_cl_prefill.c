@@ -111,7 +111,7 @@ static void prefill_case(const pcase *c, int type)
                           subln, sc, o, ref_ex + at);
         }
 
-    const int qt = c->qt ? c->qt : 16, kt = c->kt ? c->kt : 16;   /* the kernel's defaults */
+    const int qt = c->qt ? c->qt : 16, kt = c->kt ? c->kt : 64;   /* the kernel's defaults */
     char defs[192];
     int len = snprintf(defs, sizeof defs, "-DKV_TYPE=%d -DHEAD_DIM=%d -DGROUP=%d", type, d, r);
     if (c->qt)
@@ -144,7 +144,9 @@ static void prefill_case(const pcase *c, int type)
     ARG(k, 13, cl_mem, dout);
     ARG(k, 14, cl_int, 0);        /* j0: every head in one launch */
     ARG(k, 15, cl_int, H);
-    size_t g[2] = {(size_t)H * qt * kt, (size_t)(n + qt - 1) / qt}, l[2] = {(size_t)qt * kt, 1};
+    /* work-group: QT * KT / 8 items (diffattn_prefill.cl) */
+    size_t wg = (size_t)qt * kt / 8;
+    size_t g[2] = {(size_t)H * wg, (size_t)(n + qt - 1) / qt}, l[2] = {wg, 1};
     launch(k, 2, g, l);
     download(dout, out, (on + orow) * 4);
 
@@ -198,7 +200,16 @@ static const pcase full_cases[] = {
 static const pcase chunk_cases[] = {
     {"full chunk t0=45 n=50 r=2 d=128",    128, 1, 2, 0, 128, 128, 0, 0,  45,  50},
     {"full chunk t0=200 n=33 QT=8 KT=32",   64, 2, 1, 0, 256, 256, 8, 32, 200, 33},
-    {"full chunk t0=10 n=23 QT=4 KT=8",     32, 3, 3, 0, 40, 40,   4, 8,  10,  23},
+    {"full chunk t0=10 n=23 QT=4 KT=16",    32, 3, 3, 0, 40, 40,   4, 16, 10,  23},
+    /* fewer rows than one item's 4: rows 3 of the micro-tile are masked */
+    {"full chunk t0=5 n=3",                 32, 2, 2, 0, 64, 64,   0, 0,   5,   3},
+    /* more P.V items than V float4 groups (KT/2 = 48 > d/2), a key tile of 96 */
+    {"full chunk t0=30 n=41 QT=4 KT=96",    32, 2, 2, 0, 80, 80,   4, 96, 30,  41},
+    /* 4 V groups per item (d = 128, KT = 32); d = 256: V chunks of 8 keys */
+    {"full chunk t0=7 n=37 QT=32 KT=32",   128, 1, 2, 0, 48, 48,  32, 32,  7,  37},
+    {"full t0=0 n=20 r=1 d=256",           256, 1, 1, 0, 32, 32,   0, 0,   0,  20},
+    /* d = 6 with the smallest work-group (4 x 16 / 8 = 8 items) */
+    {"full chunk t0=9 n=13 QT=4 d=6",        6, 2, 3, 0, 24, 24,   4, 16,  9,  13},
 };
 
 static const pcase window_cases[] = {
@@ -206,9 +217,13 @@ static const pcase window_cases[] = {
     {"sink+window wrapped r=2 d=64",        64, 2, 2, SW(4, 40, 64),   0, 0,  300, 64},
     {"sink+window wrapped r=4 d=128",      128, 1, 4, SW(3, 50, 40),   0, 0,  500, 37},
     /* a chunk from t0 = 2: queries before, across and after the sinks (q_sink vs q) */
-    {"sink+window t0=2 n=50 r=3 d=32",      32, 2, 3, SW(5, 20, 50),   16, 8,  2, 50},
+    {"sink+window t0=2 n=50 r=3 d=32",      32, 2, 3, SW(5, 20, 50),   16, 16, 2, 50},
     /* odd tiles (key tiles cross pages and the ring's end) */
-    {"sink+window wrapped QT=7 KT=12",      32, 2, 1, SW(5, 23, 30),   7, 12, 211, 30},
+    {"sink+window wrapped QT=12 KT=48",     32, 2, 1, SW(5, 23, 30),   12, 48, 211, 30},
+    /* whole 8-slot runs: 8 sinks, then a ring of 63 wrapping inside a 64-key tile (runs after
+     * the wrap are misaligned: slot by slot), and a ring of 64 without sinks (aligned after it) */
+    {"sink+window 8 sinks ring=63",          64, 2, 2, SW(8, 40, 24),   0, 0,  300, 24},
+    {"sink+window no sinks ring=64",         32, 1, 3, SW(0, 56, 9),    0, 0, 1000, 9},
     /* one token, n_ring = n_window */
     {"sink+window n=1 ring=window",         64, 2, 2, SW(4, 16, 1),    0, 0,  100, 1},
 };

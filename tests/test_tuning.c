@@ -157,7 +157,7 @@ static void test_rows_valid(void **state)
             fail_msg("row %d: name '%s' empty or too long for dattn_device_info.tuning", i,
                      r->name);
         if (!pow2_in(r->wg_decode, 16, 1024) || r->wg_per_cu < 1 || r->wg_per_cu > 64 ||
-            !pow2_in(r->prefill_qt, 4, 256) || !pow2_in(r->prefill_kt, 4, 256) ||
+            !pow2_in(r->prefill_qt, 4, 256) || !pow2_in(r->prefill_kt, 16, 256) ||
             !pow2_in(r->gemv_wg, 16, 1024) || !pow2_in(r->gemv_rows, 1, 64) ||
             r->gemv_rows > r->gemv_wg)
             fail_msg("row '%s': a size is not a power of two in range", r->name);

@@ -10,9 +10,11 @@
 #
 # --emit DIR also writes the lowered code of the variants the GPU claims rest on (sm_90 PTX and
 # gfx90a GCN assembly): DIR/diffattn_decode.{nvptx64.ptx,gfx90a.s} for the S2 decode variant
-# (HEAD_DIM 128, GROUP 3, f16 cache) and DIR/gemv.{nvptx64.ptx,gfx90a.s} for the f16 GEMV, and
-# prints for each its global loads by width, and the registers and spills `ptxas -v` reports
-# where ptxas is installed (PTXAS, default ptxas, then /usr/local/cuda/bin/ptxas).
+# (HEAD_DIM 128, GROUP 3, f16 cache), DIR/gemv.{nvptx64.ptx,gfx90a.s} for the f16 GEMV and
+# DIR/diffattn_prefill.* for the prefill at the same shape (16 x 64 tiles), and prints for each
+# its global loads by width (and for the prefill its local-memory loads, float4 ones and fmas),
+# and the registers and spills `ptxas -v` reports where ptxas is installed (PTXAS, default
+# ptxas, then /usr/local/cuda/bin/ptxas).
 #
 # Usage: tools/cl_offline_check.sh [--emit DIR] [cl-dir]
 #        (env: CLANG, LLVM_LINK, LLVM_NM, LLC, OPT, CLC_DIR, PTXAS, VERBOSE=1)
@@ -51,6 +53,7 @@ CFLAGS="-x cl -cl-std=CL1.2 -Wall -Wextra -Werror -O2 -emit-llvm -c"
 DECODE_S2="-DKV_TYPE=1 -DHEAD_DIM=128 -DGROUP=3 -DHEADS=3 -DWG_DECODE=128 -DCOMBINE_WG_SIZE=256 -DMAX_SPLIT=257 -DACC_IN_LOCAL=1 -DEPS_ARG"
 GEMV_F16=${GEMV_F16:-"-DWEIGHT_FORMAT=1 -DGEMV_WG=128 -DGEMV_ROWS=8"}
 GEMM_F16="-DWEIGHT_FORMAT=1"
+PREFILL_S2="-DKV_TYPE=1 -DHEAD_DIM=128 -DGROUP=3 -DPREFILL_QT=16 -DPREFILL_KT=64 -DEPS_ARG"
 
 # -D variants per kernel file, ';'-separated (the empty variant means the file's own defaults).
 variants() {
@@ -60,7 +63,7 @@ variants() {
     kv_append.cl)
         echo "-DKV_TYPE=0 -DHEAD_DIM=128;-DKV_TYPE=1 -DHEAD_DIM=128;-DKV_TYPE=2 -DHEAD_DIM=128" ;;
     diffattn_prefill.cl)
-        echo "-DKV_TYPE=1 -DHEAD_DIM=128 -DGROUP=3 -DEPS_ARG;-DKV_TYPE=2 -DHEAD_DIM=6;-DKV_TYPE=0 -DHEAD_DIM=64 -DPREFILL_QT=8 -DPREFILL_KT=32" ;;
+        echo "$PREFILL_S2;-DKV_TYPE=2 -DHEAD_DIM=6;-DKV_TYPE=0 -DHEAD_DIM=64 -DPREFILL_QT=8 -DPREFILL_KT=32;-DKV_TYPE=2 -DHEAD_DIM=256 -DGROUP=1;-DKV_TYPE=1 -DHEAD_DIM=32 -DPREFILL_QT=4 -DPREFILL_KT=96" ;;
     rope.cl)
         echo "-DHEAD_DIM=128;-DHEAD_DIM=64" ;;
     gemv.cl)
@@ -189,6 +192,10 @@ emit_one() {   # emit_one FILE NAME DEFINES
         fi
         verdict=ok; [ $((2 * wide)) -ge "$all" ] && [ "$wide" -gt 0 ] || { verdict="FAIL (under half)"; fail=1; }
         printf '%-34s %d of %d global loads 16-byte  %s\n' "$(basename "$dst")" "$wide" "$all" "$verdict"
+        if [ $tgt = nvptx64 ] && [ "$name" = diffattn_prefill ]; then
+            printf '    ld.shared %d (v4 %d), fma %d\n' "$(grep -c 'ld\.shared' "$dst")" \
+                "$(grep -c 'ld\.shared\.v4' "$dst")" "$(grep -c 'fma\.rn\.f32' "$dst")"
+        fi
         if [ $tgt = nvptx64 ] && [ -n "$PTXAS_BIN" ]; then
             "$PTXAS_BIN" -arch=sm_90 -v "$dst" -o "$TMP/k.cubin" 2>&1 | grep -E 'Compiling entry|registers|spill' |
                 sed 's/^ptxas info *: //; s/^/    /'
@@ -205,5 +212,6 @@ if [ -n "$EMIT" ]; then
     emit_one "$CL_DIR/diffattn_decode.cl" diffattn_decode "$DECODE_S2"
     emit_one "$CL_DIR/gemv.cl" gemv "$GEMV_F16"
     emit_one "$CL_DIR/gemm.cl" gemm "$GEMM_F16"
+    emit_one "$CL_DIR/diffattn_prefill.cl" diffattn_prefill "$PREFILL_S2"
 fi
 exit $fail

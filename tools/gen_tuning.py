@@ -16,7 +16,7 @@ INT_COLUMNS = {
     "wg_decode": (16, 1024, True),
     "wg_per_cu": (1, 64, False),
     "prefill_qt": (4, 256, True),
-    "prefill_kt": (4, 256, True),
+    "prefill_kt": (16, 256, True),
     "gemv_wg": (16, 1024, True),
     "gemv_rows": (1, 64, True),
     "max_split": (1, 256, False),

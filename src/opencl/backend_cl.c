@@ -564,20 +564,28 @@ static dattn_status check_kernel(const cl_backend *cb, cl_kernel k, const char *
     return DATTN_OK;
 }
 
-/* diffattn_prefill's work-group and local memory for the row's tiles (the formula of
- * diffattn_prefill.cl), checked before building: the kernel's own #error guards would only
- * leave a build log. */
+/* diffattn_prefill's work-group (QT * KT / 8 items) and local memory for the row's tiles (the
+ * formula of diffattn_prefill.cl), checked before building: the kernel's own #error guards would
+ * only leave a build log. */
+static size_t prefill_local_bytes(int d, int qt, int kt)
+{
+    size_t d4 = ((size_t)d + 3) / 4 * 4, ec = d4 < 32 ? d4 : 32, cs = ec + 4, vs = 2 * d4 + 4;
+    size_t khalf = (size_t)kt * cs + (size_t)kt / 2, kc = 16 * vs <= 2 * khalf ? 16 : 8;
+    size_t q = 2 * (size_t)qt * cs, q_min = (size_t)qt * kt / 2 + 2 * (size_t)qt;
+    size_t k = 2 * khalf, v = kc * vs;
+    return 4 * ((q > q_min ? q : q_min) + (k > v ? k : v) + 2 * (size_t)kt * qt);
+}
+
 static dattn_status check_prefill_tiles(const cl_backend *cb, int d, int qt, int kt)
 {
-    size_t wg = (size_t)qt * kt;
-    size_t d4 = ((size_t)d + 3) / 4 * 4;
-    size_t local = 4 * ((size_t)qt * (2 * d4 + 4) + (d4 + 4) * kt + 2 * (size_t)qt * kt + 4 * (size_t)kt);
+    size_t wg = (size_t)qt * kt / 8;
+    size_t local = prefill_local_bytes(d, qt, kt);
     size_t max_wg = cb->max_wg < 1024 ? cb->max_wg : 1024;
     size_t max_local = cb->info.local_mem_bytes < 32768 ? cb->info.local_mem_bytes : 32768;
-    if (wg > max_wg || local > max_local)
+    if (qt % 4 != 0 || kt % 16 != 0 || wg < 1 || wg > max_wg || local > max_local)
         return dattn_fail(DATTN_E_UNSUPPORTED, "opencl: kernel diffattn_prefill with PREFILL_QT=%d "
                           "PREFILL_KT=%d at head_dim %d needs work-groups of %zu items and %zu bytes "
-                          "of local memory; '%s' allows %zu items and %zu bytes (the kernel at most "
+                          "of local memory (QT a multiple of 4, KT of 16); '%s' allows %zu items and %zu bytes (the kernel at most "
                           "1024 and 32 KiB); lower PREFILL_QT or PREFILL_KT in platforms/tuning.tsv "
                           "(row '%s') or the tuning override (DATTN_TUNING), or use --backend cpu", qt, kt, d, wg, local,
                           cb->info.name, max_wg, max_local, cb->tune_label);
@@ -676,7 +684,7 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     cc->gemm_local[0] = 16, cc->gemm_local[1] = 16;   /* gemm.cl defaults: 64x64 tiles, 4x4 */
     cc->gemm_tile[0] = 64, cc->gemm_tile[1] = 64;
     cc->prefill_qt = (size_t)cb->tune.prefill_qt;
-    cc->prefill_wg = (size_t)cb->tune.prefill_qt * (size_t)cb->tune.prefill_kt;
+    cc->prefill_wg = (size_t)cb->tune.prefill_qt * (size_t)cb->tune.prefill_kt / 8;
     char opt[256];
     snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D GROUP=%d -D HEADS=%d -D KV_TYPE=%d -D WG_DECODE=%d "
              "-D COMBINE_WG_SIZE=%d -D MAX_SPLIT=%d -D ACC_IN_LOCAL=%d -D EPS_ARG", d, r,

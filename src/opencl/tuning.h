@@ -16,8 +16,8 @@ typedef struct tuning_row {
     int wg_decode;        /* WG_DECODE: decode work-group size, a power of two */
     int wg_per_cu;        /* decode work-groups resident per compute unit (the split heuristic's
                            * C = compute units x wg_per_cu) */
-    int prefill_qt;       /* PREFILL_QT: query rows per prefill work-group */
-    int prefill_kt;       /* PREFILL_KT: key positions per prefill local-memory tile */
+    int prefill_qt;       /* PREFILL_QT: query rows per prefill work-group (a multiple of 4) */
+    int prefill_kt;       /* PREFILL_KT: keys per prefill key tile (a multiple of 16); QT*KT/8 items */
     int gemv_wg;          /* GEMV_WG: GEMV work-group size */
     int gemv_rows;        /* GEMV_ROWS: output rows per GEMV work-group (divides GEMV_WG) */
     int n_split;          /* KV splits for decode: 0 = auto (tuning_splits), else fixed */
