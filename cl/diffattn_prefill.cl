@@ -76,10 +76,15 @@
  *   chunks are re-read (from L1/L2) per key tile, which keeps the whole q block out of local
  *   memory: q at f32 for 16 rows is 16.6 KiB at d = 128, and the 32 KiB budget goes to 64-key
  *   tiles instead (fewer barriers, the 4 x 4 score micro-tile).
- * Registers (sm_90, ptxas of the libclc build, d = 128, GROUP 3, f16: tools/cl_offline_check.sh
- *   --emit): ~220 with no cap and 0 spills; the persistent state is 64 accumulators + 16 scores +
- *   8 (m, l), but ptxas keeps the staging loads of several runs in flight; capped at 128 it
- *   spills ~330 bytes. (Not measured on a GPU.)
+ * Registers (sm_90, libclc + ptxas, d = 128, GROUP 3, f16: tools/cl_offline_check.sh --emit):
+ *   228 with no cap and 0 spills (ptxas uses what it is given); spill-free from a 168-register
+ *   cap, 132 bytes of spills at 128. The persistent state is 64 accumulators + 8 (m, l), 16 scores
+ *   in the score phase, the rest addresses and loop bounds (offsets from the tile's first key are
+ *   ints: that and stores inside the branches of the staging loops took the need from ~208 to
+ *   168). A 128-item group of up to 255 registers still leaves 2 groups per SM (3 at <= 168).
+ *   gfx90a (same variant): 194 VGPRs, no scratch. Not measured on a GPU. On PoCL (CPU), fewer,
+ *   fatter items win: the pocl-cpu row runs 16 x 16 (32 items, 4 rows x 32 V dims each at
+ *   d = 128), 3-30% faster than 16 x 64 there, and both 1.6-2.2x faster than the old kernel.
  * Local memory (d4 = d rounded up to a multiple of 4, EC = min(32, d4), KH = KT*(EC+4) + KT/2,
  *   VS = 2 d4 + 4, KC = 16 if 16 VS <= 2 KH, else 8):
  *   4 * (max(2 QT (EC+4), QT KT/2 + 2 QT) + max(2 KH, KC VS) + 2 KT QT) bytes

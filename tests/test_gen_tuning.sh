@@ -56,6 +56,8 @@ bad too-big "wg_decode = 2048: outside [16, 1024]" "$HEADER" \
     'nv\tNVIDIA\t*\t2048\t64\t64\t32\t128\t4\tauto\t64\t0' "$DEFAULT"
 bad tile-zero "prefill_kt = 0: outside" "$HEADER" \
     'nv\tNVIDIA\t*\t128\t64\t64\t0\t128\t4\tauto\t64\t0' "$DEFAULT"
+bad tile-under-16 "prefill_kt = 8: outside [16, 256]" "$HEADER" \
+    'nv\tNVIDIA\t*\t128\t64\t64\t8\t128\t4\tauto\t64\t0' "$DEFAULT"
 bad not-number "wg_per_cu '6x4': not a whole number" "$HEADER" \
     'nv\tNVIDIA\t*\t128\t6x4\t64\t32\t128\t4\tauto\t64\t0' "$DEFAULT"
 bad negative "gemv_rows '-4': not a whole number" "$HEADER" \
