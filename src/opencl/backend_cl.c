@@ -585,8 +585,9 @@ static dattn_status check_prefill_tiles(const cl_backend *cb, int d, int qt, int
     if (qt % 4 != 0 || kt % 16 != 0 || wg < 1 || wg > max_wg || local > max_local)
         return dattn_fail(DATTN_E_UNSUPPORTED, "opencl: kernel diffattn_prefill with PREFILL_QT=%d "
                           "PREFILL_KT=%d at head_dim %d needs work-groups of %zu items and %zu bytes "
-                          "of local memory (QT a multiple of 4, KT of 16); '%s' allows %zu items and %zu bytes (the kernel at most "
-                          "1024 and 32 KiB); lower PREFILL_QT or PREFILL_KT in platforms/tuning.tsv "
+                          "of local memory (QT a multiple of 4, KT of 16); '%s' allows %zu items and "
+                          "%zu bytes (the kernel at most 1024 and 32 KiB); lower PREFILL_QT or "
+                          "PREFILL_KT in platforms/tuning.tsv "
                           "(row '%s') or the tuning override (DATTN_TUNING), or use --backend cpu", qt, kt, d, wg, local,
                           cb->info.name, max_wg, max_local, cb->tune_label);
     return DATTN_OK;
