@@ -416,6 +416,17 @@ static int split_rows(int m, int n_threads, int align, int *rows_per_task)
     return used > 0 ? used : 1;
 }
 
+/* Decode against q8_0 / q4_0 rows: x quantized into the cache's xq, once, for every task of the
+ * pass; NULL where the pass runs gemm_rows (n > 1, other formats). */
+static const void *quantize_x(const cpu_backend *cb, cpu_cache *cc, const backend_weight *w,
+                              const float *x, int n)
+{
+    if (n != 1 || !quant_is_block(w->dtype) || w->k <= 0 || w->k > cc->xq_k)
+        return NULL;
+    cb->k->xq8_quantize(x, w->k, cc->xq);
+    return cc->xq;
+}
+
 /* y [n][ldy] = x [n][ldx] W^T over the pool, then W's row order (row_map) applied in place, with
  * thread 0's work memory as the row buffer. xq: x already quantized for the integer-dot GEMV
  * (n == 1, block weights), or NULL. */
@@ -424,11 +435,8 @@ static void cpu_matmul_xq(dattn_backend *be, cpu_cache *cc, const backend_weight
 {
     cpu_backend *cb = be->impl;
     int per_task, n_tasks = split_rows(w->m_src, pool_threads(cb->pool), GEMM_PANEL, &per_task);
-    /* Decode against q8_0 / q4_0 rows: x is quantized here, once, for every task. */
-    if (!xq && n == 1 && quant_is_block(w->dtype) && w->k > 0 && w->k <= cc->xq_k) {
-        cb->k->xq8_quantize(x, w->k, cc->xq);
-        xq = cc->xq;
-    }
+    if (!xq)
+        xq = quantize_x(cb, cc, w, x, n);
     matmul_job job = {cb->k, w, x, xq, cb->gemv_xq8, ldx, n, ldy, per_task, y, cc->thread_tmp,
                       cc->thread_floats};
     pool_run(cb->pool, matmul_task, &job, n_tasks);
@@ -526,16 +534,15 @@ static void ffn_task(void *ctx, int task, int thread)
      * through a small aligned buffer, CHUNK blocks at a time. */
     enum { CHUNK = 8 };
     _Alignas(64) uint8_t tmp[CHUNK * QUANT_BLOCK + 8 * CHUNK];
-    int nb_all = F / QUANT_BLOCK;
     uint8_t *q = job->hq;
-    float *d = (float *)(q + F);
-    int32_t *s = (int32_t *)(d + nb_all);
+    float *d = (float *)(q + xq8_d_offset(F));
+    int32_t *s = (int32_t *)(q + xq8_s_offset(F));
     for (int b = j0 / QUANT_BLOCK; b < j1 / QUANT_BLOCK; b += CHUNK) {
         int nb = j1 / QUANT_BLOCK - b < CHUNK ? j1 / QUANT_BLOCK - b : CHUNK;
         job->mm.k->xq8_quantize(job->mm.y + (size_t)b * QUANT_BLOCK, nb * QUANT_BLOCK, tmp);
         memcpy(q + (size_t)b * QUANT_BLOCK, tmp, (size_t)nb * QUANT_BLOCK);
-        memcpy(d + b, tmp + nb * QUANT_BLOCK, sizeof(float) * (size_t)nb);
-        memcpy(s + b, tmp + nb * QUANT_BLOCK + 4 * nb, sizeof(int32_t) * (size_t)nb);
+        memcpy(d + b, tmp + xq8_d_offset(nb * QUANT_BLOCK), sizeof(float) * (size_t)nb);
+        memcpy(s + b, tmp + xq8_s_offset(nb * QUANT_BLOCK), sizeof(int32_t) * (size_t)nb);
     }
 }
 
@@ -553,11 +560,7 @@ static dattn_status cpu_ffn(dattn_backend *be, dattn_cache *c, const backend_wei
                           "stacked", w13->m_src, w13->row_map ? " in another order" : "");
     /* Tasks own whole q8 blocks of the hidden row (a multiple of GEMM_PANEL too). */
     int per_task, n_tasks = split_rows(F, pool_threads(cb->pool), QUANT_BLOCK, &per_task);
-    const void *xq = NULL;
-    if (n == 1 && quant_is_block(w13->dtype) && w13->k > 0 && w13->k <= cc->xq_k) {
-        cb->k->xq8_quantize(x, w13->k, cc->xq);
-        xq = cc->xq;
-    }
+    const void *xq = quantize_x(cb, cc, w13, x, n);
     ffn_job job = {{cb->k, w13, x, xq, cb->gemv_xq8, w13->k, n, 2 * F, per_task, h,
                     cc->thread_tmp, cc->thread_floats}, F, NULL};
     if (n == 1 && quant_is_block(w2->dtype) && cc->hq && w2->k == F)

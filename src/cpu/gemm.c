@@ -377,15 +377,6 @@ static void gemv(const float *restrict x, int k, dattn_dtype dt, const void *w, 
 
 /* ---- GEMV with integer dot products (decode, q8_0 / q4_0; src/cpu/gemm.h) -------------------- */
 
-static inline const float *xq_d(const void *xq, int k)
-{
-    return (const float *)((const uint8_t *)xq + k);
-}
-
-static inline const int32_t *xq_s(const void *xq, int k)
-{
-    return (const int32_t *)((const uint8_t *)xq + k + 4 * (size_t)(k / QUANT_BLOCK));
-}
 
 /* A weight block's f16 scale as one f32. */
 static inline float scale_f32(const uint8_t *blk)
@@ -403,11 +394,21 @@ static inline float scale_f32(const uint8_t *blk)
 #endif
 }
 
+static inline const float *xq_d(const void *xq, int k)
+{
+    return (const float *)((const uint8_t *)xq + xq8_d_offset(k));
+}
+
+static inline const int32_t *xq_s(const void *xq, int k)
+{
+    return (const int32_t *)((const uint8_t *)xq + xq8_s_offset(k));
+}
+
 void CPU_FN(xq8_quantize)(const float *x, int k, void *xq)
 {
     int8_t *q = xq;
-    float *dst_d = (float *)((uint8_t *)xq + k);
-    int32_t *dst_s = (int32_t *)((uint8_t *)xq + k + 4 * (size_t)(k / QUANT_BLOCK));
+    float *dst_d = (float *)((uint8_t *)xq + xq8_d_offset(k));
+    int32_t *dst_s = (int32_t *)((uint8_t *)xq + xq8_s_offset(k));
     for (int b = 0; b < k / QUANT_BLOCK; b++) {
         const float *xb = x + (size_t)b * QUANT_BLOCK;
         int8_t *qb = q + (size_t)b * QUANT_BLOCK;

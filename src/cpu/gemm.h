@@ -49,6 +49,17 @@ static inline size_t xq8_bytes(int k)
     return (size_t)k + 8 * (size_t)(k / 32);
 }
 
+/* Byte offsets in a quantized row of k values of its block scales d and its block sums s. */
+static inline size_t xq8_d_offset(int k)
+{
+    return (size_t)k;
+}
+
+static inline size_t xq8_s_offset(int k)
+{
+    return (size_t)k + 4 * (size_t)(k / 32);
+}
+
 /* y[i*ldy + r] = sum_t x[i*ldx + t] * W[r][t] for rows i in [0, n) and weight rows r in
  * [0, rows): w points at weight row 0 of the block ([rows][k] of dtype dt, aligned to its
  * element size). Nothing else of y is written. scratch holds gemm_scratch_floats(n) floats

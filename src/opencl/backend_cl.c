@@ -606,6 +606,15 @@ static int decode_plan(const cl_backend *cb, const dattn_cache *c, int max_split
                               cb->max_wg, p);
 }
 
+/* The build options of diffattn_decode.cl for a head block of `heads` query heads. */
+static void decode_options(char *opt, size_t n, const cl_cache *cc, int d, int group, int kv_type,
+                           int heads, int acc_local)
+{
+    snprintf(opt, n, "-D HEAD_DIM=%d -D GROUP=%d -D HEADS=%d -D KV_TYPE=%d -D WG_DECODE=%d "
+             "-D COMBINE_WG_SIZE=%d -D MAX_SPLIT=%d -D ACC_IN_LOCAL=%d -D EPS_ARG", d, group,
+             heads, kv_type, cc->wg_decode, cc->combine_wg, cc->max_split + 1, acc_local);
+}
+
 static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *caller_buf,
                                   size_t caller_bytes)
 {
@@ -687,17 +696,12 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     cc->prefill_qt = (size_t)cb->tune.prefill_qt;
     cc->prefill_wg = (size_t)cb->tune.prefill_qt * (size_t)cb->tune.prefill_kt / 8;
     char opt[256];
-    snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D GROUP=%d -D HEADS=%d -D KV_TYPE=%d -D WG_DECODE=%d "
-             "-D COMBINE_WG_SIZE=%d -D MAX_SPLIT=%d -D ACC_IN_LOCAL=%d -D EPS_ARG", d, r,
-             cc->decode_heads, (int)g->type, cc->wg_decode, cc->combine_wg, cc->max_split + 1,
-             plan.acc_local);
+    decode_options(opt, sizeof opt, cc, d, r, (int)g->type, cc->decode_heads, plan.acc_local);
     if ((st = build(cb, "diffattn_decode", opt, &cc->prog[0])) != DATTN_OK)
         goto fail;
     if (cc->decode_heads_short != cc->decode_heads) {
-        snprintf(opt, sizeof opt, "-D HEAD_DIM=%d -D GROUP=%d -D HEADS=%d -D KV_TYPE=%d "
-                 "-D WG_DECODE=%d -D COMBINE_WG_SIZE=%d -D MAX_SPLIT=%d -D ACC_IN_LOCAL=%d "
-                 "-D EPS_ARG", d, r, cc->decode_heads_short, (int)g->type, cc->wg_decode,
-                 cc->combine_wg, cc->max_split + 1, plan_short.acc_local);
+        decode_options(opt, sizeof opt, cc, d, r, (int)g->type, cc->decode_heads_short,
+                       plan_short.acc_local);
         if ((st = build(cb, "diffattn_decode", opt, &cc->prog[7])) != DATTN_OK ||
             (st = make_kernel(cc->prog[7], "diffattn_decode_split", &cc->k_split_short)) != DATTN_OK ||
             (st = check_kernel(cb, cc->k_split_short, "diffattn_decode_split",
