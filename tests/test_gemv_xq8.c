@@ -4,7 +4,10 @@
  *   1. the quantized x row, bit for bit: per block of 32, d = f32(amax / 127),
  *      id = f32(1 / d) (0 when d is 0), q = nearest-even integer of f32(x * id), s = sum q;
  *   2. y against the reference of exactly that computation, sum_b f32(dw * d_b) * isum (isum an
- *      exact integer dot), in float64: ||y - ref|| / ||sum |terms| || <= 1e-5 (f32 sum order only);
+ *      exact integer dot), in float64: ||y - ref|| / ||sum_b |f32(dw * d_b)| sum_j |wq_j q_j| ||
+ *      <= 1e-5. The norm is the classic bound of an f32 sum in any order (a kernel may convert
+ *      partial dots of a block to f32 before adding them, so |isum| alone is too small a yardstick
+ *      when a block's products cancel);
  *   3. y against the unquantized float64 product x . W (the weights' exact values): within the
  *      rigorous bound of x's quantization error, sum_b d_b / 2 * sum_j |w_bj| (plus f32 slack),
  *      and, for x uniform in [-1, 1) over at least 16 rows, ||y - xW|| / ||xW|| <= 2e-2;
@@ -170,15 +173,16 @@ static void check_case(dattn_dtype dt, int k, int m, int plain)
         for (int b = 0; b < nb; b++) {
             int wq[32];
             double dw = w_block(dt, ws, k, r, b, wq);
-            long isum = 0, wabs = 0;
+            long isum = 0, iabs = 0, wabs = 0;
             for (int j = 0; j < 32; j++) {
                 isum += (long)wq[j] * rq[32 * b + j];
+                iabs += labs((long)wq[j] * rq[32 * b + j]);
                 wabs += labs((long)wq[j]);
                 e += (double)x[32 * b + j] * w[(size_t)r * k + 32 * b + j];
             }
-            double term = (double)(float)(dw * (double)rd[b]) * (double)isum;
-            s += term;
-            sa += fabs(term);
+            double scale = (double)(float)(dw * (double)rd[b]);
+            s += scale * (double)isum;
+            sa += fabs(scale) * (double)iabs;
             bnd += fabs(dw) * wabs * (double)rd[b] * 0.5;
         }
         ref[r] = s;
