@@ -1,6 +1,7 @@
 /* The integer-dot decode GEMV of q8_0 / q4_0 weights (src/cpu/gemm.h: xq8_quantize, gemv_xq8)
  * against a float64 reference written here from the documented definition, for every variant
- * this CPU runs (generic, avx2, avx512, avx512 with VNNI; on aarch64 the generic build is NEON):
+ * this CPU runs (generic, avx2, avx512, avx512 with VNNI, with VNNI + VBMI; on aarch64 the
+ * generic build is NEON):
  *   1. the quantized x row, bit for bit: per block of 32, d = f32(amax / 127),
  *      id = f32(1 / d) (0 when d is 0), q = nearest-even integer of f32(x * id), s = sum q;
  *   2. y against the reference of exactly that computation, sum_b f32(dw * d_b) * isum (isum an
@@ -36,7 +37,7 @@ typedef struct {
     void (*gemv)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
 } variant;
 
-static variant variants[4];
+static variant variants[5];
 static int n_variants;
 static uint64_t seed;
 static uint64_t rng_state;
@@ -249,7 +250,9 @@ static const dattn_dtype dtypes[] = {DATTN_DTYPE_Q8_0, DATTN_DTYPE_Q4_0};
 static void test_sizes(void **state)
 {
     (void)state;
-    static const int ks[] = {32, 64, 96, 256, 768, 2048, 3072};
+    /* 256-weight chunks and the blocks after them (the VBMI q4_0 kernel): 288 = 8 + 1 blocks,
+     * 480 = 8 + 7. */
+    static const int ks[] = {32, 64, 96, 256, 288, 480, 768, 2048, 3072};
     static const int ms[] = {1, 2, 3, 4, 5, 7, 16, 17, 66};
     for (int d = 0; d < 2; d++)
         for (size_t a = 0; a < sizeof ks / sizeof *ks; a++)
@@ -336,6 +339,11 @@ int main(void)
                 (variant){"avx512vnni", xq8_quantize_avx512, gemv_xq8_avx512vnni};
         else
             printf("test_gemv_xq8: avx512vnni not supported by this CPU, skipped\n");
+        if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi"))
+            variants[n_variants++] =
+                (variant){"avx512vbmi", xq8_quantize_avx512, gemv_xq8_avx512vbmi};
+        else
+            printf("test_gemv_xq8: avx512vbmi not supported by this CPU, skipped\n");
     } else {
         printf("test_gemv_xq8: avx512 not supported by this CPU, skipped\n");
     }

@@ -185,7 +185,8 @@ int main(int argc, char **argv)
         gemm_fn gemm;
         peak_fn peak;
         quantize_fn quantize;
-        gemv_xq8_fn gemv_xq8[2];   /* the ISA's, then a faster form it may run (VNNI), or NULL */
+        gemv_xq8_fn gemv_xq8[3];   /* the ISA's, then faster forms it may run (VNNI, VNNI + VBMI),
+                                      or NULL */
     } isa[] = {
         {"generic", 1, gemm_rows_generic, peak_generic, xq8_quantize_generic,
          {gemv_xq8_generic, NULL}},
@@ -196,7 +197,9 @@ int main(int argc, char **argv)
                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"),
          gemm_rows_avx512, peak_avx512, xq8_quantize_avx512,
          {gemv_xq8_avx512,
-          __builtin_cpu_supports("avx512vnni") ? gemv_xq8_avx512vnni : NULL}},
+          __builtin_cpu_supports("avx512vnni") ? gemv_xq8_avx512vnni : NULL,
+          __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi")
+              ? gemv_xq8_avx512vbmi : NULL}},
 #endif
     };
     static const struct { dattn_dtype dt; const char *name; } types[] = {
@@ -274,11 +277,11 @@ int main(int argc, char **argv)
                    el * 1e3);
             printf("RESULT op=gemv isa=%s dtype=%s k=%d m=%d gbs=%.2f read_gbs=%.2f ms=%.4f\n",
                    isa[v].name, types[ti].name, vk, vm, gbs, read_gbs, el * 1e3);
-            for (int g = 0; g < 2 && quant_is_block(dt); g++) {
+            for (int g = 0; g < 3 && quant_is_block(dt); g++) {
                 gemv_xq8_fn gemv = isa[v].gemv_xq8[g];
                 if (!gemv)
                     continue;
-                const char *name = g == 0 ? isa[v].name : "avx512vnni";
+                const char *name = g == 0 ? isa[v].name : g == 1 ? "avx512vnni" : "avx512vbmi";
                 isa[v].quantize(vx, vk, vxq);   /* warm-up */
                 gemv(vxq, vk, dt, vp, vm, vy);
                 t0 = now();

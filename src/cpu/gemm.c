@@ -706,6 +706,128 @@ __attribute__((target("avx512vnni"))) void gemv_xq8_avx512vnni(const void *xq, i
     else
         XQ_GEMV_X512(0, dot2_q8_vnni, dot2_q4_vnni, dot_q8_vnni, dot_q4_vnni);
 }
+
+/* q4_0 with AVX512-VBMI (and VNNI): eight blocks of a row at a time, each block's dot summed in
+ * int32 before it meets its scale. The kernel above spends about half its instructions per block
+ * pair on the two f16 scales (two scalar loads, combine, convert, multiply, permute) and on a
+ * convert + FMA of the pair's eight-lane partials; here those run once per eight blocks.
+ *   - The 8 blocks are 144 contiguous bytes. Four 64-byte loads at offsets 0, 64, 72 and 80 cover
+ *     them without reading past the chunk (the last chunk of the last row ends the weights).
+ *   - vpermt2b picks out of (0, 64) the 64 nibble bytes of blocks 0-3, one block per 128-bit
+ *     quarter, and out of (72, 80) those of blocks 4-7. Low nibbles are weights 0-15 of a block,
+ *     high ones 16-31, so x is regrouped the same way once per chunk for the whole row group.
+ *   - vpdpbusd leaves four int32 partials of block q in quarter q (blocks 0-3 in a, 4-7 in b);
+ *     -8 * s of each block starts one lane (the q4_0 offset, as in dot2_q4_vnni).
+ *   - One unpack/add/shuffle round turns a and b into [A B A B] per quarter q: the exact sums of
+ *     blocks q and 4 + q in lanes 4q and 4q + 1 (4q + 2, 4q + 3 repeat them and get scale 0).
+ *   - One more vpermt2b of the first two loads puts the 8 f16 scales in those lanes (zeros in the
+ *     rest): one convert and one multiply by x's scales, then one FMA into the row's 16 lanes.
+ * The products and scales are exactly those of the reference (f32(dw * dx) times an exact
+ * integer dot); only the f32 summation order differs. A k that is not a multiple of 256 runs its
+ * last blocks one at a time. */
+#define VBMI __attribute__((target("avx512vnni,avx512vbmi")))
+#define PICK_ID(o) (o)
+#define PICK_B(o) ((o) <= 135 ? (o) - 72 : (o) - 16)   /* from the loads at 72 (0-63) and 80 (64-127) */
+#define PICK16(F, o)                                                                              \
+    F(o), F(o + 1), F(o + 2), F(o + 3), F(o + 4), F(o + 5), F(o + 6), F(o + 7), F(o + 8),         \
+        F(o + 9), F(o + 10), F(o + 11), F(o + 12), F(o + 13), F(o + 14), F(o + 15)
+static const uint8_t q4_pick_a[64] = {PICK16(PICK_ID, 2), PICK16(PICK_ID, 20), PICK16(PICK_ID, 38),
+                                      PICK16(PICK_ID, 56)};
+static const uint8_t q4_pick_b[64] = {PICK16(PICK_B, 74), PICK16(PICK_B, 92), PICK16(PICK_B, 110),
+                                      PICK16(PICK_B, 128)};
+/* Scale bytes of blocks q and 4 + q into f16 lanes 4q and 4q + 1; the mask zeroes the rest. */
+static const uint8_t q4_pick_scale[64] = {0, 1, 72, 73, 0, 0, 0, 0, 18, 19, 90, 91, 0, 0, 0, 0,
+                                          36, 37, 108, 109, 0, 0, 0, 0, 54, 55, 126, 127};
+#define Q4_SCALE_BYTES 0x0F0F0F0Full
+static const int32_t q4_lanes_dx[16] = {0, 4, 0, 4, 1, 5, 1, 5, 2, 6, 2, 6, 3, 7, 3, 7};
+static const int32_t q4_lanes_sa[16] = {0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0};
+static const int32_t q4_lanes_sb[16] = {4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0};
+#undef PICK16
+#undef PICK_B
+#undef PICK_ID
+
+VBMI static void gemv_q4_vbmi(const void *xq, int k, const void *w, int rows, float *y)
+{
+    const int8_t *xqq = xq;
+    const float *xd = xq_d(xq, k);
+    const int32_t *xs = xq_s(xq, k);
+    const size_t bb = Q4_0_BLOCK_BYTES, rb = quant_row_bytes(DATTN_DTYPE_Q4_0, k);
+    const int nb = k / QUANT_BLOCK, nc = nb / 8;
+    const __m512i pick_a = _mm512_loadu_si512(q4_pick_a), pick_b = _mm512_loadu_si512(q4_pick_b);
+    const __m512i pick_s = _mm512_loadu_si512(q4_pick_scale), low4 = _mm512_set1_epi8(15);
+    const __m512i lanes_dx = _mm512_loadu_si512(q4_lanes_dx);
+    const __m512i lanes_sa = _mm512_loadu_si512(q4_lanes_sa), lanes_sb = _mm512_loadu_si512(q4_lanes_sb);
+    for (int r0 = 0; r0 < rows; r0 += XQ_ROWS) {
+        int nr = rows - r0 < XQ_ROWS ? rows - r0 : XQ_ROWS;
+        const uint8_t *row[XQ_ROWS];
+        group_rows(w, rb, r0, nr, XQ_ROWS, row);
+        __m512 acc[XQ_ROWS];
+        for (int i = 0; i < XQ_ROWS; i++)
+            acc[i] = _mm512_setzero_ps();
+        pf_walk pf = pf_start(rb, XQ_ROWS, XQ_AHEAD_BLOCKS * bb);
+        for (int c = 0; c < nc; c++, pf_step(&pf, 8 * bb)) {
+            const int8_t *xc = xqq + (size_t)c * 8 * QUANT_BLOCK;
+            __m512i x0 = _mm512_loadu_si512(xc), x1 = _mm512_loadu_si512(xc + 64);
+            __m512i x2 = _mm512_loadu_si512(xc + 128), x3 = _mm512_loadu_si512(xc + 192);
+            __m512i xlo_a = _mm512_shuffle_i64x2(x0, x1, _MM_SHUFFLE(2, 0, 2, 0));
+            __m512i xhi_a = _mm512_shuffle_i64x2(x0, x1, _MM_SHUFFLE(3, 1, 3, 1));
+            __m512i xlo_b = _mm512_shuffle_i64x2(x2, x3, _MM_SHUFFLE(2, 0, 2, 0));
+            __m512i xhi_b = _mm512_shuffle_i64x2(x2, x3, _MM_SHUFFLE(3, 1, 3, 1));
+            __m256i s8 = _mm256_loadu_si256((const __m256i *)(xs + (size_t)c * 8));
+            __m512i neg8 = _mm512_castsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(),
+                                                                   _mm256_slli_epi32(s8, 3)));
+            __m512i init_a = _mm512_maskz_permutexvar_epi32(0x1111, lanes_sa, neg8);
+            __m512i init_b = _mm512_maskz_permutexvar_epi32(0x1111, lanes_sb, neg8);
+            __m512 dx = _mm512_permutexvar_ps(lanes_dx,
+                                              _mm512_castps256_ps512(_mm256_loadu_ps(xd + (size_t)c * 8)));
+            for (int i = 0; i < XQ_ROWS; i++) {
+                const uint8_t *p = row[i] + (size_t)c * 8 * bb;
+                pf_row(&pf, row[i]);
+                pf_row(&pf, row[i] + 64);
+                pf_row(&pf, row[i] + 128);
+                __m512i l0 = _mm512_loadu_si512(p), l1 = _mm512_loadu_si512(p + 64);
+                __m512i l2 = _mm512_loadu_si512(p + 72), l3 = _mm512_loadu_si512(p + 80);
+                __m512i na = _mm512_permutex2var_epi8(l0, pick_a, l1);
+                __m512i nb_ = _mm512_permutex2var_epi8(l2, pick_b, l3);
+                __m512i a = _mm512_dpbusd_epi32(init_a, _mm512_and_si512(na, low4), xlo_a);
+                a = _mm512_dpbusd_epi32(a, _mm512_and_si512(_mm512_srli_epi16(na, 4), low4), xhi_a);
+                __m512i b = _mm512_dpbusd_epi32(init_b, _mm512_and_si512(nb_, low4), xlo_b);
+                b = _mm512_dpbusd_epi32(b, _mm512_and_si512(_mm512_srli_epi16(nb_, 4), low4), xhi_b);
+                __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+                t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_BADC));
+                __m512i sh = _mm512_maskz_permutex2var_epi8(Q4_SCALE_BYTES, l0, pick_s, l1);
+                __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(sh)), dx);
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sc, acc[i]);
+            }
+        }
+        __m256 acc1[XQ_ROWS];
+        for (int i = 0; i < XQ_ROWS; i++)
+            acc1[i] = _mm256_setzero_ps();
+        for (int b = nc * 8; b < nb; b++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(xqq + (size_t)b * QUANT_BLOCK));
+            __m256i neg_s = _mm256_set1_epi32(-xs[b]);
+            for (int i = 0; i < XQ_ROWS; i++) {
+                const uint8_t *blk = row[i] + (size_t)b * bb;
+                __m256i p = _mm256_dpbusd_epi32(neg_s, nibbles(blk), xv);
+                acc1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                          _mm256_set1_ps(scale_f32(blk) * xd[b]), acc1[i]);
+            }
+        }
+        for (int i = 0; i < nr; i++)
+            y[r0 + i] = _mm512_reduce_add_ps(acc[i]) + hsum256(acc1[i]);
+    }
+}
+
+VBMI void gemv_xq8_avx512vbmi(const void *xq, int k, dattn_dtype dt, const void *w, int rows,
+                              float *y)
+{
+    if (dt == DATTN_DTYPE_Q8_0)
+        XQ_GEMV_X512(1, dot2_q8_vnni, dot2_q4_vnni, dot_q8_vnni, dot_q4_vnni);
+    else
+        gemv_q4_vbmi(xq, k, w, rows, y);
+}
+#undef Q4_SCALE_BYTES
+#undef VBMI
 #undef VNNI
 #else
 void CPU_FN(gemv_xq8)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y)
