@@ -746,6 +746,18 @@ static const int32_t q4_lanes_sb[16] = {4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0
 #undef PICK_B
 #undef PICK_ID
 
+/* Per 128-bit quarter: [a0 + a2, b0 + b2, a1 + a3, b1 + b3]. */
+VBMI static inline __m512i add_pairs32(__m512i a, __m512i b)
+{
+    return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+}
+
+/* x's 8 block scales of a chunk, spread over the lanes that hold their blocks' sums. */
+VBMI static inline __m512 chunk_dx(__m512i lanes, const float *xd)
+{
+    return _mm512_permutexvar_ps(lanes, _mm512_castps256_ps512(_mm256_loadu_ps(xd)));
+}
+
 VBMI static void gemv_q4_vbmi(const void *xq, int k, const void *w, int rows, float *y)
 {
     const int8_t *xqq = xq;
@@ -778,8 +790,7 @@ VBMI static void gemv_q4_vbmi(const void *xq, int k, const void *w, int rows, fl
                                                                    _mm256_slli_epi32(s8, 3)));
             __m512i init_a = _mm512_maskz_permutexvar_epi32(0x1111, lanes_sa, neg8);
             __m512i init_b = _mm512_maskz_permutexvar_epi32(0x1111, lanes_sb, neg8);
-            __m512 dx = _mm512_permutexvar_ps(lanes_dx,
-                                              _mm512_castps256_ps512(_mm256_loadu_ps(xd + (size_t)c * 8)));
+            __m512 dx = chunk_dx(lanes_dx, xd + (size_t)c * 8);
             for (int i = 0; i < XQ_ROWS; i++) {
                 const uint8_t *p = row[i] + (size_t)c * 8 * bb;
                 pf_row(&pf, row[i]);
@@ -793,7 +804,7 @@ VBMI static void gemv_q4_vbmi(const void *xq, int k, const void *w, int rows, fl
                 a = _mm512_dpbusd_epi32(a, _mm512_and_si512(_mm512_srli_epi16(na, 4), low4), xhi_a);
                 __m512i b = _mm512_dpbusd_epi32(init_b, _mm512_and_si512(nb_, low4), xlo_b);
                 b = _mm512_dpbusd_epi32(b, _mm512_and_si512(_mm512_srli_epi16(nb_, 4), low4), xhi_b);
-                __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+                __m512i t = add_pairs32(a, b);
                 t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_BADC));
                 __m512i sh = _mm512_maskz_permutex2var_epi8(Q4_SCALE_BYTES, l0, pick_s, l1);
                 __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(sh)), dx);
@@ -818,14 +829,105 @@ VBMI static void gemv_q4_vbmi(const void *xq, int k, const void *w, int rows, fl
     }
 }
 
+/* q8_0 the same way. The 8 blocks are 272 bytes; each pair's 64 weight bytes are loaded as by
+ * bytes2. vpdpbusd multiplies unsigned by signed bytes, so the weights go in as w + 128 (one xor)
+ * and each block's dot starts at -128 * s; the kernel above takes |w| and moves w's sign onto x
+ * (three instructions). Pair m leaves block 2m in lanes 0-7 and 2m + 1 in lanes 8-15; two
+ * unpack/add rounds and a swap of quarters give the exact sum of block 2m in lane m of quarters
+ * 0 and 1, of block 2m + 1 in lane m of quarters 2 and 3, and the scales go to quarters 0 and 2
+ * (picked from loads at 0, 64, 136 and 200, all inside the chunk). */
+/* f16 lanes 0-3: blocks 0, 2, 4, 6; lanes 8-11: blocks 1, 3, 5, 7. Blocks 0-3 lie at the same
+ * offsets from the loads at 0 and 64 as blocks 4-7 from those at 136 and 200. */
+static const uint8_t q8_pick_scale[64] = {0, 1, 68, 69, 0, 1, 68, 69, 0, 0, 0, 0, 0, 0, 0, 0,
+                                          34, 35, 102, 103, 34, 35, 102, 103};
+#define Q8_SCALE_BYTES_A 0x000F000Full   /* blocks 0-3 */
+#define Q8_SCALE_BYTES_B 0x00F000F0ull   /* blocks 4-7 */
+static const int32_t q8_lanes_dx[16] = {0, 2, 4, 6, 0, 2, 4, 6, 1, 3, 5, 7, 1, 3, 5, 7};
+
+VBMI static void gemv_q8_vbmi(const void *xq, int k, const void *w, int rows, float *y)
+{
+    const int8_t *xqq = xq;
+    const float *xd = xq_d(xq, k);
+    const int32_t *xs = xq_s(xq, k);
+    const size_t bb = Q8_0_BLOCK_BYTES, rb = quant_row_bytes(DATTN_DTYPE_Q8_0, k);
+    const int nb = k / QUANT_BLOCK, nc = nb / 8;
+    const __m512i pick_s = _mm512_loadu_si512(q8_pick_scale), bias = _mm512_set1_epi8(-128);
+    const __m512i lanes_dx = _mm512_loadu_si512(q8_lanes_dx);
+    for (int r0 = 0; r0 < rows; r0 += XQ_ROWS) {
+        int nr = rows - r0 < XQ_ROWS ? rows - r0 : XQ_ROWS;
+        const uint8_t *row[XQ_ROWS];
+        group_rows(w, rb, r0, nr, XQ_ROWS, row);
+        __m512 acc[XQ_ROWS];
+        for (int i = 0; i < XQ_ROWS; i++)
+            acc[i] = _mm512_setzero_ps();
+        pf_walk pf = pf_start(rb, XQ_ROWS, XQ_AHEAD_BLOCKS * bb);
+        for (int c = 0; c < nc; c++, pf_step(&pf, 8 * bb)) {
+            const int8_t *xc = xqq + (size_t)c * 8 * QUANT_BLOCK;
+            __m512i xv[4], init[4];
+            __m256i s8 = _mm256_loadu_si256((const __m256i *)(xs + (size_t)c * 8));
+            __m512i neg = _mm512_castsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(),
+                                                                  _mm256_slli_epi32(s8, 7)));
+            for (int m = 0; m < 4; m++) {
+                xv[m] = _mm512_loadu_si512(xc + 64 * m);
+                __m512i lanes = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 2 * m + 1,
+                                                 0, 0, 0, 0, 0, 0, 0, 2 * m);
+                init[m] = _mm512_maskz_permutexvar_epi32(0x0101, lanes, neg);
+            }
+            __m512 dx = chunk_dx(lanes_dx, xd + (size_t)c * 8);
+            for (int i = 0; i < XQ_ROWS; i++) {
+                const uint8_t *p = row[i] + (size_t)c * 8 * bb;
+                pf_row(&pf, row[i]);
+                pf_row(&pf, row[i] + 64);
+                pf_row(&pf, row[i] + 128);
+                pf_row(&pf, row[i] + 192);
+                pf_row(&pf, row[i] + 256);
+                __m512i d[4];
+                for (int m = 0; m < 4; m++) {
+                    const uint8_t *pair = p + 2 * (size_t)m * bb;
+                    __m512i wb = _mm512_xor_si512(bytes2(pair, pair + bb), bias);
+                    d[m] = _mm512_dpbusd_epi32(init[m], wb, xv[m]);
+                }
+                __m512i u01 = add_pairs32(d[0], d[1]), u23 = add_pairs32(d[2], d[3]);
+                __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi64(u01, u23),
+                                             _mm512_unpackhi_epi64(u01, u23));
+                t = _mm512_add_epi32(t, _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(2, 3, 0, 1)));
+                __m512i sa = _mm512_permutex2var_epi8(_mm512_loadu_si512(p), pick_s,
+                                                      _mm512_loadu_si512(p + 64));
+                __m512i sb = _mm512_permutex2var_epi8(_mm512_loadu_si512(p + 136), pick_s,
+                                                      _mm512_loadu_si512(p + 200));
+                __m512i sh = _mm512_mask_mov_epi8(_mm512_maskz_mov_epi8(Q8_SCALE_BYTES_A, sa),
+                                                  Q8_SCALE_BYTES_B, sb);
+                __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(sh)), dx);
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sc, acc[i]);
+            }
+        }
+        __m256 acc1[XQ_ROWS];
+        for (int i = 0; i < XQ_ROWS; i++)
+            acc1[i] = _mm256_setzero_ps();
+        for (int b = nc * 8; b < nb; b++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(xqq + (size_t)b * QUANT_BLOCK));
+            for (int i = 0; i < XQ_ROWS; i++) {
+                const uint8_t *blk = row[i] + (size_t)b * bb;
+                __m256i p = dot_q8_vnni(_mm256_loadu_si256((const __m256i *)(blk + 2)), xv);
+                acc1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                          _mm256_set1_ps(scale_f32(blk) * xd[b]), acc1[i]);
+            }
+        }
+        for (int i = 0; i < nr; i++)
+            y[r0 + i] = _mm512_reduce_add_ps(acc[i]) + hsum256(acc1[i]);
+    }
+}
+
 VBMI void gemv_xq8_avx512vbmi(const void *xq, int k, dattn_dtype dt, const void *w, int rows,
                               float *y)
 {
     if (dt == DATTN_DTYPE_Q8_0)
-        XQ_GEMV_X512(1, dot2_q8_vnni, dot2_q4_vnni, dot_q8_vnni, dot_q4_vnni);
+        gemv_q8_vbmi(xq, k, w, rows, y);
     else
         gemv_q4_vbmi(xq, k, w, rows, y);
 }
+#undef Q8_SCALE_BYTES_A
+#undef Q8_SCALE_BYTES_B
 #undef Q4_SCALE_BYTES
 #undef VBMI
 #undef VNNI
