@@ -707,24 +707,33 @@ __attribute__((target("avx512vnni"))) void gemv_xq8_avx512vnni(const void *xq, i
         XQ_GEMV_X512(0, dot2_q8_vnni, dot2_q4_vnni, dot_q8_vnni, dot_q4_vnni);
 }
 
-/* q4_0 with AVX512-VBMI (and VNNI): eight blocks of a row at a time, each block's dot summed in
- * int32 before it meets its scale. The kernel above spends about half its instructions per block
- * pair on the two f16 scales (two scalar loads, combine, convert, multiply, permute) and on a
- * convert + FMA of the pair's eight-lane partials; here those run once per eight blocks.
- *   - The 8 blocks are 144 contiguous bytes. Four 64-byte loads at offsets 0, 64, 72 and 80 cover
- *     them without reading past the chunk (the last chunk of the last row ends the weights).
+/* q8_0 / q4_0 with AVX512-VBMI (and VNNI): eight blocks of a row (a chunk) at a time, each
+ * block's dot summed exactly in int32 before it meets its scale. The kernel above spends about half
+ * its instructions per block pair on the two f16 scales (two scalar loads, combine, convert,
+ * multiply, permute) and on a convert + FMA of the pair's partials; here those run once per chunk:
+ * one vpermt2b puts the chunk's 8 f16 scales in the lanes that hold their blocks' sums (zeros in
+ * the others), then one convert, one multiply by x's scales and one FMA into the row's 16 lanes.
+ * The products and scales are exactly those of the reference (f32(dw * dx) times an exact integer
+ * dot); only the f32 summation order differs. A k that is not a multiple of 256 runs its last
+ * blocks one at a time. Every load stays inside the chunk (the last chunk of the last row ends the
+ * weights).
+ *
+ * q4_0: the chunk is 144 bytes, loaded at offsets 0, 64, 72 and 80.
  *   - vpermt2b picks out of (0, 64) the 64 nibble bytes of blocks 0-3, one block per 128-bit
  *     quarter, and out of (72, 80) those of blocks 4-7. Low nibbles are weights 0-15 of a block,
  *     high ones 16-31, so x is regrouped the same way once per chunk for the whole row group.
  *   - vpdpbusd leaves four int32 partials of block q in quarter q (blocks 0-3 in a, 4-7 in b);
  *     -8 * s of each block starts one lane (the q4_0 offset, as in dot2_q4_vnni).
  *   - One unpack/add/shuffle round turns a and b into [A B A B] per quarter q: the exact sums of
- *     blocks q and 4 + q in lanes 4q and 4q + 1 (4q + 2, 4q + 3 repeat them and get scale 0).
- *   - One more vpermt2b of the first two loads puts the 8 f16 scales in those lanes (zeros in the
- *     rest): one convert and one multiply by x's scales, then one FMA into the row's 16 lanes.
- * The products and scales are exactly those of the reference (f32(dw * dx) times an exact
- * integer dot); only the f32 summation order differs. A k that is not a multiple of 256 runs its
- * last blocks one at a time. */
+ *     blocks q and 4 + q in lanes 4q and 4q + 1 (4q + 2 and 4q + 3 repeat them, scale 0).
+ * q8_0: the chunk is 272 bytes; each pair's 64 weight bytes are loaded as by bytes2.
+ *   - vpdpbusd multiplies unsigned by signed bytes, so the weights go in as w + 128 (one xor) and
+ *     each block's dot starts at -128 * s (the kernel above takes |w| and moves w's sign onto x:
+ *     three instructions).
+ *   - Pair m leaves block 2m in lanes 0-7 and 2m + 1 in lanes 8-15; two unpack/add rounds and a
+ *     swap of quarters give the sum of block 2m in lane m of quarters 0 and 1, of block 2m + 1 in
+ *     lane m of quarters 2 and 3; the scales go to quarters 0 and 2 (from loads at 0, 64, 136 and
+ *     200). */
 #define VBMI __attribute__((target("avx512vnni,avx512vbmi")))
 #define PICK_ID(o) (o)
 #define PICK_B(o) ((o) <= 135 ? (o) - 72 : (o) - 16)   /* from the loads at 72 (0-63) and 80 (64-127) */
@@ -740,102 +749,11 @@ static const uint8_t q4_pick_scale[64] = {0, 1, 72, 73, 0, 0, 0, 0, 18, 19, 90, 
                                           36, 37, 108, 109, 0, 0, 0, 0, 54, 55, 126, 127};
 #define Q4_SCALE_BYTES 0x0F0F0F0Full
 static const int32_t q4_lanes_dx[16] = {0, 4, 0, 4, 1, 5, 1, 5, 2, 6, 2, 6, 3, 7, 3, 7};
-static const int32_t q4_lanes_sa[16] = {0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0};
-static const int32_t q4_lanes_sb[16] = {4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0};
+static const int32_t q4_lanes_s[2][16] = {{0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0},
+                                          {4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0}};
 #undef PICK16
 #undef PICK_B
 #undef PICK_ID
-
-/* Per 128-bit quarter: [a0 + a2, b0 + b2, a1 + a3, b1 + b3]. */
-VBMI static inline __m512i add_pairs32(__m512i a, __m512i b)
-{
-    return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
-}
-
-/* x's 8 block scales of a chunk, spread over the lanes that hold their blocks' sums. */
-VBMI static inline __m512 chunk_dx(__m512i lanes, const float *xd)
-{
-    return _mm512_permutexvar_ps(lanes, _mm512_castps256_ps512(_mm256_loadu_ps(xd)));
-}
-
-VBMI static void gemv_q4_vbmi(const void *xq, int k, const void *w, int rows, float *y)
-{
-    const int8_t *xqq = xq;
-    const float *xd = xq_d(xq, k);
-    const int32_t *xs = xq_s(xq, k);
-    const size_t bb = Q4_0_BLOCK_BYTES, rb = quant_row_bytes(DATTN_DTYPE_Q4_0, k);
-    const int nb = k / QUANT_BLOCK, nc = nb / 8;
-    const __m512i pick_a = _mm512_loadu_si512(q4_pick_a), pick_b = _mm512_loadu_si512(q4_pick_b);
-    const __m512i pick_s = _mm512_loadu_si512(q4_pick_scale), low4 = _mm512_set1_epi8(15);
-    const __m512i lanes_dx = _mm512_loadu_si512(q4_lanes_dx);
-    const __m512i lanes_sa = _mm512_loadu_si512(q4_lanes_sa), lanes_sb = _mm512_loadu_si512(q4_lanes_sb);
-    for (int r0 = 0; r0 < rows; r0 += XQ_ROWS) {
-        int nr = rows - r0 < XQ_ROWS ? rows - r0 : XQ_ROWS;
-        const uint8_t *row[XQ_ROWS];
-        group_rows(w, rb, r0, nr, XQ_ROWS, row);
-        __m512 acc[XQ_ROWS];
-        for (int i = 0; i < XQ_ROWS; i++)
-            acc[i] = _mm512_setzero_ps();
-        pf_walk pf = pf_start(rb, XQ_ROWS, XQ_AHEAD_BLOCKS * bb);
-        for (int c = 0; c < nc; c++, pf_step(&pf, 8 * bb)) {
-            const int8_t *xc = xqq + (size_t)c * 8 * QUANT_BLOCK;
-            __m512i x0 = _mm512_loadu_si512(xc), x1 = _mm512_loadu_si512(xc + 64);
-            __m512i x2 = _mm512_loadu_si512(xc + 128), x3 = _mm512_loadu_si512(xc + 192);
-            __m512i xlo_a = _mm512_shuffle_i64x2(x0, x1, _MM_SHUFFLE(2, 0, 2, 0));
-            __m512i xhi_a = _mm512_shuffle_i64x2(x0, x1, _MM_SHUFFLE(3, 1, 3, 1));
-            __m512i xlo_b = _mm512_shuffle_i64x2(x2, x3, _MM_SHUFFLE(2, 0, 2, 0));
-            __m512i xhi_b = _mm512_shuffle_i64x2(x2, x3, _MM_SHUFFLE(3, 1, 3, 1));
-            __m256i s8 = _mm256_loadu_si256((const __m256i *)(xs + (size_t)c * 8));
-            __m512i neg8 = _mm512_castsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(),
-                                                                   _mm256_slli_epi32(s8, 3)));
-            __m512i init_a = _mm512_maskz_permutexvar_epi32(0x1111, lanes_sa, neg8);
-            __m512i init_b = _mm512_maskz_permutexvar_epi32(0x1111, lanes_sb, neg8);
-            __m512 dx = chunk_dx(lanes_dx, xd + (size_t)c * 8);
-            for (int i = 0; i < XQ_ROWS; i++) {
-                const uint8_t *p = row[i] + (size_t)c * 8 * bb;
-                pf_row(&pf, row[i]);
-                pf_row(&pf, row[i] + 64);
-                pf_row(&pf, row[i] + 128);
-                __m512i l0 = _mm512_loadu_si512(p), l1 = _mm512_loadu_si512(p + 64);
-                __m512i l2 = _mm512_loadu_si512(p + 72), l3 = _mm512_loadu_si512(p + 80);
-                __m512i na = _mm512_permutex2var_epi8(l0, pick_a, l1);
-                __m512i nb_ = _mm512_permutex2var_epi8(l2, pick_b, l3);
-                __m512i a = _mm512_dpbusd_epi32(init_a, _mm512_and_si512(na, low4), xlo_a);
-                a = _mm512_dpbusd_epi32(a, _mm512_and_si512(_mm512_srli_epi16(na, 4), low4), xhi_a);
-                __m512i b = _mm512_dpbusd_epi32(init_b, _mm512_and_si512(nb_, low4), xlo_b);
-                b = _mm512_dpbusd_epi32(b, _mm512_and_si512(_mm512_srli_epi16(nb_, 4), low4), xhi_b);
-                __m512i t = add_pairs32(a, b);
-                t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_BADC));
-                __m512i sh = _mm512_maskz_permutex2var_epi8(Q4_SCALE_BYTES, l0, pick_s, l1);
-                __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(sh)), dx);
-                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sc, acc[i]);
-            }
-        }
-        __m256 acc1[XQ_ROWS];
-        for (int i = 0; i < XQ_ROWS; i++)
-            acc1[i] = _mm256_setzero_ps();
-        for (int b = nc * 8; b < nb; b++) {
-            __m256i xv = _mm256_loadu_si256((const __m256i *)(xqq + (size_t)b * QUANT_BLOCK));
-            __m256i neg_s = _mm256_set1_epi32(-xs[b]);
-            for (int i = 0; i < XQ_ROWS; i++) {
-                const uint8_t *blk = row[i] + (size_t)b * bb;
-                __m256i p = _mm256_dpbusd_epi32(neg_s, nibbles(blk), xv);
-                acc1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                          _mm256_set1_ps(scale_f32(blk) * xd[b]), acc1[i]);
-            }
-        }
-        for (int i = 0; i < nr; i++)
-            y[r0 + i] = _mm512_reduce_add_ps(acc[i]) + hsum256(acc1[i]);
-    }
-}
-
-/* q8_0 the same way. The 8 blocks are 272 bytes; each pair's 64 weight bytes are loaded as by
- * bytes2. vpdpbusd multiplies unsigned by signed bytes, so the weights go in as w + 128 (one xor)
- * and each block's dot starts at -128 * s; the kernel above takes |w| and moves w's sign onto x
- * (three instructions). Pair m leaves block 2m in lanes 0-7 and 2m + 1 in lanes 8-15; two
- * unpack/add rounds and a swap of quarters give the exact sum of block 2m in lane m of quarters
- * 0 and 1, of block 2m + 1 in lane m of quarters 2 and 3, and the scales go to quarters 0 and 2
- * (picked from loads at 0, 64, 136 and 200, all inside the chunk). */
 /* f16 lanes 0-3: blocks 0, 2, 4, 6; lanes 8-11: blocks 1, 3, 5, 7. Blocks 0-3 lie at the same
  * offsets from the loads at 0 and 64 as blocks 4-7 from those at 136 and 200. */
 static const uint8_t q8_pick_scale[64] = {0, 1, 68, 69, 0, 1, 68, 69, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -844,71 +762,141 @@ static const uint8_t q8_pick_scale[64] = {0, 1, 68, 69, 0, 1, 68, 69, 0, 0, 0, 0
 #define Q8_SCALE_BYTES_B 0x00F000F0ull   /* blocks 4-7 */
 static const int32_t q8_lanes_dx[16] = {0, 2, 4, 6, 0, 2, 4, 6, 1, 3, 5, 7, 1, 3, 5, 7};
 
-VBMI static void gemv_q8_vbmi(const void *xq, int k, const void *w, int rows, float *y)
+/* What a chunk of x gives each row of a group: x laid out as the row's bytes are, the dots'
+ * starting values (the offsets -8 s or -128 s), x's scales in the lanes of the block sums. */
+typedef struct x_chunk {
+    __m512i x[4], init[4];
+    __m512 dx;
+} x_chunk;
+
+/* Per 128-bit quarter: [a0 + a2, b0 + b2, a1 + a3, b1 + b3]. */
+VBMI static inline __m512i add_pairs32(__m512i a, __m512i b)
+{
+    return _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+}
+
+/* -(s << shift) of the chunk's 8 blocks in lanes 0-7. */
+VBMI static inline __m512i chunk_offsets(const int32_t *xs, int shift)
+{
+    __m256i s8 = _mm256_loadu_si256((const __m256i *)xs);
+    return _mm512_castsi256_si512(
+        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_sll_epi32(s8, _mm_cvtsi32_si128(shift))));
+}
+
+VBMI static inline x_chunk x_chunk_q4(const int8_t *xc, const int32_t *xs, const float *xd)
+{
+    x_chunk c;
+    __m512i neg = chunk_offsets(xs, 3);
+    for (int h = 0; h < 2; h++) {   /* blocks 0-3, then 4-7 */
+        __m512i x0 = _mm512_loadu_si512(xc + 128 * h), x1 = _mm512_loadu_si512(xc + 128 * h + 64);
+        c.x[2 * h] = _mm512_shuffle_i64x2(x0, x1, _MM_SHUFFLE(2, 0, 2, 0));       /* weights 0-15 */
+        c.x[2 * h + 1] = _mm512_shuffle_i64x2(x0, x1, _MM_SHUFFLE(3, 1, 3, 1));   /* 16-31 */
+        c.init[h] = _mm512_maskz_permutexvar_epi32(0x1111, _mm512_loadu_si512(q4_lanes_s[h]), neg);
+    }
+    c.dx = _mm512_permutexvar_ps(_mm512_loadu_si512(q4_lanes_dx),
+                                 _mm512_castps256_ps512(_mm256_loadu_ps(xd)));
+    return c;
+}
+
+VBMI static inline x_chunk x_chunk_q8(const int8_t *xc, const int32_t *xs, const float *xd)
+{
+    x_chunk c;
+    __m512i neg = chunk_offsets(xs, 7);
+    for (int m = 0; m < 4; m++) {   /* block pairs */
+        c.x[m] = _mm512_loadu_si512(xc + 64 * m);
+        __m512i lanes = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 2 * m + 1,
+                                         0, 0, 0, 0, 0, 0, 0, 2 * m);
+        c.init[m] = _mm512_maskz_permutexvar_epi32(0x0101, lanes, neg);
+    }
+    c.dx = _mm512_permutexvar_ps(_mm512_loadu_si512(q8_lanes_dx),
+                                 _mm512_castps256_ps512(_mm256_loadu_ps(xd)));
+    return c;
+}
+
+/* acc + the chunk at p (one row's 8 blocks) times x's chunk, in the lanes described above. */
+VBMI static inline __m512 chunk_q4(const uint8_t *p, const x_chunk *c, __m512 acc)
+{
+    const __m512i low4 = _mm512_set1_epi8(15);
+    __m512i l0 = _mm512_loadu_si512(p), l1 = _mm512_loadu_si512(p + 64);
+    __m512i nib[2] = {_mm512_permutex2var_epi8(l0, _mm512_loadu_si512(q4_pick_a), l1),
+                      _mm512_permutex2var_epi8(_mm512_loadu_si512(p + 72),
+                                               _mm512_loadu_si512(q4_pick_b),
+                                               _mm512_loadu_si512(p + 80))};
+    __m512i d[2];
+    for (int h = 0; h < 2; h++) {
+        d[h] = _mm512_dpbusd_epi32(c->init[h], _mm512_and_si512(nib[h], low4), c->x[2 * h]);
+        d[h] = _mm512_dpbusd_epi32(d[h], _mm512_and_si512(_mm512_srli_epi16(nib[h], 4), low4),
+                                   c->x[2 * h + 1]);
+    }
+    __m512i t = add_pairs32(d[0], d[1]);
+    t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_BADC));
+    __m512i sh = _mm512_maskz_permutex2var_epi8(Q4_SCALE_BYTES, l0,
+                                                _mm512_loadu_si512(q4_pick_scale), l1);
+    __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(sh)), c->dx);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sc, acc);
+}
+
+VBMI static inline __m512 chunk_q8(const uint8_t *p, const x_chunk *c, __m512 acc)
+{
+    const size_t bb = Q8_0_BLOCK_BYTES;
+    __m512i d[4];
+    for (int m = 0; m < 4; m++) {
+        const uint8_t *pair = p + 2 * (size_t)m * bb;
+        __m512i wb = _mm512_xor_si512(bytes2(pair, pair + bb), _mm512_set1_epi8(-128));
+        d[m] = _mm512_dpbusd_epi32(c->init[m], wb, c->x[m]);
+    }
+    __m512i u01 = add_pairs32(d[0], d[1]), u23 = add_pairs32(d[2], d[3]);
+    __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi64(u01, u23), _mm512_unpackhi_epi64(u01, u23));
+    t = _mm512_add_epi32(t, _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(2, 3, 0, 1)));
+    const __m512i pick = _mm512_loadu_si512(q8_pick_scale);
+    __m512i sa = _mm512_permutex2var_epi8(_mm512_loadu_si512(p), pick, _mm512_loadu_si512(p + 64));
+    __m512i sb = _mm512_permutex2var_epi8(_mm512_loadu_si512(p + 136), pick,
+                                          _mm512_loadu_si512(p + 200));
+    __m512i sh = _mm512_mask_mov_epi8(_mm512_maskz_mov_epi8(Q8_SCALE_BYTES_A, sa),
+                                      Q8_SCALE_BYTES_B, sb);
+    __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(sh)), c->dx);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sc, acc);
+}
+
+/* The row-group loop, inlined once per format. */
+VBMI __attribute__((always_inline)) static inline void gemv_chunks(int is_q8, const void *xq, int k,
+                                                                  const void *w, int rows, float *y)
 {
     const int8_t *xqq = xq;
     const float *xd = xq_d(xq, k);
     const int32_t *xs = xq_s(xq, k);
-    const size_t bb = Q8_0_BLOCK_BYTES, rb = quant_row_bytes(DATTN_DTYPE_Q8_0, k);
+    dattn_dtype dt = is_q8 ? DATTN_DTYPE_Q8_0 : DATTN_DTYPE_Q4_0;
+    const size_t bb = is_q8 ? Q8_0_BLOCK_BYTES : Q4_0_BLOCK_BYTES, rb = quant_row_bytes(dt, k);
     const int nb = k / QUANT_BLOCK, nc = nb / 8;
-    const __m512i pick_s = _mm512_loadu_si512(q8_pick_scale), bias = _mm512_set1_epi8(-128);
-    const __m512i lanes_dx = _mm512_loadu_si512(q8_lanes_dx);
     for (int r0 = 0; r0 < rows; r0 += XQ_ROWS) {
         int nr = rows - r0 < XQ_ROWS ? rows - r0 : XQ_ROWS;
         const uint8_t *row[XQ_ROWS];
         group_rows(w, rb, r0, nr, XQ_ROWS, row);
         __m512 acc[XQ_ROWS];
-        for (int i = 0; i < XQ_ROWS; i++)
+        __m256 acc1[XQ_ROWS];
+        for (int i = 0; i < XQ_ROWS; i++) {
             acc[i] = _mm512_setzero_ps();
+            acc1[i] = _mm256_setzero_ps();
+        }
         pf_walk pf = pf_start(rb, XQ_ROWS, XQ_AHEAD_BLOCKS * bb);
         for (int c = 0; c < nc; c++, pf_step(&pf, 8 * bb)) {
-            const int8_t *xc = xqq + (size_t)c * 8 * QUANT_BLOCK;
-            __m512i xv[4], init[4];
-            __m256i s8 = _mm256_loadu_si256((const __m256i *)(xs + (size_t)c * 8));
-            __m512i neg = _mm512_castsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(),
-                                                                  _mm256_slli_epi32(s8, 7)));
-            for (int m = 0; m < 4; m++) {
-                xv[m] = _mm512_loadu_si512(xc + 64 * m);
-                __m512i lanes = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 2 * m + 1,
-                                                 0, 0, 0, 0, 0, 0, 0, 2 * m);
-                init[m] = _mm512_maskz_permutexvar_epi32(0x0101, lanes, neg);
-            }
-            __m512 dx = chunk_dx(lanes_dx, xd + (size_t)c * 8);
+            size_t b = (size_t)c * 8;
+            x_chunk xc = is_q8 ? x_chunk_q8(xqq + b * QUANT_BLOCK, xs + b, xd + b)
+                               : x_chunk_q4(xqq + b * QUANT_BLOCK, xs + b, xd + b);
             for (int i = 0; i < XQ_ROWS; i++) {
-                const uint8_t *p = row[i] + (size_t)c * 8 * bb;
-                pf_row(&pf, row[i]);
-                pf_row(&pf, row[i] + 64);
-                pf_row(&pf, row[i] + 128);
-                pf_row(&pf, row[i] + 192);
-                pf_row(&pf, row[i] + 256);
-                __m512i d[4];
-                for (int m = 0; m < 4; m++) {
-                    const uint8_t *pair = p + 2 * (size_t)m * bb;
-                    __m512i wb = _mm512_xor_si512(bytes2(pair, pair + bb), bias);
-                    d[m] = _mm512_dpbusd_epi32(init[m], wb, xv[m]);
-                }
-                __m512i u01 = add_pairs32(d[0], d[1]), u23 = add_pairs32(d[2], d[3]);
-                __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi64(u01, u23),
-                                             _mm512_unpackhi_epi64(u01, u23));
-                t = _mm512_add_epi32(t, _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(2, 3, 0, 1)));
-                __m512i sa = _mm512_permutex2var_epi8(_mm512_loadu_si512(p), pick_s,
-                                                      _mm512_loadu_si512(p + 64));
-                __m512i sb = _mm512_permutex2var_epi8(_mm512_loadu_si512(p + 136), pick_s,
-                                                      _mm512_loadu_si512(p + 200));
-                __m512i sh = _mm512_mask_mov_epi8(_mm512_maskz_mov_epi8(Q8_SCALE_BYTES_A, sa),
-                                                  Q8_SCALE_BYTES_B, sb);
-                __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(sh)), dx);
-                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sc, acc[i]);
+                for (size_t o = 0; o < 8 * bb; o += 64)
+                    pf_row(&pf, row[i] + o);
+                const uint8_t *p = row[i] + b * bb;
+                acc[i] = is_q8 ? chunk_q8(p, &xc, acc[i]) : chunk_q4(p, &xc, acc[i]);
             }
         }
-        __m256 acc1[XQ_ROWS];
-        for (int i = 0; i < XQ_ROWS; i++)
-            acc1[i] = _mm256_setzero_ps();
         for (int b = nc * 8; b < nb; b++) {
             __m256i xv = _mm256_loadu_si256((const __m256i *)(xqq + (size_t)b * QUANT_BLOCK));
+            __m256i neg_s = _mm256_set1_epi32(-xs[b]);
             for (int i = 0; i < XQ_ROWS; i++) {
                 const uint8_t *blk = row[i] + (size_t)b * bb;
-                __m256i p = dot_q8_vnni(_mm256_loadu_si256((const __m256i *)(blk + 2)), xv);
+                __m256i p = is_q8 ? dot_q8_vnni(_mm256_loadu_si256((const __m256i *)(blk + 2)), xv)
+                                  : dot_q4_vnni(nibbles(blk), xv, neg_s);
                 acc1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
                                           _mm256_set1_ps(scale_f32(blk) * xd[b]), acc1[i]);
             }
@@ -922,9 +910,9 @@ VBMI void gemv_xq8_avx512vbmi(const void *xq, int k, dattn_dtype dt, const void 
                               float *y)
 {
     if (dt == DATTN_DTYPE_Q8_0)
-        gemv_q8_vbmi(xq, k, w, rows, y);
+        gemv_chunks(1, xq, k, w, rows, y);
     else
-        gemv_q4_vbmi(xq, k, w, rows, y);
+        gemv_chunks(0, xq, k, w, rows, y);
 }
 #undef Q8_SCALE_BYTES_A
 #undef Q8_SCALE_BYTES_B
