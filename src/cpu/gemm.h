@@ -79,7 +79,7 @@ GEMM_DECLARE(avx2)
 GEMM_DECLARE(avx512)
 /* In the avx512 build, for CPUs with AVX512-VNNI (vpdpbusd); check avx512vnni before calling. */
 void gemv_xq8_avx512vnni(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
-/* The same with AVX512-VBMI as well (vpermt2b): q4_0 eight blocks at a time; check avx512vnni and
+/* The same with AVX512-VBMI as well (vpermt2b): eight blocks at a time; check avx512vnni and
  * avx512vbmi before calling. */
 void gemv_xq8_avx512vbmi(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
 #endif
