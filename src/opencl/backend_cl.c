@@ -567,6 +567,11 @@ static dattn_status check_kernel(const cl_backend *cb, cl_kernel k, const char *
 /* diffattn_prefill's work-group (QT * KT / 8 items) and local memory for the row's tiles (the
  * formula of diffattn_prefill.cl), checked before building: the kernel's own #error guards would
  * only leave a build log. */
+static size_t prefill_items(int qt, int kt)
+{
+    return (size_t)qt * (size_t)kt / 8;
+}
+
 static size_t prefill_local_bytes(int d, int qt, int kt)
 {
     size_t d4 = ((size_t)d + 3) / 4 * 4, ec = d4 < 32 ? d4 : 32, cs = ec + 4, vs = 2 * d4 + 4;
@@ -578,7 +583,7 @@ static size_t prefill_local_bytes(int d, int qt, int kt)
 
 static dattn_status check_prefill_tiles(const cl_backend *cb, int d, int qt, int kt)
 {
-    size_t wg = (size_t)qt * kt / 8;
+    size_t wg = prefill_items(qt, kt);
     size_t local = prefill_local_bytes(d, qt, kt);
     size_t max_wg = cb->max_wg < 1024 ? cb->max_wg : 1024;
     size_t max_local = cb->info.local_mem_bytes < 32768 ? cb->info.local_mem_bytes : 32768;
@@ -694,7 +699,7 @@ static dattn_status cl_cache_init(dattn_backend *be, dattn_cache *c, void *calle
     cc->gemm_local[0] = 16, cc->gemm_local[1] = 16;   /* gemm.cl defaults: 64x64 tiles, 4x4 */
     cc->gemm_tile[0] = 64, cc->gemm_tile[1] = 64;
     cc->prefill_qt = (size_t)cb->tune.prefill_qt;
-    cc->prefill_wg = (size_t)cb->tune.prefill_qt * (size_t)cb->tune.prefill_kt / 8;
+    cc->prefill_wg = prefill_items(cb->tune.prefill_qt, cb->tune.prefill_kt);
     char opt[256];
     decode_options(opt, sizeof opt, cc, d, r, (int)g->type, cc->decode_heads, plan.acc_local);
     if ((st = build(cb, "diffattn_decode", opt, &cc->prog[0])) != DATTN_OK)
