@@ -1,9 +1,10 @@
 /* The CPU backend's thread pool (src/cpu/pool.h): every task of every pass runs exactly once,
  * on a thread index in range, and pool_run returns only after all of them, whichever way the
  * threads wait: back-to-back passes (workers still spinning), passes after a pause longer than
- * the spin (workers asleep on the condition variable, so the wake-up handshake runs, and late
- * risers join whatever pass runs when they wake), a caller that finishes first (it sleeps for
- * the worker with the last task), and more threads than cores. A lost
+ * the spin (workers asleep on the condition variable, so the wake-up handshake runs, the caller
+ * takes the sleepers' tasks, and late risers join whatever pass runs when they wake), a caller
+ * that finishes first (it sleeps for a worker that is still in a task), passes of every size
+ * around the thread count (empty ranges), and more threads than cores. A lost
  * wake-up would hang the test (meson's timeout fails it); a task run twice or not at all, or a
  * return before the last task, fails a check. */
 #define _POSIX_C_SOURCE 200809L
@@ -26,8 +27,8 @@ typedef struct {
     atomic_int runs[MAX_TASKS];
     atomic_int bad_thread;
     int n_threads;
-    int slow_task;          /* this task sleeps slow_ns before it counts; -1: none */
-    long slow_ns;
+    long slow_ns;           /* the first task a worker (thread > 0) runs sleeps this long */
+    atomic_int slowed;
 } pass_ctx;
 
 static void sleep_ns(long ns)
@@ -41,17 +42,18 @@ static void count_task(void *ctx, int task, int thread)
     pass_ctx *c = ctx;
     if (thread < 0 || thread >= c->n_threads)
         atomic_fetch_add(&c->bad_thread, 1);
-    if (task == c->slow_task)
+    if (thread > 0 && c->slow_ns && !atomic_exchange(&c->slowed, 1))
         sleep_ns(c->slow_ns);
     atomic_fetch_add(&c->runs[task], 1);
 }
 
 /* One pass of n_tasks; checks, after pool_run returns, that each task ran exactly once, and
  * that the pass was counted when it woke the other threads (more than one of each). */
-static void one_pass(pool *p, int n_threads, int n_tasks, int slow_task, long slow_ns)
+static void one_pass(pool *p, int n_threads, int n_tasks, long slow_ns)
 {
     uint64_t passes0 = pool_passes(p);
-    pass_ctx c = {.n_threads = n_threads, .slow_task = slow_task, .slow_ns = slow_ns};
+    pass_ctx c = {.n_threads = n_threads, .slow_ns = slow_ns};
+    atomic_init(&c.slowed, 0);
     for (int t = 0; t < MAX_TASKS; t++)
         atomic_init(&c.runs[t], 0);
     atomic_init(&c.bad_thread, 0);
@@ -77,19 +79,19 @@ static void test_passes(void **state)
         assert_int_equal(pool_threads(p), n);
         /* back to back: the workers never leave their spin */
         for (int r = 0; r < 2000; r++)
-            one_pass(p, n, 1 + r % MAX_TASKS, -1, 0);
+            one_pass(p, n, 1 + r % MAX_TASKS, 0);
         /* a pause past the spin, then quick passes: the workers are asleep and must be woken,
          * and one that wakes late may find its pass finished by the others, or a later one
          * running, which it joins */
         for (int r = 0; r < 6; r++) {
-            sleep_ns(5000000);
+            sleep_ns(2 * POOL_SPIN_NS);
             for (int q = 0; q < 50; q++)
-                one_pass(p, n, 1 + (r * 7 + q) % MAX_TASKS, -1, 0);
+                one_pass(p, n, 1 + (r * 7 + q) % MAX_TASKS, 0);
         }
-        /* a slow task on a worker: the caller runs out of tasks first, outlasts its own spin
-         * and sleeps until the last worker signals */
+        /* a slow task on a worker: the caller runs out of tasks first (it takes the rest of the
+         * worker's range), outlasts its own spin and sleeps until that worker reports */
         for (int r = 0; r < 3; r++)
-            one_pass(p, n, MAX_TASKS, MAX_TASKS - 1, 3000000);
+            one_pass(p, n, MAX_TASKS, 2 * POOL_SPIN_NS);
         pool_destroy(p);
     }
 }
@@ -103,7 +105,7 @@ static void test_destroy(void **state)
         pool *p = NULL;
         assert_int_equal(pool_create(1 + r % 4, &p), DATTN_OK);
         if (r % 5 == 0)
-            sleep_ns(3000000);
+            sleep_ns(2 * POOL_SPIN_NS);
         pool_destroy(p);
     }
     pool *p = NULL;
