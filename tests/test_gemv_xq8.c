@@ -37,7 +37,7 @@ typedef struct {
     void (*gemv)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
 } variant;
 
-static variant variants[5];
+static variant variants[8];
 static int n_variants;
 static uint64_t seed;
 static uint64_t rng_state;
@@ -331,6 +331,10 @@ int main(void)
         variants[n_variants++] = (variant){"avx2", xq8_quantize_avx2, gemv_xq8_avx2};
     else
         printf("test_gemv_xq8: avx2 not supported by this CPU, skipped\n");
+    if (__builtin_cpu_supports("fma") && cpu_has_avxvnni())
+        variants[n_variants++] = (variant){"avxvnni", xq8_quantize_avx2, gemv_xq8_avxvnni};
+    else
+        printf("test_gemv_xq8: avxvnni not supported by this CPU, skipped\n");
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
         variants[n_variants++] = (variant){"avx512", xq8_quantize_avx512, gemv_xq8_avx512};

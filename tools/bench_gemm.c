@@ -187,19 +187,23 @@ int main(int argc, char **argv)
         quantize_fn quantize;
         gemv_xq8_fn gemv_xq8[3];   /* the ISA's, then faster forms it may run (VNNI, VNNI + VBMI),
                                       or NULL */
+        const char *xq8_names[3];
     } isa[] = {
         {"generic", 1, gemm_rows_generic, peak_generic, xq8_quantize_generic,
-         {gemv_xq8_generic, NULL}},
+         {gemv_xq8_generic, NULL}, {"generic"}},
 #if defined(__x86_64__)
         {"avx2", __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), gemm_rows_avx2,
-         peak_avx2, xq8_quantize_avx2, {gemv_xq8_avx2, NULL}},
+         peak_avx2, xq8_quantize_avx2,
+         {gemv_xq8_avx2, cpu_has_avxvnni() ? gemv_xq8_avxvnni : NULL, NULL},
+         {"avx2", "avxvnni"}},
         {"avx512", __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"),
          gemm_rows_avx512, peak_avx512, xq8_quantize_avx512,
          {gemv_xq8_avx512,
           __builtin_cpu_supports("avx512vnni") ? gemv_xq8_avx512vnni : NULL,
           __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi")
-              ? gemv_xq8_avx512vbmi : NULL}},
+              ? gemv_xq8_avx512vbmi : NULL},
+         {"avx512", "avx512vnni", "avx512vbmi"}},
 #endif
     };
     static const struct { dattn_dtype dt; const char *name; } types[] = {
@@ -281,7 +285,7 @@ int main(int argc, char **argv)
                 gemv_xq8_fn gemv = isa[v].gemv_xq8[g];
                 if (!gemv)
                     continue;
-                const char *name = g == 0 ? isa[v].name : g == 1 ? "avx512vnni" : "avx512vbmi";
+                const char *name = isa[v].xq8_names[g];
                 isa[v].quantize(vx, vk, vxq);   /* warm-up */
                 gemv(vxq, vk, dt, vp, vm, vy);
                 t0 = now();

@@ -802,6 +802,8 @@ dattn_status cpu_backend_create(const dattn_backend_params *p, dattn_backend **o
     if (k == &cpu_kernels_avx512 && __builtin_cpu_supports("avx512vnni"))
         cb->gemv_xq8 = __builtin_cpu_supports("avx512vbmi") ? gemv_xq8_avx512vbmi
                                                             : gemv_xq8_avx512vnni;
+    if (k == &cpu_kernels_avx2 && cpu_has_avxvnni())
+        cb->gemv_xq8 = gemv_xq8_avxvnni;
 #endif
     be->ops = &cpu_ops;
     be->impl = cb;

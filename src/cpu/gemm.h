@@ -76,6 +76,9 @@ static inline size_t xq8_s_offset(int k)
 GEMM_DECLARE(generic)
 #if defined(__x86_64__)
 GEMM_DECLARE(avx2)
+/* In the avx2 build, for CPUs with AVX-VNNI (the 256-bit VEX vpdpbusd); check cpu_has_avxvnni()
+ * before calling. */
+void gemv_xq8_avxvnni(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
 GEMM_DECLARE(avx512)
 /* In the avx512 build, for CPUs with AVX512-VNNI (vpdpbusd); check avx512vnni before calling. */
 void gemv_xq8_avx512vnni(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
@@ -85,5 +88,17 @@ void gemv_xq8_avx512vbmi(const void *xq, int k, dattn_dtype dt, const void *w, i
 #endif
 
 #undef GEMM_DECLARE
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+/* AVX-VNNI: CPUID leaf 7, sub-leaf 1, EAX bit 4 (not every compiler's __builtin_cpu_supports
+ * knows the name), on a CPU whose AVX2 the OS enables. */
+static inline int cpu_has_avxvnni(void)
+{
+    unsigned a, b, c, d;
+    return __builtin_cpu_supports("avx2") && __get_cpuid_count(7, 1, &a, &b, &c, &d) &&
+           (a >> 4 & 1u);
+}
+#endif
 
 #endif
