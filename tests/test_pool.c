@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -96,6 +97,42 @@ static void test_passes(void **state)
     }
 }
 
+/* A call of more tasks than one pass holds runs as several passes; every task still runs once,
+ * with its index in the call (not in the pass). */
+typedef struct {
+    unsigned char *runs;
+    atomic_int bad_thread;
+    int n_threads;
+} big_ctx;
+
+static void mark_task(void *ctx, int task, int thread)
+{
+    big_ctx *c = ctx;
+    if (thread < 0 || thread >= c->n_threads)
+        atomic_fetch_add(&c->bad_thread, 1);
+    c->runs[task]++;   /* each task once, so no two threads touch one byte */
+}
+
+static void test_many_tasks(void **state)
+{
+    (void)state;
+    int n = 2 * POOL_MAX_PASS_TASKS + 7;
+    big_ctx c = {.runs = calloc((size_t)n, 1), .n_threads = 3};
+    assert_non_null(c.runs);
+    atomic_init(&c.bad_thread, 0);
+    pool *p = NULL;
+    assert_int_equal(pool_create(c.n_threads, &p), DATTN_OK);
+    uint64_t passes0 = pool_passes(p);
+    pool_run(p, mark_task, &c, n);
+    assert_true(pool_passes(p) - passes0 == 3u);
+    pool_destroy(p);
+    for (int t = 0; t < n; t++)
+        if (c.runs[t] != 1)
+            fail_msg("task %d of %d ran %d times", t, n, c.runs[t]);
+    assert_int_equal(atomic_load(&c.bad_thread), 0);
+    free(c.runs);
+}
+
 /* Destroying right after creation (workers may not have reached their first wait yet) and
  * after a long idle (workers asleep) both return. */
 static void test_destroy(void **state)
@@ -117,6 +154,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_passes),
+        cmocka_unit_test(test_many_tasks),
         cmocka_unit_test(test_destroy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

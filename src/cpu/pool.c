@@ -37,7 +37,7 @@
 enum { TASK_BITS = 20, TAG_BITS = 64 - 2 * TASK_BITS };
 #define TASK_MASK ((1u << TASK_BITS) - 1)
 #define TAG_MASK ((1u << TAG_BITS) - 1)
-#define MAX_PASS_TASKS ((int)TASK_MASK)
+_Static_assert(POOL_MAX_PASS_TASKS == (1 << TASK_BITS) - 1, "a range word holds a pass's tasks");
 
 static inline uint64_t range_word(uint64_t pass, unsigned front, unsigned back)
 {
@@ -286,7 +286,7 @@ int pool_threads(const pool *p) { return p->n_threads; }
 
 uint64_t pool_passes(const pool *p) { return p->passes; }
 
-/* One pass of n <= MAX_PASS_TASKS tasks starting at task `base`. */
+/* One pass of n <= POOL_MAX_PASS_TASKS tasks starting at task `base`. */
 static void run_pass(pool *p, pool_fn fn, void *ctx, int base, int n)
 {
     p->passes++;
@@ -326,8 +326,8 @@ void pool_run(pool *p, pool_fn fn, void *ctx, int n_tasks)
             fn(ctx, t, 0);
         return;
     }
-    for (int base = 0; base < n_tasks; base += MAX_PASS_TASKS) {
-        int n = n_tasks - base < MAX_PASS_TASKS ? n_tasks - base : MAX_PASS_TASKS;
+    for (int base = 0; base < n_tasks; base += POOL_MAX_PASS_TASKS) {
+        int n = n_tasks - base < POOL_MAX_PASS_TASKS ? n_tasks - base : POOL_MAX_PASS_TASKS;
         run_pass(p, fn, ctx, base, n);
     }
 }

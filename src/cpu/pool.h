@@ -15,6 +15,8 @@ typedef struct pool pool;
  * 0.20-0.26 for the bundled model), short enough that idle threads go to sleep at once to a
  * person's eye. OpenMP runtimes spin longer (Intel's KMP_BLOCKTIME: 200 ms). */
 enum { POOL_SPIN_NS = 5000000 };
+/* pool_run runs more tasks than this as several passes. */
+enum { POOL_MAX_PASS_TASKS = (1 << 20) - 1 };
 /* fn(ctx, task, thread): runs every task in [0, n_tasks) once; thread is in [0, n_threads). */
 typedef void (*pool_fn)(void *ctx, int task, int thread);
 
