@@ -131,8 +131,9 @@ typedef struct prefill_job {
 static void prefill_task(void *ctx, int task, int thread)
 {
     const prefill_job *job = ctx;
-    /* Last query tiles first: under the causal mask they have the most keys, so dynamic
-     * scheduling ends with the short tasks. */
+    /* Last query tiles first: under the causal mask they have the most keys. Each thread runs
+     * its range of the pass heaviest first, and one that runs out steals the lightest left in
+     * another's, so the pass ends with short tasks. */
     int tile = job->n_tiles - 1 - task / job->n_kv_heads, j = task % job->n_kv_heads;
     int r0 = tile * PREFILL_QT, r1 = r0 + PREFILL_QT < job->a->n ? r0 + PREFILL_QT : job->a->n;
     job->k->prefill(job->a, j, r0, r1, job->thread_tmp + (size_t)thread * job->thread_floats);
