@@ -142,6 +142,11 @@ typedef struct backend_ops {
      * decode (n == 1) takes the flash-decoding path. */
     dattn_status (*attention)(dattn_backend *be, dattn_cache *c, const backend_layer *l,
                               int slot, int64_t t0, int n, int decode);
+    /* Optional: project_in, rope_append and attention of one decoded token (n == 1, stream
+     * position t0) in one go where the backend can (the CPU's, in one pool pass); *done = 1
+     * then, or 0 with nothing done, and the caller runs the three. */
+    dattn_status (*decode_attend)(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                  const float *x, int slot, int64_t t0, int *done);
     /* y [n][E] (host memory) = attention output [n][attn_dim] W_out^T; y NULL: into the model
      * pass's block output rows. */
     dattn_status (*project_out)(dattn_backend *be, dattn_cache *c, const backend_layer *l,

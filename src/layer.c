@@ -297,10 +297,15 @@ dattn_status layer_run_chunk(dattn_layer *l, dattn_cache *c, int slot, int64_t t
 {
     const backend_ops *ops = l->be->ops;
     dattn_status st;
-    if ((st = ops->project_in(l->be, c, l->impl, x, n)) != DATTN_OK ||               /* step 1 */
-        (st = ops->rope_append(l->be, c, l->impl, slot, t0, n)) != DATTN_OK ||       /* step 2 */
-        (st = ops->attention(l->be, c, l->impl, slot, t0, n, decode)) != DATTN_OK || /* 3-6 */
-        (st = ops->project_out(l->be, c, l->impl, y, n)) != DATTN_OK ||              /* step 7 */
+    int done = 0;   /* steps 1-6 in one go */
+    if (decode && n == 1 && ops->decode_attend &&
+        (st = ops->decode_attend(l->be, c, l->impl, x, slot, t0, &done)) != DATTN_OK)
+        return st;
+    if ((!done &&
+         ((st = ops->project_in(l->be, c, l->impl, x, n)) != DATTN_OK ||               /* 1 */
+          (st = ops->rope_append(l->be, c, l->impl, slot, t0, n)) != DATTN_OK ||       /* 2 */
+          (st = ops->attention(l->be, c, l->impl, slot, t0, n, decode)) != DATTN_OK)) || /* 3-6 */
+        (st = ops->project_out(l->be, c, l->impl, y, n)) != DATTN_OK ||                /* 7 */
         (y && (st = check_rows(l, y, n, "attention output")) != DATTN_OK))
         return st;
     kv_set_n_past(c, slot, t0 + n);

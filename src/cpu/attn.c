@@ -21,15 +21,6 @@ size_t attn_thread_floats(const kv_geom *g, int group)
     return (n + 15) / 16 * 16;   /* keep each thread's block 64-byte aligned */
 }
 
-typedef struct decode_job {
-    const cpu_kernels *k;
-    const attn_args *a;
-    const decode_scratch *s;
-    float *thread_tmp;
-    size_t thread_floats;
-    int n_pieces, n_split, n_kv_heads;
-} decode_job;
-
 static void split_range(const decode_job *job, int split, int *p0, int *p1)
 {
     *p0 = (int)((long long)job->n_pieces * split / job->n_split);
@@ -78,16 +69,18 @@ static void combine_task(void *ctx, int h, int thread)
         out[c] *= norm * a->subln[c];
 }
 
-/* KV head `task` whole, when the cache is not split: its scores, its values, then the heads that
- * read it (h / r == task) combined. */
+void attn_decode_head(const decode_job *job, int j, int thread)
+{
+    int r = job->a->n_heads / job->n_kv_heads;
+    scores_task((void *)job, j, thread);
+    values_task((void *)job, j, thread);
+    for (int h = j * r; h < (j + 1) * r; h++)
+        combine_task((void *)job, h, thread);
+}
+
 static void unsplit_task(void *ctx, int task, int thread)
 {
-    const decode_job *job = ctx;
-    int r = job->a->n_heads / job->n_kv_heads;
-    scores_task(ctx, task, thread);
-    values_task(ctx, task, thread);
-    for (int h = task * r; h < (task + 1) * r; h++)
-        combine_task(ctx, h, thread);
+    attn_decode_head(ctx, task, thread);
 }
 
 /* Splits per KV head: enough tasks to keep every thread busy with some slack for uneven
@@ -103,18 +96,27 @@ static int choose_splits(int n_pieces, int n_kv_heads, int n_threads)
     return n > DECODE_MAX_SPLIT ? DECODE_MAX_SPLIT : n;
 }
 
+int attn_decode_plan(int n_threads, const cpu_kernels *k, const attn_args *a,
+                     const decode_scratch *s, float *thread_tmp, size_t thread_floats,
+                     decode_job *job)
+{
+    const kv_geom *g = &a->cache->g;
+    *job = (decode_job){k, a, s, thread_tmp, thread_floats, 0, 1, g->n_kv_heads};
+    job->n_pieces = kv_pieces(g, a->t0, a->t0, s->pieces);
+    job->n_split = choose_splits(job->n_pieces, g->n_kv_heads, n_threads);
+    return job->n_split == 1;
+}
+
 void attn_decode(pool *p, const cpu_kernels *k, const attn_args *a, const decode_scratch *s,
                  float *thread_tmp, size_t thread_floats)
 {
-    const kv_geom *g = &a->cache->g;
-    decode_job job = {k, a, s, thread_tmp, thread_floats, 0, 1, g->n_kv_heads};
-    job.n_pieces = kv_pieces(g, a->t0, a->t0, s->pieces);
-    job.n_split = choose_splits(job.n_pieces, g->n_kv_heads, pool_threads(p));
-    int n_tasks = job.n_split * g->n_kv_heads;
-    if (job.n_split == 1) {   /* a short context: no split waits for another, so one pass */
-        pool_run(p, unsplit_task, &job, g->n_kv_heads);
+    decode_job job;
+    if (attn_decode_plan(pool_threads(p), k, a, s, thread_tmp, thread_floats, &job)) {
+        /* a short context: no split waits for another, so one pass */
+        pool_run(p, unsplit_task, &job, job.n_kv_heads);
         return;
     }
+    int n_tasks = job.n_split * job.n_kv_heads;
     pool_run(p, scores_task, &job, n_tasks);
     pool_run(p, values_task, &job, n_tasks);
     pool_run(p, combine_task, &job, a->n_heads);

@@ -77,6 +77,26 @@ extern const cpu_kernels cpu_kernels_avx2;
 extern const cpu_kernels cpu_kernels_avx512;
 #endif
 
+/* A decode call (n == 1) cut into pool tasks: the cache's pieces, split n_split ways per KV
+ * head. */
+typedef struct decode_job {
+    const cpu_kernels *k;
+    const attn_args *a;
+    const decode_scratch *s;
+    float *thread_tmp;
+    size_t thread_floats;
+    int n_pieces, n_split, n_kv_heads;
+} decode_job;
+
+/* Plans a decode call on a pool of n_threads; returns whether it runs unsplit (a cache too
+ * short to split: one task per KV head, attn_decode_head). */
+int attn_decode_plan(int n_threads, const cpu_kernels *k, const attn_args *a,
+                     const decode_scratch *s, float *thread_tmp, size_t thread_floats,
+                     decode_job *job);
+/* All of KV head j's decode in an unsplit plan: its scores, its values, then the sub-layer
+ * norm of the query heads that read it. */
+void attn_decode_head(const decode_job *job, int j, int thread);
+
 /* Runs the attention of a call on the pool (decode: n == 1 through flash decoding). */
 void attn_decode(pool *p, const cpu_kernels *k, const attn_args *a, const decode_scratch *s,
                  float *thread_tmp, size_t thread_floats);

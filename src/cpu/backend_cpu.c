@@ -43,6 +43,11 @@ struct backend_layer {
     backend_weight *w_out;     /* [E][A] */
     float *subln;              /* [2d] */
     double *inv_freq;          /* [d/2] */
+    /* With a row map (a Hugging Face model's head order), each head half of d rows of W_qkv
+     * reads one block of d stacked rows in another order: half i's first stacked row, so that a
+     * decode task computes just its heads (cpu_decode_attend). NULL: no row map, or one of
+     * another shape. */
+    int32_t *half_base;        /* [qkv_dim / d] */
 };
 
 struct backend_vector {
@@ -224,9 +229,36 @@ static void cpu_layer_free(dattn_backend *be, backend_layer *l)
         return;
     cpu_weight_free(be, l->w_qkv);
     cpu_weight_free(be, l->w_out);
+    dattn_free(l->half_base);
     dattn_free(l->subln);
     dattn_free(l->inv_freq);
     dattn_free(l);
+}
+
+/* half_base from W_qkv's row map, when every head half's d rows map into one block of d
+ * stacked rows; otherwise left NULL. */
+static dattn_status find_half_blocks(backend_layer *l)
+{
+    const backend_weight *w = l->w_qkv;
+    int d = l->d.head_dim, n_halves = w->m / d;
+    if (w->m % d != 0)
+        return DATTN_OK;
+    int32_t *base = dattn_alloc(sizeof(int32_t) * (size_t)n_halves, "row map blocks");
+    if (!base)
+        return DATTN_E_NOMEM;
+    for (int i = 0; i < n_halves; i++) {
+        int32_t lo = w->row_map[i * d];
+        for (int c = i * d; c < (i + 1) * d; c++)
+            lo = w->row_map[c] < lo ? w->row_map[c] : lo;
+        base[i] = lo;
+        for (int c = i * d; c < (i + 1) * d; c++)
+            if (w->row_map[c] >= lo + d || lo + d > w->m_src) {
+                dattn_free(base);
+                return DATTN_OK;
+            }
+    }
+    l->half_base = base;
+    return DATTN_OK;
 }
 
 static dattn_status cpu_layer_create(dattn_backend *be, const layer_desc *d, const layer_tensors *t,
@@ -248,6 +280,10 @@ static dattn_status cpu_layer_create(dattn_backend *be, const layer_desc *d, con
     }
     memcpy(l->subln, t->subln, sizeof(float) * 2 * (size_t)d->head_dim);
     memcpy(l->inv_freq, t->inv_freq, sizeof(double) * (size_t)(d->head_dim / 2));
+    if (l->w_qkv->row_map && (st = find_half_blocks(l)) != DATTN_OK) {
+        cpu_layer_free(be, l);
+        return st;
+    }
     *out = l;
     return DATTN_OK;
 }
@@ -255,7 +291,8 @@ static dattn_status cpu_layer_create(dattn_backend *be, const layer_desc *d, con
 static uint64_t cpu_layer_bytes(const backend_layer *l)
 {
     return l->w_qkv->bytes + l->w_out->bytes + sizeof(float) * 2 * (uint64_t)l->d.head_dim +
-           sizeof(double) * (uint64_t)(l->d.head_dim / 2);
+           sizeof(double) * (uint64_t)(l->d.head_dim / 2) +
+           (l->half_base ? sizeof(int32_t) * (uint64_t)(l->w_qkv->m / l->d.head_dim) : 0);
 }
 
 /* The arena's layout: KV pages first (the long streams, 64-byte aligned), then the activations
@@ -375,8 +412,9 @@ typedef struct matmul_job {
     size_t thread_floats;
 } matmul_job;
 
-/* Stacked rows [r0, r1) of the weight into y + r (row r of every x row), part by part. */
-static void matmul_rows(const matmul_job *job, int r0, int r1, int thread)
+/* Stacked rows [r0, r1) of the weight into y0 + (r - r0) (row r of every x row, at stride
+ * ldy), part by part. */
+static void matmul_rows(const matmul_job *job, int r0, int r1, float *y0, int thread)
 {
     const backend_weight *w = job->w;
     float *scratch = job->thread_tmp + (size_t)thread * job->thread_floats;
@@ -386,11 +424,11 @@ static void matmul_rows(const matmul_job *job, int r0, int r1, int thread)
         int b = r1 < start + w->part_rows[p] ? r1 : start + w->part_rows[p];
         if (a < b && job->xq)
             job->gemv_xq8(job->xq, w->k, w->dtype, w->part[p] + (size_t)(a - start) * row_bytes,
-                          b - a, job->y + a);
+                          b - a, y0 + (a - r0));
         else if (a < b)
             job->k->gemm_rows(job->x, job->ldx, job->n, w->k, w->dtype,
-                              w->part[p] + (size_t)(a - start) * row_bytes, b - a, job->y + a,
-                              job->ldy, scratch);
+                              w->part[p] + (size_t)(a - start) * row_bytes, b - a,
+                              y0 + (a - r0), job->ldy, scratch);
     }
 }
 
@@ -400,7 +438,7 @@ static void matmul_task(void *ctx, int task, int thread)
     const matmul_job *job = ctx;
     int r0 = task * job->rows_per_task;
     int r1 = r0 + job->rows_per_task < job->w->m_src ? r0 + job->rows_per_task : job->w->m_src;
-    matmul_rows(job, r0, r1, thread);
+    matmul_rows(job, r0, r1, job->y + r0, thread);
 }
 
 /* The tasks of a pass over m rows: a few per thread balance well without cutting panels too
@@ -521,8 +559,8 @@ static void ffn_task(void *ctx, int task, int thread)
     const ffn_job *job = ctx;
     int F = job->F, n = job->mm.n, j0 = task * job->mm.rows_per_task;
     int j1 = j0 + job->mm.rows_per_task < F ? j0 + job->mm.rows_per_task : F;
-    matmul_rows(&job->mm, j0, j1, thread);
-    matmul_rows(&job->mm, F + j0, F + j1, thread);
+    matmul_rows(&job->mm, j0, j1, job->mm.y + j0, thread);
+    matmul_rows(&job->mm, F + j0, F + j1, job->mm.y + F + j0, thread);
     for (int i = 0; i < n; i++) {
         float *h1 = job->mm.y + (size_t)i * 2 * F, *h3 = h1 + F;
         for (int j = j0; j < j1; j++)
@@ -714,22 +752,119 @@ static dattn_status cpu_rope_append(dattn_backend *be, dattn_cache *c, const bac
     return DATTN_OK;
 }
 
-static dattn_status cpu_attention(dattn_backend *be, dattn_cache *c, const backend_layer *l,
-                                  int slot, int64_t t0, int n, int decode)
+/* The attention call of n queries at t0 on the rows in the cache's scratch. */
+static attn_args layer_attn_args(const backend_layer *l, const dattn_cache *c, int slot,
+                                 int64_t t0, int n)
 {
-    cpu_backend *cb = be->impl;
-    cpu_cache *cc = c->be_state;
-    attn_args a = {
+    const cpu_cache *cc = c->be_state;
+    return (attn_args){
         .cache = c, .slot = slot, .n_heads = l->d.n_heads, .group = l->d.group,
         .head_dim = l->d.head_dim, .t0 = t0, .n = n, .q = cc->qkv,
         .q_sink = cc->q_sink ? cc->q_sink : cc->qkv, .ldq = l->d.qkv_dim, .lambda = l->d.lambda,
         .out_scale = l->d.out_scale, .eps = l->d.sub_eps, .subln = l->subln, .out = cc->attn,
         .ldo = l->d.attn_dim,
     };
+}
+
+static dattn_status cpu_attention(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                  int slot, int64_t t0, int n, int decode)
+{
+    cpu_backend *cb = be->impl;
+    cpu_cache *cc = c->be_state;
+    attn_args a = layer_attn_args(l, c, slot, t0, n);
     if (decode)
         attn_decode(cb->pool, cb->k, &a, &cc->dec, cc->thread_tmp, cc->thread_floats);
     else
         attn_prefill(cb->pool, cb->k, &a, cc->thread_tmp, cc->thread_floats);
+    return DATTN_OK;
+}
+
+/* ---- a decoded token's steps 1-6 in one pass ----------------------------------------------- */
+
+/* One KV head's share of a decode step: a task per KV head j computes its rows of q (the r
+ * query heads that read it), k and v, which are three contiguous row ranges of W_qkv, then
+ * their RoPE, its append to the cache and its attention. The heads touch disjoint rows of the
+ * scratch and disjoint pages of the cache, so nothing waits between the steps: one pass of the
+ * pool where the separate steps take two (or, after a one-thread RoPE, two and a gap). */
+typedef struct attend_job {
+    matmul_job mm;             /* W_qkv into the scratch's q/k/v row */
+    const backend_layer *l;
+    dattn_cache *c;
+    int slot;
+    int64_t t;
+    decode_job attn;
+} attend_job;
+
+/* Rows [r0, r1) of W_qkv (whole head halves) into the scratch's q/k/v row: as stacked, or,
+ * through a row map, each half's block of d stacked rows (half_base) computed into the thread's
+ * work memory (attention has not started on it yet) and put in the map's order. */
+static void project_rows(const attend_job *job, int r0, int r1, int thread)
+{
+    const backend_weight *w = job->mm.w;
+    float *y = job->mm.y;
+    if (!w->row_map) {
+        matmul_rows(&job->mm, r0, r1, y + r0, thread);
+        return;
+    }
+    int d = job->l->d.head_dim;
+    /* the end of the thread's work memory, clear of any GEMM scratch (none at n = 1) */
+    float *block = job->mm.thread_tmp + (size_t)(thread + 1) * job->mm.thread_floats - d;
+    for (int c0 = r0; c0 < r1; c0 += d) {
+        int base = job->l->half_base[c0 / d];
+        matmul_rows(&job->mm, base, base + d, block, thread);
+        for (int c = c0; c < c0 + d; c++)
+            y[c] = block[w->row_map[c] - base];
+    }
+}
+
+static void attend_task(void *ctx, int j, int thread)
+{
+    const attend_job *job = ctx;
+    const backend_layer *l = job->l;
+    cpu_cache *cc = job->c->be_state;
+    int d = l->d.head_dim, qd = 2 * d * l->d.group;
+    int q0 = j * qd, k0 = l->d.attn_dim + 2 * d * j, v0 = l->d.attn_dim + l->d.kv_dim + 2 * d * j;
+    project_rows(job, q0, q0 + qd, thread);
+    project_rows(job, k0, k0 + 2 * d, thread);
+    project_rows(job, v0, v0 + 2 * d, thread);
+    float *q = cc->qkv + q0, *k = cc->qkv + k0;
+    float scale = 1.0f / sqrtf((float)d);
+    if (cc->q_sink) {
+        float *qs = cc->q_sink + q0;
+        memcpy(qs, q, sizeof(float) * (size_t)qd);
+        rope(l, qs, 2 * l->d.group, kv_cache_pos(&job->c->g, job->t), scale);
+    }
+    rope(l, q, 2 * l->d.group, job->t, scale);
+    rope(l, k, 2, job->t, 1.0f);
+    kv_store(job->c, job->slot, j, job->t, k, k + d, cc->qkv + v0);
+    attn_decode_head(&job->attn, j, thread);
+}
+
+/* Steps 1-6 of one token in one pass, when W_qkv's rows are stacked in order or mapped head
+ * half by head half (half_base), the cache is short enough that attention runs unsplit, and the
+ * KV heads share out evenly over the threads (a task is a whole KV head: 4 heads on 8 threads
+ * would leave half of them idle, where the separate projection takes 32 tasks); otherwise
+ * nothing (*done = 0). */
+static dattn_status cpu_decode_attend(dattn_backend *be, dattn_cache *c, const backend_layer *l,
+                                      const float *x, int slot, int64_t t0, int *done)
+{
+    cpu_backend *cb = be->impl;
+    cpu_cache *cc = c->be_state;
+    const backend_weight *w = l->w_qkv;
+    *done = 0;
+    if ((w->row_map && !l->half_base) || l->d.n_kv_heads % pool_threads(cb->pool) != 0)
+        return DATTN_OK;
+    attn_args a = layer_attn_args(l, c, slot, t0, 1);
+    attend_job job = {.l = l, .c = c, .slot = slot, .t = t0};
+    if (!attn_decode_plan(pool_threads(cb->pool), cb->k, &a, &cc->dec, cc->thread_tmp,
+                          cc->thread_floats, &job.attn))
+        return DATTN_OK;
+    x = x ? x : cc->normed;
+    job.mm = (matmul_job){cb->k, w, x, quantize_x(cb, cc, w, x, 1), cb->gemv_xq8,
+                          l->d.model_dim, 1, l->d.qkv_dim, 0, cc->qkv, cc->thread_tmp,
+                          cc->thread_floats};
+    pool_run(cb->pool, attend_task, &job, job.attn.n_kv_heads);
+    *done = 1;
     return DATTN_OK;
 }
 
@@ -758,6 +893,7 @@ static const backend_ops cpu_ops = {
     .qkv_write = cpu_qkv_write,
     .rope_append = cpu_rope_append,
     .attention = cpu_attention,
+    .decode_attend = cpu_decode_attend,
     .project_out = cpu_project_out,
     .attn_read = cpu_attn_read,
     .linear = cpu_linear,
