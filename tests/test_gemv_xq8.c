@@ -1,14 +1,18 @@
 /* The integer-dot decode GEMV of q8_0 / q4_0 weights (src/cpu/gemm.h: xq8_quantize, gemv_xq8)
  * against a float64 reference written here from the documented definition, for every variant
- * this CPU runs (generic, avx2, avx512, avx512 with VNNI, with VNNI + VBMI; on aarch64 the
- * generic build is NEON):
+ * this CPU runs (generic, avx2, avx2 with AVX-VNNI, avx512, avx512 with VNNI, with VNNI + VBMI;
+ * on aarch64 the generic build is NEON):
  *   1. the quantized x row, bit for bit: per block of 32, d = f32(amax / 127),
  *      id = f32(1 / d) (0 when d is 0), q = nearest-even integer of f32(x * id), s = sum q;
  *   2. y against the reference of exactly that computation, sum_b f32(dw * d_b) * isum (isum an
- *      exact integer dot), in float64: ||y - ref|| / ||sum_b |f32(dw * d_b)| sum_j |wq_j q_j| ||
- *      <= 1e-5. The norm is the classic bound of an f32 sum in any order (a kernel may convert
- *      partial dots of a block to f32 before adding them, so |isum| alone is too small a yardstick
- *      when a block's products cancel);
+ *      exact integer dot), in float64: ||y - ref|| / ||sum_b |f32(dw * d_b)| a_b|| <= 1e-5, where
+ *      a_b bounds the integer partials a kernel may convert to f32 before adding them: for q8_0
+ *      sum_j |wq_j q_j| (the classic bound of an f32 sum in any order), for q4_0 sum_j u_j |q_j|
+ *      + 8 |s| with u_j = wq_j + 8 the stored nibble (the x86 kernels split a block's
+ *      sum_j u_j q_j - 8 s over 8 lanes, each taking -s, and convert the lanes; when the weights
+ *      sit near the middle of their range those lanes are much larger than the block's dot, so
+ *      sum_j |wq_j q_j| alone was too small a yardstick: seeds 1796381170 and 1796401441 failed a
+ *      correct avx2 kernel at 1.2e-5 and 1.04e-5);
  *   3. y against the unquantized float64 product x . W (the weights' exact values): within the
  *      rigorous bound of x's quantization error, sum_b d_b / 2 * sum_j |w_bj| (plus f32 slack),
  *      and, for x uniform in [-1, 1) over at least 16 rows, ||y - xW|| / ||xW|| <= 2e-2;
@@ -177,10 +181,13 @@ static void check_case(dattn_dtype dt, int k, int m, int plain)
             long isum = 0, iabs = 0, wabs = 0;
             for (int j = 0; j < 32; j++) {
                 isum += (long)wq[j] * rq[32 * b + j];
-                iabs += labs((long)wq[j] * rq[32 * b + j]);
+                iabs += dt == DATTN_DTYPE_Q4_0 ? (long)(wq[j] + 8) * labs((long)rq[32 * b + j])
+                                               : labs((long)wq[j] * rq[32 * b + j]);
                 wabs += labs((long)wq[j]);
                 e += (double)x[32 * b + j] * w[(size_t)r * k + 32 * b + j];
             }
+            if (dt == DATTN_DTYPE_Q4_0)
+                iabs += 8 * labs((long)rs[b]);
             double scale = (double)(float)(dw * (double)rd[b]);
             s += scale * (double)isum;
             sa += fabs(scale) * (double)iabs;

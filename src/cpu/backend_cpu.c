@@ -840,11 +840,12 @@ static void attend_task(void *ctx, int j, int thread)
     attn_decode_head(&job->attn, j, thread);
 }
 
-/* Steps 1-6 of one token in one pass, when W_qkv's rows are stacked in order or mapped head
- * half by head half (half_base), the cache is short enough that attention runs unsplit, and the
- * KV heads share out evenly over the threads (a task is a whole KV head: 4 heads on 8 threads
- * would leave half of them idle, where the separate projection takes 32 tasks); otherwise
- * nothing (*done = 0). */
+/* Steps 1-6 of one token in one pass, when there are passes to save (more than one thread:
+ * one thread gains nothing and would run W_qkv as 3 short GEMVs per KV head, each starting its
+ * prefetch cold), W_qkv's rows are stacked in order or mapped head half by head half
+ * (half_base), the cache is short enough that attention runs unsplit, and the KV heads share out
+ * evenly over the threads (a task is a whole KV head: 4 heads on 8 threads would leave half of
+ * them idle, where the separate projection takes 32 tasks); otherwise nothing (*done = 0). */
 static dattn_status cpu_decode_attend(dattn_backend *be, dattn_cache *c, const backend_layer *l,
                                       const float *x, int slot, int64_t t0, int *done)
 {
@@ -852,7 +853,8 @@ static dattn_status cpu_decode_attend(dattn_backend *be, dattn_cache *c, const b
     cpu_cache *cc = c->be_state;
     const backend_weight *w = l->w_qkv;
     *done = 0;
-    if ((w->row_map && !l->half_base) || l->d.n_kv_heads % pool_threads(cb->pool) != 0)
+    int n_threads = pool_threads(cb->pool);
+    if (n_threads == 1 || (w->row_map && !l->half_base) || l->d.n_kv_heads % n_threads != 0)
         return DATTN_OK;
     attn_args a = layer_attn_args(l, c, slot, t0, 1);
     attend_job job = {.l = l, .c = c, .slot = slot, .t = t0};

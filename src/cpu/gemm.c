@@ -520,10 +520,8 @@ static inline __m256i dot_q4_madd(__m256i u, __m256i x, __m256i neg_s)
 }
 
 /* The row-group loop, once per weight format and dot instruction (a macro rather than an inline
- * function so that the AVX-VNNI copy can carry its own target attribute). Each block's dot starts
- * at -Q_OFF * s in each of its 8 lanes: Q_OFF = 1 for q4_0 (8 lanes: the -8 s of its offset),
- * and for q8_0 whatever DOT_Q8 needs (0 where it takes w as it is). */
-#define XQ_GEMV_X86(IS_Q8, DOT_Q8, DOT_Q4, Q8_OFF)                                                \
+ * function so that the AVX-VNNI copy can carry its own target attribute). */
+#define XQ_GEMV_X86(IS_Q8, DOT_Q8, DOT_Q4)                                                        \
     do {                                                                                          \
         const int8_t *xqq = xq;                                                                   \
         const float *xd = xq_d(xq, k);                                                            \
@@ -541,12 +539,13 @@ static inline __m256i dot_q4_madd(__m256i u, __m256i x, __m256i neg_s)
             for (int b = 0; b < nb; b++, pf_step(&pf, bb)) {                                      \
                 __m256i xv = _mm256_loadu_si256((const __m256i *)(xqq + (size_t)b * QUANT_BLOCK)); \
                 float dx = xd[b];                                                                 \
-                __m256i neg_s = _mm256_set1_epi32(-xs[b] * ((IS_Q8) ? (Q8_OFF) : 1));             \
+                __m256i neg_s = _mm256_set1_epi32(-xs[b]);                                        \
+                (void)neg_s;                                                                      \
                 for (int i = 0; i < XQ_ROWS; i++) {                                               \
                     const uint8_t *blk = row[i] + (size_t)b * bb;                                 \
                     pf_row(&pf, row[i]);                                                          \
                     __m256i p = (IS_Q8)                                                           \
-                        ? DOT_Q8(_mm256_loadu_si256((const __m256i *)(blk + 2)), xv, neg_s)       \
+                        ? DOT_Q8(_mm256_loadu_si256((const __m256i *)(blk + 2)), xv)              \
                         : DOT_Q4(nibbles(blk), xv, neg_s);                                        \
                     acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),                               \
                                              _mm256_set1_ps(scale_f32(blk) * dx), acc[i]);        \
@@ -921,31 +920,27 @@ VBMI void gemv_xq8_avx512vbmi(const void *xq, int k, dattn_dtype dt, const void 
 #undef VBMI
 #undef VNNI
 #else
-/* dot_q8_madd in XQ_GEMV_X86's form (it needs no offset). */
-static inline __m256i dot_q8_madd_x86(__m256i w, __m256i x, __m256i neg_s)
-{
-    (void)neg_s;
-    return dot_q8_madd(w, x);
-}
-
 void CPU_FN(gemv_xq8)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y)
 {
     if (dt == DATTN_DTYPE_Q8_0)
-        XQ_GEMV_X86(1, dot_q8_madd_x86, dot_q4_madd, 0);
+        XQ_GEMV_X86(1, dot_q8_madd, dot_q4_madd);
     else
-        XQ_GEMV_X86(0, dot_q8_madd_x86, dot_q4_madd, 0);
+        XQ_GEMV_X86(0, dot_q8_madd, dot_q4_madd);
 }
 
 /* AVX-VNNI, the VEX form of vpdpbusd on 256-bit vectors (Intel cores from Alder Lake on,
  * including the E-cores of N100-class parts, and AMD Zen 5): four unsigned x signed byte
- * products into each int32 lane in one instruction, where AVX2 takes vpmaddubsw + vpmaddwd (and
- * for q8_0 two vpsignb as well). q4_0: the nibbles are the unsigned side, the block's dot starts
- * at -8 s. q8_0: the weights go in as w + 128 (one xor), the dot starts at -128 s (16 s less in
- * each of 8 lanes). */
+ * products into each int32 lane in one instruction, where AVX2 takes vpmaddubsw + vpmaddwd.
+ * q4_0: the nibbles are the unsigned side, the block's dot starts at -8 s. q8_0: |w| times x
+ * with w's sign, as dot_q8_madd, so each lane holds its exact partial dot. (Taking w + 128
+ * against a -128 s start saves an instruction, but the lanes, converted to f32 one by one, would
+ * then carry 128 times their share of x, cancelling only in the final sum: an f32 error ~100
+ * times the block's.) */
 #define AVXVNNI __attribute__((target("avxvnni"))) static inline
-AVXVNNI __m256i dot_q8_avxvnni(__m256i w, __m256i x, __m256i neg_s)
+AVXVNNI __m256i dot_q8_avxvnni(__m256i w, __m256i x)
 {
-    return _mm256_dpbusd_avx_epi32(neg_s, _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80)), x);
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w),
+                                   _mm256_sign_epi8(x, w));
 }
 
 AVXVNNI __m256i dot_q4_avxvnni(__m256i u, __m256i x, __m256i neg_s)
@@ -957,9 +952,9 @@ __attribute__((target("avxvnni"))) void gemv_xq8_avxvnni(const void *xq, int k, 
                                                           const void *w, int rows, float *y)
 {
     if (dt == DATTN_DTYPE_Q8_0)
-        XQ_GEMV_X86(1, dot_q8_avxvnni, dot_q4_avxvnni, 16);
+        XQ_GEMV_X86(1, dot_q8_avxvnni, dot_q4_avxvnni);
     else
-        XQ_GEMV_X86(0, dot_q8_avxvnni, dot_q4_avxvnni, 16);
+        XQ_GEMV_X86(0, dot_q8_avxvnni, dot_q4_avxvnni);
 }
 #undef AVXVNNI
 #endif
