@@ -55,6 +55,17 @@ struct backend_vector {
     float *v;                  /* [n] */
 };
 
+/* cos and sin of RoPE's angles at one stream position, as floats before the scale, with the
+ * frequencies they were made from. Every layer and head of a decoded token ropes at the same
+ * position, and a cos/sin pair in double costs ~100 cycles: recomputed per call they took ~6%
+ * of the bundled model's 2-thread step (256 pairs a token on the one-pass path). */
+typedef struct rope_angles {
+    int64_t pos;
+    double *inv_freq;          /* [d/2]: a copy (layers may hold equal arrays at other places) */
+    float *cs;                 /* [d/2][2]: cos, sin */
+    int valid;
+} rope_angles;
+
 /* Per-cache state: everything a layer call needs, carved from the cache's arena at create. */
 typedef struct cpu_cache {
     void *own_arena;           /* what we reserved when the caller gave no buffer */
@@ -73,6 +84,10 @@ typedef struct cpu_cache {
     int xq_k;
     void *hq;                  /* the FFN's hidden row quantized for W2 (xq8_bytes(F)), written
                                 * by the W1/W3 pass while it still reads xq; NULL: F % 32 != 0 */
+    /* The angles of the last two positions roped: a token's own and, under sink+window, its
+     * position in the cache (rope_table). rope_last: the entry used last. */
+    rope_angles rope[2];
+    int rope_last;
 } cpu_cache;
 
 static const cpu_kernels *isa_table(const char *name)
@@ -339,6 +354,10 @@ static void carve(const dattn_backend *be, const dattn_layer_shape *shape, const
     cc->xq = arena_carve(a, xq8_bytes(xk));
     cc->hq = scratch->ffn_dim > 0 && scratch->ffn_dim % QUANT_BLOCK == 0
                  ? arena_carve(a, xq8_bytes(scratch->ffn_dim)) : NULL;
+    for (int e = 0; e < 2; e++) {
+        cc->rope[e].inv_freq = arena_carve(a, sizeof(double) * (size_t)(g->head_dim / 2));
+        cc->rope[e].cs = arena_carve(a, sizeof(float) * (size_t)g->head_dim);
+    }
 }
 
 static size_t cpu_cache_bytes(const dattn_backend *be, const dattn_layer_shape *s, const kv_geom *g,
@@ -563,8 +582,7 @@ static void ffn_task(void *ctx, int task, int thread)
     matmul_rows(&job->mm, F + j0, F + j1, job->mm.y + F + j0, thread);
     for (int i = 0; i < n; i++) {
         float *h1 = job->mm.y + (size_t)i * 2 * F, *h3 = h1 + F;
-        for (int j = j0; j < j1; j++)
-            h1[j] = h1[j] / (1.0f + expf(-h1[j])) * h3[j];
+        job->mm.k->swiglu(h1 + j0, h3 + j0, j1 - j0);
     }
     if (!job->hq)
         return;
@@ -711,14 +729,39 @@ static dattn_status cpu_pass_end(dattn_backend *be, dattn_cache *c, const backen
     return DATTN_OK;
 }
 
-/* Interleaved (GPT-J) RoPE of n_vec vectors of d values at stream position pos, then * scale.
- * Angles in double: positions of a long sink+window stream reach 2^31. */
-static void rope(const backend_layer *l, float *v, int n_vec, int64_t pos, float scale)
+/* The cos/sin table of layer l's RoPE at stream position pos: one of the two kept, or made
+ * now in place of the one not used last (so a token's two positions both stay valid until it
+ * asks for a third). Angles in double: positions of a long sink+window stream reach 2^31. */
+static const float *rope_table(cpu_cache *cc, const backend_layer *l, int64_t pos)
 {
-    int d = l->d.head_dim;
-    for (int i = 0; i < d / 2; i++) {
+    int half = l->d.head_dim / 2;
+    size_t freq_bytes = sizeof(double) * (size_t)half;
+    for (int e = 0; e < 2; e++) {
+        rope_angles *r = &cc->rope[e];
+        if (r->valid && r->pos == pos && !memcmp(r->inv_freq, l->inv_freq, freq_bytes)) {
+            cc->rope_last = e;
+            return r->cs;
+        }
+    }
+    cc->rope_last ^= 1;
+    rope_angles *r = &cc->rope[cc->rope_last];
+    for (int i = 0; i < half; i++) {
         double angle = (double)pos * l->inv_freq[i];
-        float c = (float)cos(angle) * scale, s = (float)sin(angle) * scale;
+        r->cs[2 * i] = (float)cos(angle);
+        r->cs[2 * i + 1] = (float)sin(angle);
+    }
+    memcpy(r->inv_freq, l->inv_freq, freq_bytes);
+    r->pos = pos;
+    r->valid = 1;
+    return r->cs;
+}
+
+/* Interleaved (GPT-J) RoPE of n_vec vectors of d values with the angles cs (rope_table), then
+ * * scale. */
+static void rope(const float *cs, int d, float *v, int n_vec, float scale)
+{
+    for (int i = 0; i < d / 2; i++) {
+        float c = cs[2 * i] * scale, s = cs[2 * i + 1] * scale;
         for (int k = 0; k < n_vec; k++) {
             float *p = v + (size_t)k * d + 2 * i;
             float x0 = p[0], x1 = p[1];
@@ -741,10 +784,11 @@ static dattn_status cpu_rope_append(dattn_backend *be, dattn_cache *c, const bac
         if (cc->q_sink) {
             float *qs = cc->q_sink + (size_t)i * l->d.qkv_dim;
             memcpy(qs, q, sizeof(float) * (size_t)A);
-            rope(l, qs, 2 * H, kv_cache_pos(&c->g, t), scale);
+            rope(rope_table(cc, l, kv_cache_pos(&c->g, t)), d, qs, 2 * H, scale);
         }
-        rope(l, q, 2 * H, t, scale);
-        rope(l, k, 2 * Hkv, t, 1.0f);
+        const float *cs = rope_table(cc, l, t);
+        rope(cs, d, q, 2 * H, scale);
+        rope(cs, d, k, 2 * Hkv, 1.0f);
         for (int j = 0; j < Hkv; j++)
             kv_store(c, slot, j, t, k + (size_t)2 * j * d, k + (size_t)(2 * j + 1) * d,
                      v + (size_t)j * 2 * d);
@@ -792,6 +836,7 @@ typedef struct attend_job {
     dattn_cache *c;
     int slot;
     int64_t t;
+    const float *cs, *cs_sink; /* RoPE's angles at t and (sink+window) at t's cache position */
     decode_job attn;
 } attend_job;
 
@@ -832,10 +877,10 @@ static void attend_task(void *ctx, int j, int thread)
     if (cc->q_sink) {
         float *qs = cc->q_sink + q0;
         memcpy(qs, q, sizeof(float) * (size_t)qd);
-        rope(l, qs, 2 * l->d.group, kv_cache_pos(&job->c->g, job->t), scale);
+        rope(job->cs_sink, d, qs, 2 * l->d.group, scale);
     }
-    rope(l, q, 2 * l->d.group, job->t, scale);
-    rope(l, k, 2, job->t, 1.0f);
+    rope(job->cs, d, q, 2 * l->d.group, scale);
+    rope(job->cs, d, k, 2, 1.0f);
     kv_store(job->c, job->slot, j, job->t, k, k + d, cc->qkv + v0);
     attn_decode_head(&job->attn, j, thread);
 }
@@ -858,9 +903,12 @@ static dattn_status cpu_decode_attend(dattn_backend *be, dattn_cache *c, const b
         return DATTN_OK;
     attn_args a = layer_attn_args(l, c, slot, t0, 1);
     attend_job job = {.l = l, .c = c, .slot = slot, .t = t0};
-    if (!attn_decode_plan(pool_threads(cb->pool), cb->k, &a, &cc->dec, cc->thread_tmp,
-                          cc->thread_floats, &job.attn))
+    if (!attn_decode_plan(n_threads, cb->k, &a, &cc->dec, cc->thread_tmp, cc->thread_floats,
+                          &job.attn))
         return DATTN_OK;
+    /* Both tables before the pass: the tasks only read them. */
+    job.cs_sink = cc->q_sink ? rope_table(cc, l, kv_cache_pos(&c->g, t0)) : NULL;
+    job.cs = rope_table(cc, l, t0);
     x = x ? x : cc->normed;
     job.mm = (matmul_job){cb->k, w, x, quantize_x(cb, cc, w, x, 1), cb->gemv_xq8,
                           l->d.model_dim, 1, l->d.qkv_dim, 0, cc->qkv, cc->thread_tmp,
