@@ -69,6 +69,8 @@ typedef struct cpu_kernels {
      * quantized once per call, then dotted block by block. */
     void (*xq8_quantize)(const float *x, int k, void *xq);
     void (*gemv_xq8)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
+    /* src/cpu/swiglu.h: g = silu(g) * u over n values. */
+    void (*swiglu)(float *g, const float *u, int n);
 } cpu_kernels;
 
 extern const cpu_kernels cpu_kernels_generic;
