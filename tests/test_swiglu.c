@@ -15,11 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cmocka.h>
 
 #include "cpu/swiglu.h"
+#include "test_util.h"
 
 typedef struct {
     const char *name;
@@ -28,28 +28,21 @@ typedef struct {
 
 static variant variants[3];
 static int n_variants;
-static uint64_t seed, rng_state;
 
 enum { MAX_N = 1024, GUARD = 16 };
 #define SENTINEL 12345.0f
 
-static uint32_t rnd_bits(void)
-{
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)(rng_state >> 32);
-}
-
 static float rnd(void)   /* uniform in [-1, 1) */
 {
-    return (float)(rnd_bits() >> 8) / 8388608.0f - 1.0f;
+    return (float)(2.0 * tu_unif() - 1.0);
 }
 
 /* g: every eighth value 0, the rest a random sign times 2^[-12, 8) times [1, 2). */
 static void make_g(float *g, int n)
 {
     for (int j = 0; j < n; j++) {
-        float m = ldexpf(1.0f + fabsf(rnd()), (int)(rnd_bits() % 20) - 12);
-        g[j] = rnd_bits() % 8 == 0 ? 0.0f : rnd() < 0 ? -m : m;
+        float m = ldexpf(1.0f + fabsf(rnd()), tu_int(-12, 7));
+        g[j] = tu_int(0, 7) == 0 ? 0.0f : rnd() < 0 ? -m : m;
     }
 }
 
@@ -73,7 +66,7 @@ static double check(const variant *v, const float *g, const float *u, int n)
         if (!(err <= 1e-6 * fabs(ref) + 1e-30))
             fail_msg("%s n=%d j=%d: silu(%.9g) * %.9g = %.9g, float64 %.17g (seed %llu)",
                      v->name, n, j, (double)g[j], (double)u[j], (double)y[j], ref,
-                     (unsigned long long)seed);
+                     (unsigned long long)tu_seed);
         if (fabs(ref) > 1e-30 && err / fabs(ref) > worst)   /* where the relative bound rules */
             worst = err / fabs(ref);
     }
@@ -86,6 +79,7 @@ static double check(const variant *v, const float *g, const float *u, int n)
 static void test_random(void **state)
 {
     (void)state;
+    tu_seed_case("random");
     static float g[MAX_N], u[MAX_N];
     for (int v = 0; v < n_variants; v++) {
         double worst = 0.0;
@@ -111,6 +105,7 @@ static void test_random(void **state)
 static void test_lengths(void **state)
 {
     (void)state;
+    tu_seed_case("lengths");
     float g[MAX_N], u[MAX_N];
     for (int v = 0; v < n_variants; v++)
         for (int n = 1; n <= 200; n++) {
@@ -124,6 +119,7 @@ static void test_lengths(void **state)
 static void test_nonfinite(void **state)
 {
     (void)state;
+    tu_seed_case("nonfinite");
     const float bad[] = {NAN, -NAN, INFINITY, -INFINITY};
     for (int v = 0; v < n_variants; v++)
         for (int b = 0; b < 4; b++)
@@ -133,7 +129,7 @@ static void test_nonfinite(void **state)
                 make_g(g, N);
                 for (int j = 0; j < N; j++)
                     u[j] = 0.5f + fabsf(rnd());
-                int at = (int)(rnd_bits() % N);
+                int at = tu_int(0, N - 1);
                 (in_u ? u : g)[at] = bad[b];
                 variants[v].swiglu(g, u, N);
                 if (isfinite(g[at]))
@@ -144,11 +140,7 @@ static void test_nonfinite(void **state)
 
 int main(void)
 {
-    const char *env = getenv("DATTN_TEST_SEED");
-    seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-    rng_state = seed;
-    printf("test_swiglu: seed %llu (DATTN_TEST_SEED=%llu replays it)\n",
-           (unsigned long long)seed, (unsigned long long)seed);
+    tu_init_seed("test_swiglu");
 
     variants[n_variants++] = (variant){"generic", swiglu_generic};
 #if defined(__x86_64__)
