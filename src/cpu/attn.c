@@ -78,25 +78,6 @@ void attn_decode_head(const decode_job *job, int j, int thread)
         combine_task((void *)job, h, thread);
 }
 
-void attn_decode_prefetch(const decode_job *job, int j, size_t budget)
-{
-    const dattn_cache *c = job->a->cache;
-    const kv_geom *g = &c->g;
-    for (int pi = 0; pi < job->n_pieces && budget > 0; pi++) {
-        const kv_piece *pc = &job->s->pieces[pi];
-        const uint8_t *k = kv_kpage(c, job->a->slot, j, pc->phys / KV_PAGE);
-        const uint8_t *v = kv_vrow(c, job->a->slot, j, pc->phys);
-        size_t kb = g->kpage_bytes, vb = (size_t)pc->len * g->v_row_bytes;
-        for (size_t o = 0; o < kb; o += 64)
-            __builtin_prefetch(k + o, 0, 3);
-        for (size_t o = 0; o < vb; o += 64)
-            __builtin_prefetch(v + o, 0, 3);
-        if (g->type == DATTN_KV_Q8)
-            __builtin_prefetch(kv_vscale(c, job->a->slot, j) + pc->phys, 0, 3);
-        budget = budget > kb + vb ? budget - kb - vb : 0;
-    }
-}
-
 static void unsplit_task(void *ctx, int task, int thread)
 {
     attn_decode_head(ctx, task, thread);

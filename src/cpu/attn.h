@@ -98,10 +98,6 @@ int attn_decode_plan(int n_threads, const cpu_kernels *k, const attn_args *a,
 /* All of KV head j's decode in an unsplit plan: its scores, its values, then the sub-layer
  * norm of the query heads that read it. */
 void attn_decode_head(const decode_job *job, int j, int thread);
-/* Prefetches the first `budget` bytes of what KV head j's unsplit decode reads (its pieces' K
- * pages and V rows, in order), for a task to issue before other work: at a short context these
- * few KiB are otherwise cold misses taken one after another. */
-void attn_decode_prefetch(const decode_job *job, int j, size_t budget);
 
 /* Runs the attention of a call on the pool (decode: n == 1 through flash decoding). */
 void attn_decode(pool *p, const cpu_kernels *k, const attn_args *a, const decode_scratch *s,

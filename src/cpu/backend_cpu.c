@@ -862,10 +862,6 @@ static void project_rows(const attend_job *job, int r0, int r1, int thread)
     }
 }
 
-/* How much of a head's cache an attend task prefetches up front: a few pages, a small share of
- * L2; past them the attention kernels' own prefetch, PREFETCH_BYTES ahead, takes over. */
-enum { ATTEND_PREFETCH_BYTES = 32 << 10 };
-
 static void attend_task(void *ctx, int j, int thread)
 {
     const attend_job *job = ctx;
@@ -873,9 +869,6 @@ static void attend_task(void *ctx, int j, int thread)
     cpu_cache *cc = job->c->be_state;
     int d = l->d.head_dim, qd = 2 * d * l->d.group;
     int q0 = j * qd, k0 = l->d.attn_dim + 2 * d * j, v0 = l->d.attn_dim + l->d.kv_dim + 2 * d * j;
-    /* The head's KV pages come in while its rows of W_qkv stream (kv_store and attention then
-     * find them in cache). */
-    attn_decode_prefetch(&job->attn, j, ATTEND_PREFETCH_BYTES);
     project_rows(job, q0, q0 + qd, thread);
     project_rows(job, k0, k0 + 2 * d, thread);
     project_rows(job, v0, v0 + 2 * d, thread);
