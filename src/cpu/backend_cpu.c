@@ -772,27 +772,39 @@ static void rope(const float *cs, int d, float *v, int n_vec, float scale)
     }
 }
 
+/* Step 2 of one token for KV head j: RoPE of its r query heads' rows (and, under sink+window,
+ * of their copy in the sink row, at the cache position) and of its key, then the key and value
+ * into the cache. row: the token's q/k/v row; sink_row: its q_sink row, or NULL. */
+static void rope_append_head(dattn_cache *c, const backend_layer *l, int slot, int64_t t, int j,
+                             float *row, float *sink_row, const float *cs, const float *cs_sink)
+{
+    int d = l->d.head_dim, qd = 2 * d * l->d.group;
+    float *q = row + (size_t)j * qd, *k = row + l->d.attn_dim + (size_t)2 * d * j;
+    const float *v = row + l->d.attn_dim + l->d.kv_dim + (size_t)2 * d * j;
+    float scale = 1.0f / sqrtf((float)d);
+    if (sink_row) {
+        float *qs = sink_row + (size_t)j * qd;
+        memcpy(qs, q, sizeof(float) * (size_t)qd);
+        rope(cs_sink, d, qs, 2 * l->d.group, scale);
+    }
+    rope(cs, d, q, 2 * l->d.group, scale);
+    rope(cs, d, k, 2, 1.0f);
+    kv_store(c, slot, j, t, k, k + d, v);
+}
+
 static dattn_status cpu_rope_append(dattn_backend *be, dattn_cache *c, const backend_layer *l,
                                     int slot, int64_t t0, int n)
 {
     (void)be;
     cpu_cache *cc = c->be_state;
-    int A = l->d.attn_dim, d = l->d.head_dim, H = l->d.n_heads, Hkv = l->d.n_kv_heads;
-    float scale = 1.0f / sqrtf((float)d);
     for (int i = 0; i < n; i++) {
         int64_t t = t0 + i;
-        float *q = cc->qkv + (size_t)i * l->d.qkv_dim, *k = q + A, *v = k + l->d.kv_dim;
-        if (cc->q_sink) {
-            float *qs = cc->q_sink + (size_t)i * l->d.qkv_dim;
-            memcpy(qs, q, sizeof(float) * (size_t)A);
-            rope(rope_table(cc, l, kv_cache_pos(&c->g, t)), d, qs, 2 * H, scale);
-        }
+        float *row = cc->qkv + (size_t)i * l->d.qkv_dim;
+        float *sink_row = cc->q_sink ? cc->q_sink + (size_t)i * l->d.qkv_dim : NULL;
+        const float *cs_sink = sink_row ? rope_table(cc, l, kv_cache_pos(&c->g, t)) : NULL;
         const float *cs = rope_table(cc, l, t);
-        rope(cs, d, q, 2 * H, scale);
-        rope(cs, d, k, 2 * Hkv, 1.0f);
-        for (int j = 0; j < Hkv; j++)
-            kv_store(c, slot, j, t, k + (size_t)2 * j * d, k + (size_t)(2 * j + 1) * d,
-                     v + (size_t)j * 2 * d);
+        for (int j = 0; j < l->d.n_kv_heads; j++)
+            rope_append_head(c, l, slot, t, j, row, sink_row, cs, cs_sink);
     }
     return DATTN_OK;
 }
@@ -873,16 +885,7 @@ static void attend_task(void *ctx, int j, int thread)
     project_rows(job, q0, q0 + qd, thread);
     project_rows(job, k0, k0 + 2 * d, thread);
     project_rows(job, v0, v0 + 2 * d, thread);
-    float *q = cc->qkv + q0, *k = cc->qkv + k0;
-    float scale = 1.0f / sqrtf((float)d);
-    if (cc->q_sink) {
-        float *qs = cc->q_sink + q0;
-        memcpy(qs, q, sizeof(float) * (size_t)qd);
-        rope(job->cs_sink, d, qs, 2 * l->d.group, scale);
-    }
-    rope(job->cs, d, q, 2 * l->d.group, scale);
-    rope(job->cs, d, k, 2, 1.0f);
-    kv_store(job->c, job->slot, j, job->t, k, k + d, cc->qkv + v0);
+    rope_append_head(job->c, l, job->slot, job->t, j, cc->qkv, cc->q_sink, job->cs, job->cs_sink);
     attn_decode_head(&job->attn, j, thread);
 }
 
