@@ -223,17 +223,21 @@ static inline void row_f32(dattn_dtype dt, const void *w, size_t t0, int n, floa
 
 /* ---- GEMV (decode) -------------------------------------------------------------------------- */
 
-/* Four weight rows share each load of x; each row sums into two vectors (eight independent FMA
- * chains hide the latency), converted from the stored dtype in registers. No horizontal sum runs
- * until a row ends. The rows stream once from memory: the bandwidth-bound loop of decode. */
+/* The 16- and 32-bit GEMV reads one row at a time, front to back: the weights stream through
+ * memory as one sequential read, which the hardware prefetchers follow best. Each row sums into
+ * four vectors (independent FMA chains hide the latency), converted from the stored dtype in
+ * registers; x comes from L1. The kernel before this one shared each load of x among four rows
+ * and prefetched each row in software: four interleaved streams, fewer lines in flight. At
+ * k = 768, 256 MB of f16 from DRAM on a Zen 5 VM, in the same minutes as the read loop of
+ * tools/ceiling.c: one thread 22.3-27.4 -> 28.6-29.9 GB/s (read 30-34), two threads 38.1-45.5 ->
+ * 57.7-60.4 GB/s (read 64.6-70.6). From L2 both kernels run at ~70 GB/s on one thread. Software
+ * prefetch on top of the single stream lost 2-5 GB/s. */
+
+/* The block-format GEMV on f32 activations (gemv_q; the backend's decode uses the integer-dot one
+ * further below): four rows share each block of x, each prefetched in software this many bytes
+ * ahead (pf_walk), which gained on Zen 4 with four rows streaming. */
 enum { GEMV_ROWS = 4 };
-/* Software prefetch of each row GEMV_AHEAD elements ahead (carried into the next row group,
- * pf_walk below): with four rows streaming, the hardware prefetchers alone left a 16-bit GEMV at
- * 60% of the read bandwidth on Zen 4 (81-84% with it, at k = 3072; f32 gains less). With the
- * carry, at k = 768, single thread: f16 22.0-22.5 -> 24.2-25.0 GB/s, bf16 19.2-19.8 -> 26.1-26.8,
- * f32 29.5-30.2 -> 29.3-31.4. */
-#define GEMV_AHEAD 1024
-#define GEMV_AHEAD_BYTES 2048   /* the same for block rows (a 16-bit row's distance) */
+#define GEMV_AHEAD_BYTES 2048
 /* The integer-dot GEMV's distance (q8_0 / q4_0, src/cpu/gemm.h), in blocks of each row: it
  * consumes a row's bytes two to three times faster than the f32 one. Single thread, 768 x 6144
  * streamed from DRAM, VNNI, two runs each, per-row distances with the carry into the next group
@@ -295,35 +299,27 @@ __attribute__((always_inline)) static inline void gemv_dt(const float *restrict 
                                                           dattn_dtype dt, const void *w, int rows,
                                                           float *restrict y)
 {
-    size_t row_bytes = quant_row_bytes(dt, k), es = row_bytes / (size_t)k;
-    for (int r0 = 0; r0 < rows; r0 += GEMV_ROWS) {
-        int nr = rows - r0 < GEMV_ROWS ? rows - r0 : GEMV_ROWS;
-        const uint8_t *row[GEMV_ROWS];
-        group_rows(w, row_bytes, r0, nr, GEMV_ROWS, row);
-        vf a0[GEMV_ROWS] = {0}, a1[GEMV_ROWS] = {0};
-        pf_walk pf = pf_start(row_bytes, GEMV_ROWS, GEMV_AHEAD * es);
+    size_t row_bytes = quant_row_bytes(dt, k);
+    for (int r = 0; r < rows; r++) {
+        const void *row = (const uint8_t *)w + (size_t)r * row_bytes;
+        vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
         int t = 0;
-        for (; t + 2 * VW <= k; t += 2 * VW) {
-            vf x0 = load_f32(x + t), x1 = load_f32(x + t + VW);
-#pragma GCC unroll 4
-            for (int i = 0; i < GEMV_ROWS; i++) {
-                pf_row(&pf, row[i]);
-                a0[i] += load_w(dt, row[i], (size_t)t) * x0;
-                a1[i] += load_w(dt, row[i], (size_t)t + VW) * x1;
-            }
-            pf_step(&pf, 2 * VW * es);
+        for (; t + 4 * VW <= k; t += 4 * VW) {
+            a0 += load_w(dt, row, (size_t)t) * load_f32(x + t);
+            a1 += load_w(dt, row, (size_t)t + VW) * load_f32(x + t + VW);
+            a2 += load_w(dt, row, (size_t)t + 2 * VW) * load_f32(x + t + 2 * VW);
+            a3 += load_w(dt, row, (size_t)t + 3 * VW) * load_f32(x + t + 3 * VW);
         }
-        float tail[GEMV_ROWS] = {0};
+        for (; t + VW <= k; t += VW)
+            a0 += load_w(dt, row, (size_t)t) * load_f32(x + t);
+        float tail = 0.0f;
         if (t < k) {
-            float wt[VW * 2];
-            for (int i = 0; i < GEMV_ROWS; i++) {
-                row_f32(dt, row[i], (size_t)t, k - t, wt);
-                for (int j = 0; j < k - t; j++)
-                    tail[i] = MADD(wt[j], x[t + j], tail[i]);
-            }
+            float wt[VW];
+            row_f32(dt, row, (size_t)t, k - t, wt);
+            for (int j = 0; j < k - t; j++)
+                tail = MADD(wt[j], x[t + j], tail);
         }
-        for (int i = 0; i < nr; i++)
-            y[r0 + i] = hsum(a0[i] + a1[i]) + tail[i];
+        y[r] = hsum((a0 + a1) + (a2 + a3)) + tail;
     }
 }
 
