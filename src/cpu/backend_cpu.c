@@ -772,19 +772,33 @@ static void rope(const float *cs, int d, float *v, int n_vec, float scale)
     }
 }
 
+/* Where KV head j's parts lie in a token's q/k/v row: its r query heads' rows [q0, q0 + qd),
+ * its key [k0, k0 + 2d) and its value [v0, v0 + 2d). */
+typedef struct head_span {
+    int q0, qd, k0, v0;
+} head_span;
+
+static head_span head_span_of(const backend_layer *l, int j)
+{
+    int d = l->d.head_dim, qd = 2 * d * l->d.group;
+    return (head_span){j * qd, qd, l->d.attn_dim + 2 * d * j,
+                       l->d.attn_dim + l->d.kv_dim + 2 * d * j};
+}
+
 /* Step 2 of one token for KV head j: RoPE of its r query heads' rows (and, under sink+window,
  * of their copy in the sink row, at the cache position) and of its key, then the key and value
  * into the cache. row: the token's q/k/v row; sink_row: its q_sink row, or NULL. */
 static void rope_append_head(dattn_cache *c, const backend_layer *l, int slot, int64_t t, int j,
                              float *row, float *sink_row, const float *cs, const float *cs_sink)
 {
-    int d = l->d.head_dim, qd = 2 * d * l->d.group;
-    float *q = row + (size_t)j * qd, *k = row + l->d.attn_dim + (size_t)2 * d * j;
-    const float *v = row + l->d.attn_dim + l->d.kv_dim + (size_t)2 * d * j;
+    int d = l->d.head_dim;
+    head_span hs = head_span_of(l, j);
+    float *q = row + hs.q0, *k = row + hs.k0;
+    const float *v = row + hs.v0;
     float scale = 1.0f / sqrtf((float)d);
     if (sink_row) {
-        float *qs = sink_row + (size_t)j * qd;
-        memcpy(qs, q, sizeof(float) * (size_t)qd);
+        float *qs = sink_row + hs.q0;
+        memcpy(qs, q, sizeof(float) * (size_t)hs.qd);
         rope(cs_sink, d, qs, 2 * l->d.group, scale);
     }
     rope(cs, d, q, 2 * l->d.group, scale);
@@ -880,11 +894,11 @@ static void attend_task(void *ctx, int j, int thread)
     const attend_job *job = ctx;
     const backend_layer *l = job->l;
     cpu_cache *cc = job->c->be_state;
-    int d = l->d.head_dim, qd = 2 * d * l->d.group;
-    int q0 = j * qd, k0 = l->d.attn_dim + 2 * d * j, v0 = l->d.attn_dim + l->d.kv_dim + 2 * d * j;
-    project_rows(job, q0, q0 + qd, thread);
-    project_rows(job, k0, k0 + 2 * d, thread);
-    project_rows(job, v0, v0 + 2 * d, thread);
+    int d = l->d.head_dim;
+    head_span hs = head_span_of(l, j);
+    project_rows(job, hs.q0, hs.q0 + hs.qd, thread);
+    project_rows(job, hs.k0, hs.k0 + 2 * d, thread);
+    project_rows(job, hs.v0, hs.v0 + 2 * d, thread);
     rope_append_head(job->c, l, job->slot, job->t, j, cc->qkv, cc->q_sink, job->cs, job->cs_sink);
     attn_decode_head(&job->attn, j, thread);
 }
