@@ -12,6 +12,7 @@
 #include "arena.h"
 #include "attn.h"
 #include "backend.h"
+#include "convert.h"
 #include "gemm.h"
 #include "status.h"
 
@@ -672,14 +673,24 @@ static dattn_status cpu_pass_begin(dattn_backend *be, dattn_cache *c, const floa
     return DATTN_OK;
 }
 
-/* y = RMSNorm(x, eps) * w over one row of E. Sums in double. */
+/* y = RMSNorm(x, eps) * w over one row of E. Sums in double, in NORM_LANES independent sums:
+ * a single running sum is a chain of dependent adds that the compiler may not reorder, and the
+ * norms run on the caller's thread between two passes of the pool, the other threads waiting. */
+enum { NORM_LANES = 8 };
 static void norm_row(const float *x, const float *w, int E, float eps, float *y)
 {
+    double part[NORM_LANES] = {0};
+    int k = 0;
+    for (; k + NORM_LANES <= E; k += NORM_LANES)
+        for (int j = 0; j < NORM_LANES; j++)
+            part[j] += (double)x[k + j] * x[k + j];
     double ss = 0.0;
-    for (int k = 0; k < E; k++)
+    for (; k < E; k++)
         ss += (double)x[k] * x[k];
+    for (int j = 0; j < NORM_LANES; j++)
+        ss += part[j];
     float inv = (float)(1.0 / sqrt(ss / E + eps));
-    for (int k = 0; k < E; k++)
+    for (k = 0; k < E; k++)
         y[k] = x[k] * inv * w[k];
 }
 
@@ -704,15 +715,17 @@ static dattn_status cpu_residual_add(dattn_backend *be, dattn_cache *c, int n, i
     for (size_t r = 0; r < (size_t)n; r++) {
         float *x = cc->stream + r * E;
         const float *y = cc->block_out + r * E;
-        for (size_t i = 0; i < E; i++) {
-            float v = y[i], sum = x[i] + v;
-            x[i] = sum;
-            if (cc->fault.layer < 0 && !(isfinite(v) && isfinite(sum))) {
-                cc->fault.layer = layer;
-                cc->fault.block = block;
-                cc->fault.token = (int)r;
-                cc->fault.in_sum = isfinite(v) != 0;
-            }
+        /* Plain adds, then vectorized scans for the first bad value (a branch per value kept
+         * the loop scalar; it runs on one thread between two passes). A non-finite y makes a
+         * non-finite sum, so the sums' first is the first bad value. */
+        for (size_t i = 0; i < E; i++)
+            x[i] += y[i];
+        size_t bad_sum;
+        if (cc->fault.layer < 0 && (bad_sum = first_nonfinite(x, E)) < E) {
+            cc->fault.layer = layer;
+            cc->fault.block = block;
+            cc->fault.token = (int)r;
+            cc->fault.in_sum = first_nonfinite(y, E) != bad_sum;
         }
         if (next_norm)   /* while the row is in cache */
             norm_row(x, next_norm->v, (int)E, eps, cc->normed + r * E);
