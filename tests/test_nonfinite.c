@@ -312,9 +312,8 @@ static void test_model_overflow(void **state)
             int n_nan = 0;
             for (int i = 0; i < c.vocab * (step ? 1 : 8); i++)
                 n_nan += !isfinite(logits[i]);
-            printf("  FAILS: want DATTN_E_NONFINITE naming layer 1's attention output (%d logits not "
-                   "finite)\n",
-                   n_nan);
+            printf("  FAILS: want DATTN_E_NONFINITE naming layer 1's attention output "
+                   "(%d logits not finite)\n", n_nan);
             n_bad++;
         }
     }

@@ -223,16 +223,6 @@ static inline void row_f32(dattn_dtype dt, const void *w, size_t t0, int n, floa
 
 /* ---- GEMV (decode) -------------------------------------------------------------------------- */
 
-/* The 16- and 32-bit GEMV reads one row at a time, front to back: the weights stream through
- * memory as one sequential read, which the hardware prefetchers follow best. Each row sums into
- * four vectors (independent FMA chains hide the latency), converted from the stored dtype in
- * registers; x comes from L1. The kernel before this one shared each load of x among four rows
- * and prefetched each row in software: four interleaved streams, fewer lines in flight. At
- * k = 768, 256 MB of f16 from DRAM on a Zen 5 VM, in the same minutes as the read loop of
- * tools/ceiling.c: one thread 22.3-27.4 -> 28.6-29.9 GB/s (read 30-34), two threads 38.1-45.5 ->
- * 57.7-60.4 GB/s (read 64.6-70.6). From L2 both kernels run at ~70 GB/s on one thread. Software
- * prefetch on top of the single stream lost 2-5 GB/s. */
-
 /* The block-format GEMV on f32 activations (gemv_q; the backend's decode uses the integer-dot one
  * further below): four rows share each block of x, each prefetched in software this many bytes
  * ahead (pf_walk), which gained on Zen 4 with four rows streaming. */
@@ -295,7 +285,16 @@ static inline void group_rows(const void *w, size_t row_bytes, int r0, int nr, i
         row[i] = (const uint8_t *)w + (size_t)(r0 + (i < nr ? i : 0)) * row_bytes;
 }
 
-/* Inlined once per dtype (gemv below), so that no branch on the dtype stays in the loop. */
+/* The 16- and 32-bit GEMV reads one row at a time, front to back: the weights stream through
+ * memory as one sequential read, which the hardware prefetchers follow best. Each row sums into
+ * four vectors (independent FMA chains hide the latency), converted from the stored dtype in
+ * registers; x comes from L1. The kernel before this one shared each load of x among four rows
+ * and prefetched each row in software: four interleaved streams, fewer lines in flight. At
+ * k = 768, 256 MB of f16 from DRAM on a Zen 5 VM, in the same minutes as the read loop of
+ * tools/ceiling.c: one thread 22.3-27.4 -> 28.6-29.9 GB/s (read 30-34), two threads 38.1-45.5 ->
+ * 57.7-60.4 GB/s (read 64.6-70.6). From L2 both kernels run at ~70 GB/s on one thread. Software
+ * prefetch on top of the single stream lost 2-5 GB/s.
+ * Inlined once per dtype (gemv below), so that no branch on the dtype stays in the loop. */
 __attribute__((always_inline)) static inline void gemv_dt(const float *restrict x, int k,
                                                           dattn_dtype dt, const void *w, int rows,
                                                           float *restrict y)
