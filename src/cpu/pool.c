@@ -65,6 +65,12 @@ static inline int report_is(uint64_t w, uint64_t pass)
  * and polled by the caller, so the polling does not take the range's line from its owner. */
 typedef struct thread_slot {
     _Alignas(64) _Atomic uint64_t range;
+    /* The pass, in the range's cache line: the thread that sees a new range has what to run
+     * without fetching another line from the caller's core. Written before any range of the
+     * pass, read only after a claim of it succeeded. */
+    pool_fn fn;
+    void *ctx;
+    int base;                  /* task index of the pass's first task (passes of > 2^20) */
     _Alignas(64) _Atomic uint64_t done;   /* report_word(pass, tasks this thread ran in it) */
 } thread_slot;
 
@@ -81,12 +87,9 @@ struct pool {
     atomic_int sleepers;       /* workers asleep on `wake` (changed under lock) */
     atomic_int caller_sleeps;  /* the caller asleep on `done` (changed under lock) */
     atomic_int shutdown;
-    /* The pass: written by the caller before it hands out the ranges, read by a thread only
-     * after it claimed a task (so the pass cannot end, and these cannot change, under it). */
-    _Alignas(64) pool_fn fn;
-    void *ctx;
-    int base;                  /* task index of the pass's first task (passes of > 2^20) */
-    uint64_t pass;             /* the pass being run or last run; the caller alone writes it */
+    /* The pass being run or last run: written by the caller before it hands out the ranges,
+     * read by a thread only after it claimed a task (so the pass cannot end under it). */
+    _Alignas(64) uint64_t pass;
     uint64_t passes;           /* passes run (the caller's thread alone counts them) */
 };
 
@@ -155,12 +158,23 @@ static int claim(thread_slot *s, uint64_t pass, int from_back)
  * range first, then the others', starting with its neighbour. Returns how many it ran. */
 static unsigned run_tasks(pool *p, int thread, uint64_t pass)
 {
+    const thread_slot *own = &p->slots[thread];
+    /* The pass's copy, read once after the first claim: a thief's claim on the range takes the
+     * line away, and a read of it after every task would fetch it back. */
+    pool_fn fn = NULL;
+    void *ctx = NULL;
+    int base = 0;
     unsigned ran = 0;
     for (int i = 0; i < p->n_threads; i++) {
         int owner = (thread + i) % p->n_threads;
         int t;
         while ((t = claim(&p->slots[owner], pass, i != 0)) >= 0) {
-            p->fn(p->ctx, p->base + t, thread);
+            if (!ran) {
+                fn = own->fn;
+                ctx = own->ctx;
+                base = own->base;
+            }
+            fn(ctx, base + t, thread);
             ran++;
         }
     }
@@ -292,12 +306,16 @@ uint64_t pool_passes(const pool *p) { return p->passes; }
 static void run_pass(pool *p, pool_fn fn, void *ctx, int base, int n)
 {
     p->passes++;
-    p->fn = fn;
-    p->ctx = ctx;
-    p->base = base;
     uint64_t pass = ++p->pass;
-    /* Thread t owns tasks [t n / T, (t + 1) n / T): the same rows of a weight each token. */
+    /* Every slot's copy of the pass before any range: a thread that steals from another's
+     * range runs its own copy. */
     int T = p->n_threads;
+    for (int t = 0; t < T; t++) {
+        p->slots[t].fn = fn;
+        p->slots[t].ctx = ctx;
+        p->slots[t].base = base;
+    }
+    /* Thread t owns tasks [t n / T, (t + 1) n / T): the same rows of a weight each token. */
     for (int t = T - 1; t >= 0; t--) {
         unsigned front = (unsigned)((long)n * t / T), back = (unsigned)((long)n * (t + 1) / T);
         atomic_store(&p->slots[t].range, range_word(pass, front, back));
