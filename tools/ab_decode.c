@@ -14,8 +14,10 @@
  * round in turn instead (the idle workers fall asleep, and each round's first token pays their
  * wake-up).
  *
- * Usage: ab_decode LIB_A LIB_B -m MODEL [--threads N] [--weights f32|f16|bf16|q8_0|q4_0]
- *                  [--tokens N] [--rounds R] [--flush] [--by-round] [--seed S]
+ * Usage: ab_decode LIB_A LIB_B -m MODEL [--backend cpu|opencl|auto] [--threads N]
+ *                  [--weights f32|f16|bf16|q8_0|q4_0] [--tokens N] [--rounds R] [--flush]
+ *                  [--by-round] [--seed S]
+ * (--backend: cpu unless given).
  * Each round decodes --tokens random tokens (seeded) from an empty cache in both copies and
  * prints its medians; the last line is
  *   ab=decode threads=N weights=W tokens=N rounds=R a_ms=... b_ms=... b_over_a=...
@@ -97,10 +99,11 @@ static int resolve(lib_api *a, const char *path)
 
 /* Loads the model into a fresh backend and session of the copy's own library, with room for
  * n_ctx tokens (at most the model's max_seq_len). */
-static int open_copy(copy *c, const char *model, int threads, const dattn_model_params *mp,
-                     int n_ctx, dattn_model_info *info)
+static int open_copy(copy *c, const char *model, dattn_backend_type type, int threads,
+                     const dattn_model_params *mp, int n_ctx, dattn_model_info *info)
 {
     dattn_backend_params bp = c->api.backend_default_params();
+    bp.type = type;
     bp.n_threads = threads;
     int ok = c->api.backend_create(&bp, &c->be) == DATTN_OK &&
              c->api.model_load_params(c->be, model, mp, &c->model) == DATTN_OK &&
@@ -164,9 +167,9 @@ static double step_ms(copy *c, int32_t token, int flush)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: ab_decode LIB_A LIB_B -m MODEL [--threads N] "
-                    "[--weights f32|f16|bf16|q8_0|q4_0] [--tokens N] [--rounds R] [--flush] "
-                    "[--by-round] [--seed S]\n");
+    fprintf(stderr, "usage: ab_decode LIB_A LIB_B -m MODEL [--backend cpu|opencl|auto] "
+                    "[--threads N] [--weights f32|f16|bf16|q8_0|q4_0] [--tokens N] [--rounds R] "
+                    "[--flush] [--by-round] [--seed S]\n");
     return 2;
 }
 
@@ -174,7 +177,8 @@ int main(int argc, char **argv)
 {
     if (argc < 3)
         return usage();
-    const char *model = NULL, *weights = "stored";
+    const char *model = NULL, *weights = "stored", *backend = "cpu";
+    dattn_backend_type type = DATTN_BACKEND_CPU;
     int threads = 0, tokens = 128, rounds = 10, flush = 0, by_round = 0;
     unsigned long seed = 1;
     dattn_model_params mp = {0};
@@ -193,7 +197,19 @@ int main(int argc, char **argv)
         i++;
         if (!strcmp(a, "-m"))
             model = v;
-        else if (!strcmp(a, "--threads"))
+        else if (!strcmp(a, "--backend")) {
+            backend = v;
+            if (!strcmp(v, "cpu"))
+                type = DATTN_BACKEND_CPU;
+            else if (!strcmp(v, "opencl"))
+                type = DATTN_BACKEND_OPENCL;
+            else if (!strcmp(v, "auto"))
+                type = DATTN_BACKEND_AUTO;
+            else {
+                fprintf(stderr, "ab_decode: --backend %s is not cpu, opencl or auto\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--threads"))
             threads = atoi(v);
         else if (!strcmp(a, "--tokens"))
             tokens = atoi(v);
@@ -223,7 +239,7 @@ int main(int argc, char **argv)
     if (ok && c[0].api.session_eval == c[1].api.session_eval)
         printf("A and B are the same loaded library: this is an A/A run of one copy of the code\n");
     for (int k = 0; ok && k < 2; k++)
-        ok = open_copy(&c[k], model, threads, &mp, tokens, &info[k]);
+        ok = open_copy(&c[k], model, type, threads, &mp, tokens, &info[k]);
     if (ok && info[0].vocab_size != info[1].vocab_size) {
         fprintf(stderr, "ab_decode: the two libraries read different vocabularies (%d, %d)\n",
                 info[0].vocab_size, info[1].vocab_size);
@@ -235,18 +251,25 @@ int main(int argc, char **argv)
         fprintf(stderr, "ab_decode: %d rounds of %d tokens are too many\n", rounds, tokens);
         ok = 0;
     }
-    /* ms[k]: copy k's step times, round after round; sorted[]: a round's, sorted for its median */
-    size_t n = (size_t)tokens * (size_t)rounds;
-    double *ms[2] = {malloc(sizeof(double) * n), malloc(sizeof(double) * n)};
-    double *sorted = malloc(sizeof(double) * n);
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)tokens);
-    if (ok && !(ms[0] && ms[1] && sorted && ids)) {
-        fprintf(stderr, "ab_decode: no memory for %zu step times\n", 3 * n);
-        ok = 0;
+    /* ms[k]: copy k's step times, round after round; sorted[]: a round's, sorted for its
+     * median; ids[]: a round's tokens. */
+    size_t n = ok ? (size_t)tokens * (size_t)rounds : 0;
+    double *ms[2] = {NULL, NULL}, *sorted = NULL;
+    int32_t *ids = NULL;
+    if (ok) {
+        ms[0] = malloc(sizeof(double) * n);
+        ms[1] = malloc(sizeof(double) * n);
+        sorted = malloc(sizeof(double) * (size_t)tokens);
+        ids = malloc(sizeof(int32_t) * (size_t)tokens);
+        if (!(ms[0] && ms[1] && sorted && ids)) {
+            fprintf(stderr, "ab_decode: no memory for %zu step times\n", 2 * n);
+            ok = 0;
+        }
     }
     if (ok)
-        printf("A = %s\nB = %s\nmodel %s, weights %s, %d threads%s, %d tokens a round from an "
-               "empty cache, seed %lu%s\n", argv[1], argv[2], model, weights, threads,
+        printf("A = %s\nB = %s\nmodel %s, weights %s, backend %s, %d threads%s, %d tokens a "
+               "round from an empty cache, seed %lu%s\n", argv[1], argv[2], model, weights, backend,
+               threads,
                threads ? "" : " (one per core)", tokens, seed,
                flush ? ", caches flushed before every token" : "");
     if (ok)
