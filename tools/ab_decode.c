@@ -34,6 +34,7 @@
 
 #include "ceiling.h"
 #include "dattn.h"
+#include "tool.h"
 
 /* The entry points the harness calls, resolved in one library. */
 typedef struct lib_api {
@@ -139,16 +140,16 @@ static void close_copy(copy *c)
      * instrumented library that ran threads has been unloaded (a sanitizer build's own test). */
 }
 
-static int parse_weights(const char *s, dattn_dtype *out)
+/* An option's count in [lo, 2^20] into *out; says what is wrong and returns -1 otherwise. */
+static int parse_count(const char *opt, const char *v, long lo, int *out)
 {
-    static const struct { const char *name; dattn_dtype dt; } formats[] = {
-        {"f32", DATTN_DTYPE_F32}, {"f16", DATTN_DTYPE_F16}, {"bf16", DATTN_DTYPE_BF16},
-        {"q8_0", DATTN_DTYPE_Q8_0}, {"q4_0", DATTN_DTYPE_Q4_0}};
-    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++)
-        if (!strcmp(s, formats[i].name)) {
-            *out = formats[i].dt;
-            return 1;
-        }
+    long n;
+    if (tool_parse_int(v, lo, 1L << 20, &n)) {
+        fprintf(stderr, "ab_decode: %s %s is not a whole number from %ld to %ld\n", opt, v, lo,
+                1L << 20);
+        return -1;
+    }
+    *out = (int)n;
     return 0;
 }
 
@@ -199,26 +200,23 @@ int main(int argc, char **argv)
             model = v;
         else if (!strcmp(a, "--backend")) {
             backend = v;
-            if (!strcmp(v, "cpu"))
-                type = DATTN_BACKEND_CPU;
-            else if (!strcmp(v, "opencl"))
-                type = DATTN_BACKEND_OPENCL;
-            else if (!strcmp(v, "auto"))
-                type = DATTN_BACKEND_AUTO;
-            else {
+            if (tool_parse_backend(v, &type)) {
                 fprintf(stderr, "ab_decode: --backend %s is not cpu, opencl or auto\n", v);
                 return 2;
             }
-        } else if (!strcmp(a, "--threads"))
-            threads = atoi(v);
-        else if (!strcmp(a, "--tokens"))
-            tokens = atoi(v);
-        else if (!strcmp(a, "--rounds"))
-            rounds = atoi(v);
-        else if (!strcmp(a, "--seed"))
+        } else if (!strcmp(a, "--threads")) {
+            if (parse_count(a, v, 0, &threads))
+                return 2;
+        } else if (!strcmp(a, "--tokens")) {
+            if (parse_count(a, v, 1, &tokens))
+                return 2;
+        } else if (!strcmp(a, "--rounds")) {
+            if (parse_count(a, v, 1, &rounds))
+                return 2;
+        } else if (!strcmp(a, "--seed"))
             seed = strtoul(v, NULL, 10);
         else if (!strcmp(a, "--weights")) {
-            if (!parse_weights(v, &mp.weights)) {
+            if (tool_parse_weights(v, &mp.weights)) {
                 fprintf(stderr, "ab_decode: --weights %s is not f32, f16, bf16, q8_0 or q4_0\n",
                         v);
                 return 2;
@@ -228,7 +226,7 @@ int main(int argc, char **argv)
         } else
             return usage();
     }
-    if (!model || threads < 0 || tokens < 1 || rounds < 1)
+    if (!model)
         return usage();
 
     copy c[2];
