@@ -201,7 +201,8 @@ int main(int argc, char **argv)
          gemm_rows_avx512, peak_avx512, xq8_quantize_avx512,
          {gemv_xq8_avx512,
           __builtin_cpu_supports("avx512vnni") ? gemv_xq8_avx512vnni : NULL,
-          cpu_runs_gemv_vbmi() ? gemv_xq8_avx512vbmi : NULL},
+          __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi")
+              ? gemv_xq8_avx512vbmi : NULL},
          {"avx512", "avx512vnni", "avx512vbmi"}},
 #endif
     };

@@ -1017,7 +1017,8 @@ dattn_status cpu_backend_create(const dattn_backend_params *p, dattn_backend **o
     cb->gemv_xq8 = k->gemv_xq8;
 #if defined(__x86_64__)
     if (k == &cpu_kernels_avx512 && __builtin_cpu_supports("avx512vnni"))
-        cb->gemv_xq8 = cpu_runs_gemv_vbmi() ? gemv_xq8_avx512vbmi : gemv_xq8_avx512vnni;
+        cb->gemv_xq8 = __builtin_cpu_supports("avx512vbmi") ? gemv_xq8_avx512vbmi
+                                                            : gemv_xq8_avx512vnni;
     if (k == &cpu_kernels_avx2 && cpu_has_avxvnni())
         cb->gemv_xq8 = gemv_xq8_avxvnni;
 #endif

@@ -479,7 +479,6 @@ void CPU_FN(xq8_quantize)(const float *x, int k, void *xq)
 }
 
 enum { XQ_ROWS = 4 };   /* weight rows sharing each x block */
-_Static_assert(XQ_ROWS % 2 == 0, "the VBMI q4_0 kernel takes rows in pairs");
 
 #if defined(__AVX2__)
 /* x86: one block of one row is a 256-bit vector of 8 int32 partial sums; converted to f32 and
@@ -721,10 +720,8 @@ __attribute__((target("avx512vnni"))) void gemv_xq8_avx512vnni(const void *xq, i
  *     high ones 16-31, so x is regrouped the same way once per chunk for the whole row group.
  *   - vpdpbusd leaves four int32 partials of block q in quarter q (blocks 0-3 in a, 4-7 in b);
  *     -8 * s of each block starts one lane (the q4_0 offset, as in dot2_q4_vnni).
- *   - Rows go in pairs. One unpack/add round per row and one across the pair give per quarter q
- *     [A_q A_4+q B_q B_4+q], the exact sums of blocks q and 4 + q of rows a and b: half the lanes
- *     of the scale / convert / FMA tail that one row alone would use. The high nibbles come out
- *     of their bytes in one GFNI affine transform (hence GFNI among the kernel's requirements).
+ *   - One unpack/add/shuffle round turns a and b into [A B A B] per quarter q: the exact sums of
+ *     blocks q and 4 + q in lanes 4q and 4q + 1 (4q + 2 and 4q + 3 repeat them, scale 0).
  * q8_0: the chunk is 272 bytes; each pair's 64 weight bytes are loaded as by bytes2.
  *   - vpdpbusd multiplies unsigned by signed bytes, so the weights go in as w + 128 (one xor) and
  *     each block's dot starts at -128 * s (the kernel above takes |w| and moves w's sign onto x:
@@ -733,7 +730,7 @@ __attribute__((target("avx512vnni"))) void gemv_xq8_avx512vnni(const void *xq, i
  *     swap of quarters give the sum of block 2m in lane m of quarters 0 and 1, of block 2m + 1 in
  *     lane m of quarters 2 and 3; the scales go to quarters 0 and 2 (from loads at 0, 64, 136 and
  *     200). */
-#define VBMI __attribute__((target("avx512vnni,avx512vbmi,gfni")))
+#define VBMI __attribute__((target("avx512vnni,avx512vbmi")))
 #define PICK_ID(o) (o)
 #define PICK_B(o) ((o) <= 135 ? (o) - 72 : (o) - 16)   /* from the loads at 72 (0-63) and 80 (64-127) */
 #define PICK16(F, o)                                                                              \
@@ -746,10 +743,6 @@ static const uint8_t q4_pick_b[64] = {PICK16(PICK_B, 74), PICK16(PICK_B, 92), PI
 /* Scale bytes of blocks q and 4 + q into f16 lanes 4q and 4q + 1; the mask zeroes the rest. */
 static const uint8_t q4_pick_scale[64] = {0, 1, 72, 73, 0, 0, 0, 0, 18, 19, 90, 91, 0, 0, 0, 0,
                                           36, 37, 108, 109, 0, 0, 0, 0, 54, 55, 126, 127};
-/* The same into f16 lanes 4q + 2 and 4q + 3 (row b of a pair; mask Q4_SCALE_BYTES << 4). */
-static const uint8_t q4_pick_scale_b[64] = {0, 0, 0, 0, 0, 1, 72, 73, 0, 0, 0, 0, 18, 19, 90, 91,
-                                            0, 0, 0, 0, 36, 37, 108, 109, 0, 0, 0, 0, 54, 55, 126,
-                                            127};
 #define Q4_SCALE_BYTES 0x0F0F0F0Full
 static const int32_t q4_lanes_dx[16] = {0, 4, 0, 4, 1, 5, 1, 5, 2, 6, 2, 6, 3, 7, 3, 7};
 static const int32_t q4_lanes_s[2][16] = {{0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0},
@@ -816,49 +809,25 @@ VBMI static inline x_chunk x_chunk_q8(const int8_t *xc, const int32_t *xs, const
     return c;
 }
 
-/* Each byte's high nibble in its low four bits, in one GFNI affine transform (bit i of a result
- * byte is bit i + 4 of the source byte: matrix row 7 - i selects it) where a 16-bit shift and a
- * mask took two instructions. */
-VBMI static inline __m512i high_nibbles(__m512i v)
-{
-    return _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64(0x1020408000000000ll), 0);
-}
-
-/* One row's chunk at p times x's chunk, before the reduction: the int32 partials of blocks q and
- * 4 + q paired up in quarter q (add_pairs32); l0, l1 get the loads at 0 and 64 (the scales). */
-VBMI static inline __m512i chunk_q4_sums(const uint8_t *p, const x_chunk *c, __m512i *l0,
-                                         __m512i *l1)
+/* acc + the chunk at p (one row's 8 blocks) times x's chunk, in the lanes described above. */
+VBMI static inline __m512 chunk_q4(const uint8_t *p, const x_chunk *c, __m512 acc)
 {
     const __m512i low4 = _mm512_set1_epi8(15);
-    *l0 = _mm512_loadu_si512(p);
-    *l1 = _mm512_loadu_si512(p + 64);
-    __m512i nib[2] = {_mm512_permutex2var_epi8(*l0, _mm512_loadu_si512(q4_pick_a), *l1),
+    __m512i l0 = _mm512_loadu_si512(p), l1 = _mm512_loadu_si512(p + 64);
+    __m512i nib[2] = {_mm512_permutex2var_epi8(l0, _mm512_loadu_si512(q4_pick_a), l1),
                       _mm512_permutex2var_epi8(_mm512_loadu_si512(p + 72),
                                                _mm512_loadu_si512(q4_pick_b),
                                                _mm512_loadu_si512(p + 80))};
     __m512i d[2];
     for (int h = 0; h < 2; h++) {
         d[h] = _mm512_dpbusd_epi32(c->init[h], _mm512_and_si512(nib[h], low4), c->x[2 * h]);
-        d[h] = _mm512_dpbusd_epi32(d[h], high_nibbles(nib[h]), c->x[2 * h + 1]);
+        d[h] = _mm512_dpbusd_epi32(d[h], _mm512_and_si512(_mm512_srli_epi16(nib[h], 4), low4),
+                                   c->x[2 * h + 1]);
     }
-    return add_pairs32(d[0], d[1]);
-}
-
-/* acc + the chunks at pa and pb (rows a and b, 8 blocks each) times x's chunk: row a's block
- * sums in lanes 4q and 4q + 1, row b's in 4q + 2 and 4q + 3, so the reduction's last round, the
- * scales' convert and multiply, the int32 -> f32 convert and the FMA serve both rows. */
-VBMI static inline __m512 chunk_q4_pair(const uint8_t *pa, const uint8_t *pb, const x_chunk *c,
-                                        __m512 acc)
-{
-    __m512i la0, la1, lb0, lb1;
-    __m512i ta = chunk_q4_sums(pa, c, &la0, &la1), tb = chunk_q4_sums(pb, c, &lb0, &lb1);
-    /* Per quarter q: [a_q, a_4+q, b_q, b_4+q], each the exact int32 sum of its block. */
-    __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi64(ta, tb), _mm512_unpackhi_epi64(ta, tb));
-    __m512i sh = _mm512_or_si512(
-        _mm512_maskz_permutex2var_epi8(Q4_SCALE_BYTES, la0, _mm512_loadu_si512(q4_pick_scale),
-                                       la1),
-        _mm512_maskz_permutex2var_epi8(Q4_SCALE_BYTES << 4, lb0,
-                                       _mm512_loadu_si512(q4_pick_scale_b), lb1));
+    __m512i t = add_pairs32(d[0], d[1]);
+    t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_BADC));
+    __m512i sh = _mm512_maskz_permutex2var_epi8(Q4_SCALE_BYTES, l0,
+                                                _mm512_loadu_si512(q4_pick_scale), l1);
     __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(sh)), c->dx);
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sc, acc);
 }
@@ -910,13 +879,11 @@ VBMI __attribute__((always_inline)) static inline void gemv_chunks(int is_q8, co
             size_t b = (size_t)c * 8;
             x_chunk xc = is_q8 ? x_chunk_q8(xqq + b * QUANT_BLOCK, xs + b, xd + b)
                                : x_chunk_q4(xqq + b * QUANT_BLOCK, xs + b, xd + b);
-            for (int i = 0; i < XQ_ROWS; i++)
+            for (int i = 0; i < XQ_ROWS; i++) {
                 for (size_t o = 0; o < 8 * bb; o += 64)
                     pf_row(&pf, row[i] + o);
-            for (int i = 0; i < XQ_ROWS; i += is_q8 ? 1 : 2) {
                 const uint8_t *p = row[i] + b * bb;
-                acc[i] = is_q8 ? chunk_q8(p, &xc, acc[i])
-                               : chunk_q4_pair(p, row[i + 1] + b * bb, &xc, acc[i]);
+                acc[i] = is_q8 ? chunk_q8(p, &xc, acc[i]) : chunk_q4(p, &xc, acc[i]);
             }
         }
         for (int b = nc * 8; b < nb; b++) {
@@ -930,13 +897,8 @@ VBMI __attribute__((always_inline)) static inline void gemv_chunks(int is_q8, co
                                           _mm256_set1_ps(scale_f32(blk) * xd[b]), acc1[i]);
             }
         }
-        for (int i = 0; i < nr; i++) {
-            /* q4_0: row i + 1 of a pair in the accumulator of row i (chunk_q4_pair). */
-            float chunks = is_q8 ? _mm512_reduce_add_ps(acc[i])
-                                 : _mm512_mask_reduce_add_ps(i % 2 ? 0xCCCC : 0x3333,
-                                                             acc[i - i % 2]);
-            y[r0 + i] = chunks + hsum256(acc1[i]);
-        }
+        for (int i = 0; i < nr; i++)
+            y[r0 + i] = _mm512_reduce_add_ps(acc[i]) + hsum256(acc1[i]);
     }
 }
 

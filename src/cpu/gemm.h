@@ -82,8 +82,8 @@ void gemv_xq8_avxvnni(const void *xq, int k, dattn_dtype dt, const void *w, int 
 GEMM_DECLARE(avx512)
 /* In the avx512 build, for CPUs with AVX512-VNNI (vpdpbusd); check avx512vnni before calling. */
 void gemv_xq8_avx512vnni(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
-/* The same with AVX512-VBMI (vpermt2b) and GFNI as well: eight blocks at a time; check
- * cpu_runs_gemv_vbmi() before calling. */
+/* The same with AVX512-VBMI as well (vpermt2b): eight blocks at a time; check avx512vnni and
+ * avx512vbmi before calling. */
 void gemv_xq8_avx512vbmi(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
 #endif
 
@@ -98,14 +98,6 @@ static inline int cpu_has_avxvnni(void)
     unsigned a, b, c, d;
     return __builtin_cpu_supports("avx2") && __get_cpuid_count(7, 1, &a, &b, &c, &d) &&
            (a >> 4 & 1u);
-}
-
-/* What gemv_xq8_avx512vbmi needs beside AVX-512 (every CPU with VBMI and VNNI so far, Ice Lake
- * and Zen 4 on, has GFNI too). */
-static inline int cpu_runs_gemv_vbmi(void)
-{
-    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi") &&
-           __builtin_cpu_supports("gfni");
 }
 #endif
 
