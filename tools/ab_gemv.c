@@ -95,12 +95,6 @@ static float uniform(uint64_t *s)
     return (float)((*s >> 40) & 0xffffff) / 8388608.0f - 1.0f;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 int main(int argc, char **argv)
 {
     int k = 768, m = 6144, rounds = 5, l2 = 0, huge = 0, n_pos = 0;
@@ -228,11 +222,11 @@ int main(int argc, char **argv)
                        types[ti].name, rd, per_kernel / t[0] * 1e-9, per_kernel / t[1] * 1e-9,
                        ratio[rd]);
             }
-            qsort(ratio, (size_t)rounds, sizeof *ratio, cmp_double);
+            double median = ceiling_median(ratio, rounds);
             printf("ab=gemv isa=%s dtype=%s k=%d m=%d a_gbs=%.2f b_gbs=%.2f b_over_a=%.3f "
                    "read_gbs=%.1f max_rel_diff=%.2g\n", vs[v].name, types[ti].name, k, m,
                    per_kernel * rounds / t_all[0] * 1e-9, per_kernel * rounds / t_all[1] * 1e-9,
-                   ratio[rounds / 2], read_gbs, ymax > 0 ? dmax / ymax : dmax);
+                   median, read_gbs, ymax > 0 ? dmax / ymax : dmax);
             fflush(stdout);
         }
     }
