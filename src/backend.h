@@ -55,6 +55,8 @@ typedef struct weight_src {
     int m;                     /* rows of W */
     int borrow;                /* 1: the data outlives the weight (a mapped file) and may be
                                 * used in place; 0: copy it */
+    int in_place;              /* 1 (with borrow): other code reads these rows too (a tied
+                                * embedding): use them as they are, no copy of another layout */
 } weight_src;
 
 /* The rows of all parts stacked. */
@@ -95,6 +97,9 @@ typedef struct backend_ops {
     const char *kind;                                   /* "cpu", "opencl" */
     int uses_host_rows;        /* 1: weight_create keeps borrowed host rows and computes with
                                 * them in place (the CPU); 0: it copies or uploads them */
+    /* 1 where weight_create copies rows of format dt into a layout of its own even when it may
+     * borrow them (then holding a converted copy for it is wasted memory); NULL: never. */
+    int (*weight_copies)(const dattn_backend *be, dattn_dtype dt);
     void (*destroy)(dattn_backend *be);
     /* Holds (borrows, copies or uploads) an nn.Linear weight; unless w->borrow, the source may
      * be freed afterwards. */

@@ -731,7 +731,10 @@ static dattn_status load_block(dattn_model *m, const hf_config *hc, int l, const
         (st = model_weight_src(m, o, 1, &src.out, &copy_out)) == DATTN_OK) {
         src.qkv.row_map = map;
         src.qkv.m = qkv_dim;
-        st = layer_create_src(m->be, &shape, &src, &b->attn);
+        if ((st = layer_create_src(m->be, &shape, &src, &b->attn)) == DATTN_OK) {
+            model_release_copied(m, &src.qkv, qkv, 3);
+            model_release_copied(m, &src.out, o, 1);
+        }
     }
     dattn_free_aligned(copy_qkv);
     dattn_free_aligned(copy_out);

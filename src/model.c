@@ -362,7 +362,8 @@ dattn_status model_weight_src(dattn_model *m, const st_tensor *const *t, int n,
     out->n_parts = 1;
     out->part[0].data = *copy;
     out->part[0].rows = rows;
-    if (m->be->ops->uses_host_rows) {
+    const backend_ops *ops = m->be->ops;
+    if (ops->uses_host_rows && !(ops->weight_copies && ops->weight_copies(m->be, want))) {
         if ((st = hold(m, *copy)) != DATTN_OK) {
             dattn_free_aligned(*copy);
             *copy = NULL;
@@ -372,6 +373,17 @@ dattn_status model_weight_src(dattn_model *m, const st_tensor *const *t, int n,
         out->borrow = 1;
     }
     return DATTN_OK;
+}
+
+void model_release_copied(const dattn_model *m, const weight_src *src, const st_tensor *const *t,
+                          int n)
+{
+    const backend_ops *ops = m->be->ops;
+    if (!src->borrow || src->in_place || !ops->weight_copies ||
+        !ops->weight_copies(m->be, src->dtype))
+        return;
+    for (int i = 0; i < n; i++)
+        st_release_tensor(t[i]);   /* a tensor that is not mapped is left alone */
 }
 
 void model_count_weight(dattn_model *m, const backend_weight *w, int shares_embedding)
@@ -405,11 +417,14 @@ dattn_status model_make_weight(dattn_model *m, const st_tensor *const *t, int n,
     weight_src src;
     void *copy;
     st = model_weight_src(m, t, n, &src, &copy);
+    src.in_place = shares_embedding;
     if (st == DATTN_OK)
         st = m->be->ops->weight_create(m->be, &src, out);
     dattn_free_aligned(copy);
-    if (st == DATTN_OK)
+    if (st == DATTN_OK) {
+        model_release_copied(m, &src, t, n);
         model_count_weight(m, *out, shares_embedding);
+    }
     return st;
 }
 
@@ -434,7 +449,7 @@ dattn_status model_make_embed_logits(dattn_model *m, const st_tensor *logits, in
     if (tied) {   /* the backend borrows (CPU) or uploads the same rows */
         weight_src src = {.dtype = to, .k = (int)model_tensor_cols(m, e), .n_parts = 1,
                           .part = {{m->embed_rows, (int)e->shape[0]}}, .m = (int)e->shape[0],
-                          .borrow = 1};
+                          .borrow = 1, .in_place = 1};
         if ((st = m->be->ops->weight_create(m->be, &src, &m->w_logits)) != DATTN_OK)
             return st;
         model_count_weight(m, m->w_logits, 1);
@@ -515,8 +530,11 @@ static dattn_status load_block(dattn_model *m, int l)
     if ((st = model_check_finite(m, qkv, 3)) == DATTN_OK &&
         (st = model_check_finite(m, o, 1)) == DATTN_OK &&
         (st = model_weight_src(m, qkv, 3, &src.qkv, &copy_qkv)) == DATTN_OK &&
-        (st = model_weight_src(m, o, 1, &src.out, &copy_out)) == DATTN_OK)
-        st = layer_create_src(m->be, &shape, &src, &b->attn);
+        (st = model_weight_src(m, o, 1, &src.out, &copy_out)) == DATTN_OK &&
+        (st = layer_create_src(m->be, &shape, &src, &b->attn)) == DATTN_OK) {
+        model_release_copied(m, &src.qkv, qkv, 3);
+        model_release_copied(m, &src.out, o, 1);
+    }
     dattn_free_aligned(copy_qkv);
     dattn_free_aligned(copy_out);
     dattn_free(vec);

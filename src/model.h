@@ -47,10 +47,16 @@ struct dattn_model {
  * the format the model's params ask for: borrowed in place when they are already in it (as
  * stored: when they share a dtype) and aligned to it; otherwise converted into one copy. A
  * backend that computes with host rows in place borrows that copy too (the model keeps it: one
- * copy in memory); for another, *copy is it, which the caller frees once the weight is made
- * (dattn_free_aligned; NULL when borrowed). */
+ * copy in memory); for another, or where the backend copies rows of that format into a layout of
+ * its own (backend_ops.weight_copies), *copy is it, which the caller frees once the weight is
+ * made (dattn_free_aligned; NULL when borrowed). */
 dattn_status model_weight_src(dattn_model *m, const st_tensor *const *t, int n,
                               weight_src *out, void **copy);
+/* After the backend made a weight of src, borrowed from the tensors t of the mapped file: when
+ * it copied the rows into a layout of its own, their pages go back to the kernel (nothing reads
+ * them again; a tied embedding's rows, read for lookups, are in_place and never copied). */
+void model_release_copied(const dattn_model *m, const weight_src *src, const st_tensor *const *t,
+                          int n);
 /* Every value of the tensors is finite; else DATTN_E_NONFINITE naming the tensor and element. */
 dattn_status model_check_finite(const dattn_model *m, const st_tensor *const *t, int n);
 /* The format a stored tensor holds: its dtype (F32, F16, BF16), or the packed block format of a

@@ -1,6 +1,7 @@
 /* The integer-dot decode GEMV of q8_0 / q4_0 weights (src/cpu/gemm.h: xq8_quantize, gemv_xq8)
  * against a float64 reference written here from the documented definition, for every variant
- * this CPU runs (generic, avx2, avx2 with AVX-VNNI, avx512, avx512 with VNNI, with VNNI + VBMI;
+ * this CPU runs (generic, avx2, avx2 with AVX-VNNI, avx512, avx512 with VNNI, with VNNI + VBMI,
+ * and the VBMI kernel over the interleaved layout of src/cpu/interleave.h, "avx512vbmi_x4";
  * on aarch64 the generic build is NEON):
  *   1. the quantized x row, bit for bit: per block of 32, d = f32(amax / 127),
  *      id = f32(1 / d) (0 when d is 0), q = nearest-even integer of f32(x * id), s = sum q;
@@ -17,7 +18,10 @@
  *      rigorous bound of x's quantization error, sum_b d_b / 2 * sum_j |w_bj| (plus f32 slack),
  *      and, for x uniform in [-1, 1) over at least 16 rows, ||y - xW|| / ||xW|| <= 2e-2;
  *   4. a NaN or an infinity in x makes every output non-finite (the quantized block still holds
- *      q in [-127, 127] and s = sum q: no overflow anywhere); nothing past `rows` is written.
+ *      q in [-127, 127] and s = sum q: no overflow anywhere); nothing past `rows` is written;
+ *   5. the interleaved layout: each row read back (interleave_read_row) is the row as stored, and
+ *      the x4 kernel over any range of rows [r0, r1) gives bit for bit the VBMI kernel's y of
+ *      those rows stored as usual, writing nothing outside y[0 .. r1 - r0).
  * Random data: the seed is printed; DATTN_TEST_SEED=<n> replays it. */
 #include <math.h>
 #include <setjmp.h>
@@ -32,6 +36,7 @@
 #include <cmocka.h>
 
 #include "cpu/gemm.h"
+#include "cpu/interleave.h"
 #include "half.h"
 #include "quant.h"
 
@@ -139,6 +144,25 @@ static double w_block(dattn_dtype dt, const uint8_t *ws, int k, int r, int b, in
                                        : (blk[2 + j - 16] >> 4) - 8;
     return f16_to_f32(h);
 }
+
+/* ws ([m] rows as stored) interleaved into a new buffer. */
+static uint8_t *interleaved_copy(dattn_dtype dt, int k, const uint8_t *ws, int m)
+{
+    uint8_t *il = malloc(quant_row_bytes(dt, k) * (size_t)m + 1);
+    assert_non_null(il);
+    interleave_rows(dt, k, ws, m, il);
+    return il;
+}
+
+#if defined(__x86_64__)
+/* The x4 kernel as a variant: the rows interleaved first, all of them computed. */
+static void gemv_x4_all(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y)
+{
+    uint8_t *il = interleaved_copy(dt, k, w, rows);
+    gemv_xq8_x4_avx512vbmi(xq, k, dt, il, rows, 0, rows, y);
+    free(il);
+}
+#endif
 
 static void *xq_alloc(int k)
 {
@@ -324,6 +348,70 @@ static void test_nonfinite(void **state)
         }
 }
 
+/* 5.: read-back of every row (all machines), and the x4 kernel on ranges (VBMI CPUs). */
+static void test_interleaved(void **state)
+{
+    (void)state;
+    static const int ks[] = {32, 96, 256, 288, 480, 768, 2080};
+    for (int d = 0; d < 2; d++)
+        for (size_t a = 0; a < sizeof ks / sizeof *ks; a++) {
+            int k = ks[a], m = 1 + (int)(rnd_bits() % 23);
+            size_t rb = quant_row_bytes(dtypes[d], k);
+            uint8_t *ws = malloc(rb * (size_t)m), *back = malloc(rb);
+            double *w = malloc(sizeof(double) * (size_t)m * k);
+            assert_true(ws && back && w);
+            make_w(dtypes[d], k, m, ws, w);
+            uint8_t *il = interleaved_copy(dtypes[d], k, ws, m);
+            for (int r = 0; r < m; r++) {
+                interleave_read_row(dtypes[d], k, il, m, r, back);
+                if (memcmp(back, ws + (size_t)r * rb, rb) != 0) {
+                    print_error("%s k=%d rows=%d: row %d read back from the interleaved layout "
+                                "differs (seed %llu)\n", quant_name(dtypes[d]), k, m, r,
+                                (unsigned long long)seed);
+                    fail();
+                }
+            }
+#if defined(__x86_64__)
+            if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi")) {
+                float *x = malloc(sizeof(float) * (size_t)k);
+                float *y = malloc(sizeof(float) * (size_t)m);
+                float *yr = malloc(sizeof(float) * ((size_t)m + GUARD));
+                void *xq = xq_alloc(k);
+                assert_true(x && y && yr);
+                make_x(x, k);
+                xq8_quantize_avx512(x, k, xq);
+                gemv_xq8_avx512vbmi(xq, k, dtypes[d], ws, m, y);
+                for (int r0 = 0; r0 < m; r0++)
+                    for (int r1 = r0 + 1; r1 <= m; r1++) {
+                        for (int i = 0; i < m + GUARD; i++)
+                            yr[i] = SENTINEL;
+                        gemv_xq8_x4_avx512vbmi(xq, k, dtypes[d], il, m, r0, r1, yr);
+                        int bad = memcmp(yr, y + r0, sizeof(float) * (size_t)(r1 - r0)) != 0;
+                        for (int i = r1 - r0; i < m + GUARD; i++)
+                            bad |= yr[i] != SENTINEL;
+                        if (bad) {
+                            print_error("avx512vbmi_x4 %s k=%d rows=%d: rows [%d, %d) differ from "
+                                        "the stored layout's or wrote outside (seed %llu)\n",
+                                        quant_name(dtypes[d]), k, m, r0, r1,
+                                        (unsigned long long)seed);
+                            fail();
+                        }
+                    }
+                free(x);
+                free(y);
+                free(yr);
+                free(xq);
+            }
+#endif
+            free(il);
+            free(ws);
+            free(back);
+            free(w);
+        }
+}
+
 int main(void)
 {
     const char *env = getenv("DATTN_TEST_SEED");
@@ -351,9 +439,11 @@ int main(void)
         else
             printf("test_gemv_xq8: avx512vnni not supported by this CPU, skipped\n");
         if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi"))
+        {
             variants[n_variants++] =
                 (variant){"avx512vbmi", xq8_quantize_avx512, gemv_xq8_avx512vbmi};
-        else
+            variants[n_variants++] = (variant){"avx512vbmi_x4", xq8_quantize_avx512, gemv_x4_all};
+        } else
             printf("test_gemv_xq8: avx512vbmi not supported by this CPU, skipped\n");
     } else {
         printf("test_gemv_xq8: avx512 not supported by this CPU, skipped\n");
@@ -366,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_many_seeds),
         cmocka_unit_test(test_nonfinite),
+        cmocka_unit_test(test_interleaved),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,9 +3,11 @@
  * really grew by, read from /proc/self/statm around dattn_model_load_params, for the weights as
  * stored (the mapped file's pages, which the loader's checks touch) and converted to f32, f16,
  * bf16, q8_0 and q4_0 (the converted copies; the file's pages handed back), and of the file
- * dattn_model_quantize writes (q8_0 rows mapped in place). A random 40 MB F16
- * model on the CPU backend, each load in a child process of its own; the growth must be within 5%
- * + 1 MiB of weight_bytes. Linux only (exit 77 elsewhere). DATTN_TEST_SEED replays the model. */
+ * dattn_model_quantize writes (q8_0 rows mapped in place, or, on a CPU whose GEMV reads them
+ * interleaved, copied so and the file's pages handed back: src/cpu/interleave.h). A random
+ * 40 MB F16 model on the CPU backend, each load in a child process of its own; the growth must
+ * be within 5% + 1 MiB of weight_bytes. Linux only (exit 77 elsewhere). DATTN_TEST_SEED replays
+ * the model. */
 #define _DEFAULT_SOURCE   /* madvise, fileno */
 #include <setjmp.h>
 #include <stdarg.h>

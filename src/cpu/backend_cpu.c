@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "convert.h"
 #include "gemm.h"
+#include "interleave.h"
 #include "status.h"
 
 typedef struct cpu_backend {
@@ -21,6 +22,11 @@ typedef struct cpu_backend {
     const cpu_kernels *k;
     /* k->gemv_xq8, or its VNNI form where the avx512 kernels run on a CPU that has it. */
     void (*gemv_xq8)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
+    /* The GEMV over interleaved q8_0 / q4_0 rows (src/cpu/interleave.h), where this CPU runs
+     * one (AVX512-VBMI); then weight_create interleaves every block-format weight it may copy.
+     * NULL: rows stay as stored. */
+    void (*gemv_x4)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, int r0,
+                    int r1, float *y);
 } cpu_backend;
 
 /* A projection as the model stores it: rows borrowed from the mapped file (or copied once, in
@@ -35,8 +41,18 @@ struct backend_weight {
     int part_rows[WEIGHT_MAX_PARTS];
     int32_t *row_map;          /* [m] or NULL */
     void *own;                 /* the copy, when the rows were not borrowed */
+    int interleaved;           /* own holds the rows interleaved (src/cpu/interleave.h) */
     uint64_t bytes;            /* of the rows, borrowed or copied */
 };
+
+/* Rows of an interleaved weight the GEMM takes at a time (interleaved_rows), and where in a
+ * thread's work memory they go: past gemm_rows' scratch for n rows of x. */
+enum { X4_SLICE = 2 * GEMM_PANEL };
+
+static size_t interleaved_scratch_offset(int n)
+{
+    return (gemm_scratch_floats(n) + 15) / 16 * 16;
+}
 
 struct backend_layer {
     layer_desc d;
@@ -176,6 +192,34 @@ static void cpu_weight_free(dattn_backend *be, backend_weight *w)
     dattn_free(w);
 }
 
+/* 1 when weight_create keeps rows of this format in a layout of its own (a copy) rather than
+ * borrowing them: q8_0 / q4_0 where the interleaved GEMV runs. */
+static int cpu_weight_copies(const dattn_backend *be, dattn_dtype dt)
+{
+    const cpu_backend *cb = be->impl;
+    return cb->gemv_x4 && quant_is_block(dt);
+}
+
+/* The stacked rows of src, interleaved group by group into dst (a group may span two parts). */
+static void interleave_src(const weight_src *src, int rows, uint8_t *dst)
+{
+    size_t row_bytes = quant_row_bytes(src->dtype, src->k);
+    int p = 0, in_part = 0;
+    for (int g = 0; g * INTERLEAVE_ROWS < rows; g++) {
+        const uint8_t *row[INTERLEAVE_ROWS];
+        int nr = interleave_group_rows(rows, g);
+        for (int i = 0; i < nr; i++, in_part++) {
+            while (in_part == src->part[p].rows) {
+                p++;
+                in_part = 0;
+            }
+            row[i] = (const uint8_t *)src->part[p].data + (size_t)in_part * row_bytes;
+        }
+        interleave_group(src->dtype, src->k, row, nr,
+                         dst + (size_t)g * INTERLEAVE_ROWS * row_bytes);
+    }
+}
+
 static dattn_status cpu_weight_create(dattn_backend *be, const weight_src *src,
                                       backend_weight **out)
 {
@@ -199,25 +243,29 @@ static dattn_status cpu_weight_create(dattn_backend *be, const weight_src *src,
                           w->m);
     }
     w->bytes = (uint64_t)w->m_src * row_bytes;
-    if (src->borrow) {
+    w->interleaved = cpu_weight_copies(be, src->dtype) && !src->in_place;
+    if (src->borrow && !w->interleaved) {
         w->n_parts = src->n_parts;
         for (int i = 0; i < src->n_parts; i++) {
             w->part[i] = src->part[i].data;
             w->part_rows[i] = src->part[i].rows;
         }
     } else {
-        /* One copy of the stacked rows, in their own dtype. */
+        /* One copy of the stacked rows, in their own dtype (interleaved or as stored). */
         w->own = dattn_alloc_aligned(w->bytes ? (size_t)w->bytes : 1, "weight");
         if (!w->own) {
             cpu_weight_free(be, w);
             return DATTN_E_NOMEM;
         }
         uint8_t *dst = w->own;
-        for (int i = 0; i < src->n_parts; i++) {
-            size_t n = (size_t)src->part[i].rows * row_bytes;
-            memcpy(dst, src->part[i].data, n);
-            dst += n;
-        }
+        if (w->interleaved)
+            interleave_src(src, w->m_src, dst);
+        else
+            for (int i = 0; i < src->n_parts; i++) {
+                size_t n = (size_t)src->part[i].rows * row_bytes;
+                memcpy(dst, src->part[i].data, n);
+                dst += n;
+            }
         w->n_parts = 1;
         w->part[0] = w->own;
         w->part_rows[0] = w->m_src;
@@ -341,17 +389,23 @@ static void carve(const dattn_backend *be, const dattn_layer_shape *shape, const
     d->piece_max = arena_carve(a, sizeof(float) * heads * 2 * (size_t)d->max_pieces);
     d->piece_sum = arena_carve(a, sizeof(float) * heads * 2 * (size_t)d->max_pieces);
     d->partial = arena_carve(a, sizeof(float) * DECODE_MAX_SPLIT * heads * dv);
+    /* The longest row a decode GEMV quantizes: the model dim (q/k/v, W1/W3, logits), the
+     * attention width (out) or the FFN's hidden dim (W2); no weight has longer rows. */
+    int xk = shape->model_dim > (int)A ? shape->model_dim : (int)A;
+    xk = xk > scratch->ffn_dim ? xk : scratch->ffn_dim;
     /* Each thread's work memory serves the attention kernels, the GEMM's packed tiles of a
-     * prefill chunk and (thread 0) the reordering of a projection's rows. */
+     * prefill chunk and (thread 0) the reordering of a projection's rows. With interleaved
+     * weights the GEMM reads rows put back as stored past its own scratch (interleaved_rows);
+     * a head's rows of a mapped W_qkv (project_rows) go at the very end. */
     size_t tf = attn_thread_floats(g, group), gemm = gemm_scratch_floats(g->max_batch);
+    if (cb->gemv_x4)
+        gemm = interleaved_scratch_offset(g->max_batch) +
+               (X4_SLICE * quant_row_bytes(DATTN_DTYPE_Q8_0, xk) + 3) / 4 +
+               2 * (size_t)g->head_dim;
     tf = tf > gemm ? tf : gemm;
     tf = tf > qkv ? tf : qkv;
     cc->thread_floats = (tf + 15) / 16 * 16;   /* keeps each thread's block 64-byte aligned */
     cc->thread_tmp = arena_carve(a, sizeof(float) * cc->thread_floats * (size_t)n_threads);
-    /* The longest row a decode GEMV quantizes: the model dim (q/k/v, W1/W3, logits), the
-     * attention width (out) or the FFN's hidden dim (W2). */
-    int xk = shape->model_dim > (int)A ? shape->model_dim : (int)A;
-    xk = xk > scratch->ffn_dim ? xk : scratch->ffn_dim;
     cc->xq_k = xk;
     cc->xq = arena_carve(a, xq8_bytes(xk));
     cc->hq = scratch->ffn_dim > 0 && scratch->ffn_dim % QUANT_BLOCK == 0
@@ -427,11 +481,36 @@ typedef struct matmul_job {
     const float *x;
     const void *xq;            /* x quantized: the integer-dot GEMV; NULL: gemm_rows */
     void (*gemv_xq8)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
+    void (*gemv_x4)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, int r0,
+                    int r1, float *y);
     int ldx, n, ldy, rows_per_task;
     float *y;
     float *thread_tmp;
     size_t thread_floats;
 } matmul_job;
+
+/* Rows [a, b) of an interleaved weight of `rows` rows into y + (r - a): the integer-dot GEMV
+ * reads them in place; the GEMM (and the float GEMV) take X4_SLICE rows at a time, put back as
+ * stored in the thread's work memory past the GEMM's own scratch. */
+static void interleaved_rows(const matmul_job *job, const uint8_t *w_rows, int rows, int a, int b,
+                             float *y, float *scratch)
+{
+    const backend_weight *w = job->w;
+    if (job->xq) {
+        job->gemv_x4(job->xq, w->k, w->dtype, w_rows, rows, a, b, y);
+        return;
+    }
+    size_t row_bytes = quant_row_bytes(w->dtype, w->k);
+    uint8_t *stored = (uint8_t *)(scratch + interleaved_scratch_offset(job->n));
+    for (int s = a; s < b; s += X4_SLICE) {
+        int n = b - s < X4_SLICE ? b - s : X4_SLICE;
+        for (int r = 0; r < n; r++)
+            interleave_read_row(w->dtype, w->k, w_rows, rows, s + r,
+                                stored + (size_t)r * row_bytes);
+        job->k->gemm_rows(job->x, job->ldx, job->n, w->k, w->dtype, stored, n, y + (s - a),
+                          job->ldy, scratch);
+    }
+}
 
 /* Stacked rows [r0, r1) of the weight into y0 + (r - r0) (row r of every x row, at stride
  * ldy), part by part. */
@@ -443,7 +522,10 @@ static void matmul_rows(const matmul_job *job, int r0, int r1, float *y0, int th
     for (int p = 0, start = 0; p < w->n_parts && start < r1; start += w->part_rows[p++]) {
         int a = r0 > start ? r0 : start;
         int b = r1 < start + w->part_rows[p] ? r1 : start + w->part_rows[p];
-        if (a < b && job->xq)
+        if (a < b && w->interleaved)
+            interleaved_rows(job, w->part[p], w->part_rows[p], a - start, b - start,
+                             y0 + (a - r0), scratch);
+        else if (a < b && job->xq)
             job->gemv_xq8(job->xq, w->k, w->dtype, w->part[p] + (size_t)(a - start) * row_bytes,
                           b - a, y0 + (a - r0));
         else if (a < b)
@@ -496,8 +578,8 @@ static void cpu_matmul_xq(dattn_backend *be, cpu_cache *cc, const backend_weight
     int per_task, n_tasks = split_rows(w->m_src, pool_threads(cb->pool), GEMM_PANEL, &per_task);
     if (!xq)
         xq = quantize_x(cb, cc, w, x, n);
-    matmul_job job = {cb->k, w, x, xq, cb->gemv_xq8, ldx, n, ldy, per_task, y, cc->thread_tmp,
-                      cc->thread_floats};
+    matmul_job job = {cb->k, w, x, xq, cb->gemv_xq8, cb->gemv_x4, ldx, n, ldy, per_task, y,
+                      cc->thread_tmp, cc->thread_floats};
     pool_run(cb->pool, matmul_task, &job, n_tasks);
     if (!w->row_map)
         return;
@@ -619,7 +701,7 @@ static dattn_status cpu_ffn(dattn_backend *be, dattn_cache *c, const backend_wei
     /* Tasks own whole q8 blocks of the hidden row (a multiple of GEMM_PANEL too). */
     int per_task, n_tasks = split_rows(F, pool_threads(cb->pool), QUANT_BLOCK, &per_task);
     const void *xq = quantize_x(cb, cc, w13, x, n);
-    ffn_job job = {{cb->k, w13, x, xq, cb->gemv_xq8, w13->k, n, 2 * F, per_task, h,
+    ffn_job job = {{cb->k, w13, x, xq, cb->gemv_xq8, cb->gemv_x4, w13->k, n, 2 * F, per_task, h,
                     cc->thread_tmp, cc->thread_floats}, F, NULL};
     if (n == 1 && quant_is_block(w2->dtype) && cc->hq && w2->k == F)
         job.hq = cc->hq;
@@ -942,7 +1024,7 @@ static dattn_status cpu_decode_attend(dattn_backend *be, dattn_cache *c, const b
     job.cs = rope_table(cc, l, t0);
     x = x ? x : cc->normed;
     job.mm = (matmul_job){cb->k, w, x, quantize_x(cb, cc, w, x, 1), cb->gemv_xq8,
-                          l->d.model_dim, 1, l->d.qkv_dim, 0, cc->qkv, cc->thread_tmp,
+                          cb->gemv_x4, l->d.model_dim, 1, l->d.qkv_dim, 0, cc->qkv, cc->thread_tmp,
                           cc->thread_floats};
     pool_run(cb->pool, attend_task, &job, job.attn.n_kv_heads);
     *done = 1;
@@ -957,6 +1039,7 @@ static uint64_t cpu_pool_passes(const dattn_backend *be)
 static const backend_ops cpu_ops = {
     .kind = "cpu",
     .uses_host_rows = 1,
+    .weight_copies = cpu_weight_copies,
     .pool_passes = cpu_pool_passes,
     .destroy = cpu_destroy,
     .weight_create = cpu_weight_create,
@@ -1015,10 +1098,13 @@ dattn_status cpu_backend_create(const dattn_backend_params *p, dattn_backend **o
     }
     cb->k = k;
     cb->gemv_xq8 = k->gemv_xq8;
+    cb->gemv_x4 = NULL;
 #if defined(__x86_64__)
     if (k == &cpu_kernels_avx512 && __builtin_cpu_supports("avx512vnni"))
         cb->gemv_xq8 = __builtin_cpu_supports("avx512vbmi") ? gemv_xq8_avx512vbmi
                                                             : gemv_xq8_avx512vnni;
+    if (cb->gemv_xq8 == gemv_xq8_avx512vbmi)
+        cb->gemv_x4 = gemv_xq8_x4_avx512vbmi;
     if (k == &cpu_kernels_avx2 && cpu_has_avxvnni())
         cb->gemv_xq8 = gemv_xq8_avxvnni;
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cpu/gemm.h"
+#include "cpu/interleave.h"
 #include "cpu/isa.h"
 #include "half.h"
 
@@ -909,6 +910,82 @@ VBMI void gemv_xq8_avx512vbmi(const void *xq, int k, dattn_dtype dt, const void 
         gemv_chunks(1, xq, k, w, rows, y);
     else
         gemv_chunks(0, xq, k, w, rows, y);
+}
+
+/* The same sums over the interleaved layout (src/cpu/interleave.h): one group of nr rows at g
+ * into y[0 .. nr). The chunks of the group's rows lie one after another, so the kernel reads one
+ * stream front to back and prefetches it at one distance (the bytes gemv_chunks runs ahead in
+ * its four rows together). Each row's sum takes the steps it takes in gemv_chunks (chunk by
+ * chunk, then the blocks after the last whole chunk, then the same reduction): both layouts give
+ * the same bits. */
+_Static_assert(INTERLEAVE_ROWS == XQ_ROWS && INTERLEAVE_BLOCKS == 8,
+               "the interleaved layout is the VBMI kernel's row group and chunk");
+VBMI __attribute__((always_inline)) static inline void x4_group(int is_q8, const void *xq, int k,
+                                                               const uint8_t *g, int nr, float *y)
+{
+    const int8_t *xqq = xq;
+    const float *xd = xq_d(xq, k);
+    const int32_t *xs = xq_s(xq, k);
+    dattn_dtype dt = is_q8 ? DATTN_DTYPE_Q8_0 : DATTN_DTYPE_Q4_0;
+    const size_t bb = is_q8 ? Q8_0_BLOCK_BYTES : Q4_0_BLOCK_BYTES, cb = 8 * bb;
+    const size_t ahead = (size_t)XQ_AHEAD_BLOCKS * bb * XQ_ROWS;
+    const int nb = k / QUANT_BLOCK, nc = nb / 8;
+    __m512 acc[XQ_ROWS];
+    __m256 acc1[XQ_ROWS];
+    for (int i = 0; i < XQ_ROWS; i++) {
+        acc[i] = _mm512_setzero_ps();
+        acc1[i] = _mm256_setzero_ps();
+    }
+    const uint8_t *p = g;
+    for (int c = 0; c < nc; c++) {
+        size_t b = (size_t)c * 8;
+        x_chunk xc = is_q8 ? x_chunk_q8(xqq + b * QUANT_BLOCK, xs + b, xd + b)
+                           : x_chunk_q4(xqq + b * QUANT_BLOCK, xs + b, xd + b);
+        for (size_t o = 0; o < (size_t)nr * cb; o += 64)
+            __builtin_prefetch(p + ahead + o, 0, 3);
+        for (int i = 0; i < nr; i++, p += cb)
+            acc[i] = is_q8 ? chunk_q8(p, &xc, acc[i]) : chunk_q4(p, &xc, acc[i]);
+    }
+    for (int b = nc * 8; b < nb; b++) {
+        __m256i xv = _mm256_loadu_si256((const __m256i *)(xqq + (size_t)b * QUANT_BLOCK));
+        __m256i neg_s = _mm256_set1_epi32(-xs[b]);
+        for (int i = 0; i < nr; i++) {
+            const uint8_t *blk =
+                g + interleave_tail_offset(dt, k, nr, i) + (size_t)(b - nc * 8) * bb;
+            __m256i d = is_q8 ? dot_q8_vnni(_mm256_loadu_si256((const __m256i *)(blk + 2)), xv)
+                              : dot_q4_vnni(nibbles(blk), xv, neg_s);
+            acc1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d),
+                                      _mm256_set1_ps(scale_f32(blk) * xd[b]), acc1[i]);
+        }
+    }
+    for (int i = 0; i < nr; i++)
+        y[i] = _mm512_reduce_add_ps(acc[i]) + hsum256(acc1[i]);
+}
+
+VBMI void gemv_xq8_x4_avx512vbmi(const void *xq, int k, dattn_dtype dt, const void *w, int rows,
+                                 int r0, int r1, float *y)
+{
+    const int is_q8 = dt == DATTN_DTYPE_Q8_0;
+    const size_t rb = quant_row_bytes(dt, k);
+    for (int g = r0 / XQ_ROWS; g * XQ_ROWS < r1; g++) {
+        int first = g * XQ_ROWS, nr = interleave_group_rows(rows, g);
+        const uint8_t *gp = (const uint8_t *)w + (size_t)first * rb;
+        if (nr == XQ_ROWS && first >= r0 && first + XQ_ROWS <= r1) {   /* a whole group */
+            if (is_q8)
+                x4_group(1, xq, k, gp, XQ_ROWS, y + (first - r0));
+            else
+                x4_group(0, xq, k, gp, XQ_ROWS, y + (first - r0));
+            continue;
+        }
+        float y4[XQ_ROWS];   /* the group the range starts or ends in: all its rows, some kept */
+        if (is_q8)
+            x4_group(1, xq, k, gp, nr, y4);
+        else
+            x4_group(0, xq, k, gp, nr, y4);
+        for (int i = 0; i < nr; i++)
+            if (first + i >= r0 && first + i < r1)
+                y[first + i - r0] = y4[i];
+    }
 }
 #undef Q8_SCALE_BYTES_A
 #undef Q8_SCALE_BYTES_B

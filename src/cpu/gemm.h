@@ -85,6 +85,11 @@ void gemv_xq8_avx512vnni(const void *xq, int k, dattn_dtype dt, const void *w, i
 /* The same with AVX512-VBMI as well (vpermt2b): eight blocks at a time; check avx512vnni and
  * avx512vbmi before calling. */
 void gemv_xq8_avx512vbmi(const void *xq, int k, dattn_dtype dt, const void *w, int rows, float *y);
+/* The VBMI kernel over the interleaved layout (src/cpu/interleave.h): w holds all `rows` rows of
+ * the weight, interleaved; y[r - r0] for rows r in [r0, r1) (any range), bit for bit what
+ * gemv_xq8_avx512vbmi gives for those rows stored as usual. */
+void gemv_xq8_x4_avx512vbmi(const void *xq, int k, dattn_dtype dt, const void *w, int rows,
+                            int r0, int r1, float *y);
 #endif
 
 #undef GEMM_DECLARE
