@@ -2,7 +2,8 @@
  * y[i][c] = sum_k x[i][k] W[c][k]: every ISA variant this CPU runs, weights stored as F32, F16
  * and BF16 (subnormal and large values too) and as q8_0 / q4_0 blocks (random scales and integers
  * written here from the layout, decoded here: the values the kernels must read), odd sizes, row
- * sub-ranges, strided x and y.
+ * sub-ranges, strided x and y; the block formats also held interleaved (src/cpu/interleave.h,
+ * gemm_rows_x4), where n >= 2 must give gemm_rows' bits for the rows stored as usual.
  * Relative error ||y - ref|| / sum|x||w| <= 1e-5; cells outside the written range must keep
  * their sentinel. DATTN_TEST_SEED replays a seed. */
 #include <math.h>
@@ -18,15 +19,20 @@
 #include <cmocka.h>
 
 #include "cpu/gemm.h"
+#include "cpu/interleave.h"
 #include "half.h"
 #include "quant.h"
 
 typedef void (*gemm_fn)(const float *, int, int, int, dattn_dtype, const void *, int, float *, int,
                         float *);
 
+typedef void (*gemm_x4_fn)(const float *, int, int, int, dattn_dtype, const void *, int, int, int,
+                           float *, int, float *);
+
 typedef struct {
     const char *name;
     gemm_fn gemm;
+    gemm_x4_fn gemm_x4;
 } variant;
 
 static variant variants[3];
@@ -141,37 +147,63 @@ static void check_case(int n, int k, int m, int ldx_pad, int ldy_pad, int r0, in
             ref_abs[(size_t)i * m + c] = sa;
         }
 
+    uint8_t *il = NULL;   /* the block formats interleaved */
+    float *y_il = malloc(sizeof(float) * ((size_t)n * ldy + GUARD));
+    assert_non_null(y_il);
+    if (quant_is_block(dt)) {
+        il = malloc(rb * (size_t)m + 4);
+        assert_non_null(il);
+        interleave_rows(dt, k, ws, m, il);
+    }
     for (int v = 0; v < n_variants; v++) {
         for (size_t i = 0; i < (size_t)n * ldy + GUARD; i++)
-            y[i] = SENTINEL;
+            y[i] = y_il[i] = SENTINEL;
         variants[v].gemm(x, ldx, n, k, dt, ws + (size_t)r0 * rb, r1 - r0, y + r0, ldy,
                          scratch);
-        double err = 0, norm = 0;
-        int bad_outside = 0;
-        for (int i = 0; i < n; i++)
-            for (int c = 0; c < ldy; c++) {
-                float got = y[(size_t)i * ldy + c];
-                if (c >= r0 && c < r1) {
-                    double d = got - ref[(size_t)i * m + c];
-                    err += d * d;
-                    /* Against sum |x||w|, the scale of f32 rounding: with a few outputs,
-                     * cancellation can make |ref| tiny and any sum order look wrong. */
-                    norm += ref_abs[(size_t)i * m + c] * ref_abs[(size_t)i * m + c];
-                } else if (got != SENTINEL) {
-                    bad_outside++;
-                }
+        if (il) {
+            variants[v].gemm_x4(x, ldx, n, k, dt, il, m, r0, r1, y_il + r0, ldy, scratch);
+            int differ = 0;
+            for (int i = 0; i < n; i++)
+                differ += memcmp(y + (size_t)i * ldy + r0, y_il + (size_t)i * ldy + r0,
+                                 sizeof(float) * (size_t)(r1 - r0)) != 0;
+            if (n >= 2 && differ) {
+                print_error("%s_x4 %s n=%d k=%d m=%d rows [%d,%d): %d rows of y differ from the "
+                            "stored layout's (seed %llu)\n", variants[v].name, quant_name(dt), n,
+                            k, m, r0, r1, differ, (unsigned long long)seed);
+                fail();
             }
-        for (size_t i = (size_t)n * ldy; i < (size_t)n * ldy + GUARD; i++)
-            bad_outside += y[i] != SENTINEL;
-        double rel = norm > 0 ? sqrt(err / norm) : sqrt(err);
-        if (!(rel <= 1e-5) || bad_outside) {
-            print_error("%s %s n=%d k=%d m=%d ldx=%d ldy=%d rows [%d,%d): rel err %.3g, %d cells "
-                        "written outside the range (seed %llu)\n", variants[v].name,
-                        quant_name(dt), n, k, m, ldx, ldy, r0, r1, rel, bad_outside,
-                        (unsigned long long)seed);
-            fail();
+        }
+        for (int pass = 0; pass < (il ? 2 : 1); pass++) {
+            const float *yv = pass ? y_il : y;
+            double err = 0, norm = 0;
+            int bad_outside = 0;
+            for (int i = 0; i < n; i++)
+                for (int c = 0; c < ldy; c++) {
+                    float got = yv[(size_t)i * ldy + c];
+                    if (c >= r0 && c < r1) {
+                        double d = got - ref[(size_t)i * m + c];
+                        err += d * d;
+                        /* Against sum |x||w|, the scale of f32 rounding: with a few outputs,
+                         * cancellation can make |ref| tiny and any sum order look wrong. */
+                        norm += ref_abs[(size_t)i * m + c] * ref_abs[(size_t)i * m + c];
+                    } else if (got != SENTINEL) {
+                        bad_outside++;
+                    }
+                }
+            for (size_t i = (size_t)n * ldy; i < (size_t)n * ldy + GUARD; i++)
+                bad_outside += yv[i] != SENTINEL;
+            double rel = norm > 0 ? sqrt(err / norm) : sqrt(err);
+            if (!(rel <= 1e-5) || bad_outside) {
+                print_error("%s%s %s n=%d k=%d m=%d ldx=%d ldy=%d rows [%d,%d): rel err %.3g, %d "
+                            "cells written outside the range (seed %llu)\n", variants[v].name,
+                            pass ? "_x4" : "", quant_name(dt), n, k, m, ldx, ldy, r0, r1, rel,
+                            bad_outside, (unsigned long long)seed);
+                fail();
+            }
         }
     }
+    free(il);
+    free(y_il);
     free(x);
     free(w);
     free(ws);
@@ -214,8 +246,9 @@ static void test_row_subranges(void **state)
         for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
             for (size_t i = 0; i < sizeof bounds / sizeof *bounds; i++)
                 for (size_t j = i + 1; j < sizeof bounds / sizeof *bounds; j++)
-                    check_case(ns[a], k_for(dtypes[d], 67), m, 0, 0, bounds[i], bounds[j],
-                               dtypes[d]);
+                    for (int kk = 67; kk <= 300; kk += 233)   /* 300: a whole interleaved chunk */
+                        check_case(ns[a], k_for(dtypes[d], kk), m, 0, 0, bounds[i], bounds[j],
+                                   dtypes[d]);
 }
 
 static void test_strides(void **state)
@@ -246,15 +279,15 @@ int main(void)
     printf("test_gemm: seed %llu (DATTN_TEST_SEED=%llu replays it)\n", (unsigned long long)seed,
            (unsigned long long)seed);
 
-    variants[n_variants++] = (variant){"generic", gemm_rows_generic};
+    variants[n_variants++] = (variant){"generic", gemm_rows_generic, gemm_rows_x4_generic};
 #if defined(__x86_64__)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        variants[n_variants++] = (variant){"avx2", gemm_rows_avx2};
+        variants[n_variants++] = (variant){"avx2", gemm_rows_avx2, gemm_rows_x4_avx2};
     else
         printf("test_gemm: avx2 not supported by this CPU, skipped\n");
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-        variants[n_variants++] = (variant){"avx512", gemm_rows_avx512};
+        variants[n_variants++] = (variant){"avx512", gemm_rows_avx512, gemm_rows_x4_avx512};
     else
         printf("test_gemm: avx512 not supported by this CPU, skipped\n");
 #endif

@@ -19,8 +19,8 @@
  *      and, for x uniform in [-1, 1) over at least 16 rows, ||y - xW|| / ||xW|| <= 2e-2;
  *   4. a NaN or an infinity in x makes every output non-finite (the quantized block still holds
  *      q in [-127, 127] and s = sum q: no overflow anywhere); nothing past `rows` is written;
- *   5. the interleaved layout: each row read back (interleave_read_row) is the row as stored, and
- *      the x4 kernel over any range of rows [r0, r1) gives bit for bit the VBMI kernel's y of
+ *   5. the interleaved layout: each row read back from where the layout's description (in
+ *      src/cpu/interleave.h, decoded here) puts its blocks is the row as stored, and the x4 kernel over any range of rows [r0, r1) gives bit for bit the VBMI kernel's y of
  *      those rows stored as usual, writing nothing outside y[0 .. r1 - r0).
  * Random data: the seed is printed; DATTN_TEST_SEED=<n> replays it. */
 #include <math.h>
@@ -348,6 +348,22 @@ static void test_nonfinite(void **state)
         }
 }
 
+/* Row r of an interleaved weight of m rows, as stored, into dst: for rows in groups of 4 (the
+ * last holds m % 4 or 4), chunk c (8 blocks) of the group's row i at (c * nr + i) chunks from the
+ * group's start, then each row's blocks after its last whole chunk, row after row. */
+static void read_interleaved_row(dattn_dtype dt, int k, const uint8_t *il, int m, int r,
+                                 uint8_t *dst)
+{
+    size_t bb = dt == DATTN_DTYPE_Q8_0 ? 34 : 18, rb = (size_t)(k / 32) * bb, cb = 8 * bb;
+    int g = r / 4, i = r % 4, nr = m - 4 * g < 4 ? m - 4 * g : 4, nc = k / 256;
+    size_t tail = rb - (size_t)nc * cb;
+    const uint8_t *group = il + (size_t)g * 4 * rb;
+    for (int c = 0; c < nc; c++)
+        memcpy(dst + (size_t)c * cb, group + ((size_t)c * nr + i) * cb, cb);
+    if (tail)
+        memcpy(dst + (size_t)nc * cb, group + (size_t)nc * nr * cb + (size_t)i * tail, tail);
+}
+
 /* 5.: read-back of every row (all machines), and the x4 kernel on ranges (VBMI CPUs). */
 static void test_interleaved(void **state)
 {
@@ -363,7 +379,7 @@ static void test_interleaved(void **state)
             make_w(dtypes[d], k, m, ws, w);
             uint8_t *il = interleaved_copy(dtypes[d], k, ws, m);
             for (int r = 0; r < m; r++) {
-                interleave_read_row(dtypes[d], k, il, m, r, back);
+                read_interleaved_row(dtypes[d], k, il, m, r, back);
                 if (memcmp(back, ws + (size_t)r * rb, rb) != 0) {
                     print_error("%s k=%d rows=%d: row %d read back from the interleaved layout "
                                 "differs (seed %llu)\n", quant_name(dtypes[d]), k, m, r,

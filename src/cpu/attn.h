@@ -65,6 +65,9 @@ typedef struct cpu_kernels {
     /* src/cpu/gemm.h's gemm_rows: y = x W^T over a block of weight rows as stored. */
     void (*gemm_rows)(const float *x, int ldx, int n, int k, dattn_dtype dt, const void *w,
                       int rows, float *y, int ldy, float *scratch);
+    /* The same over interleaved q8_0 / q4_0 rows (gemm_rows_x4). */
+    void (*gemm_rows_x4)(const float *x, int ldx, int n, int k, dattn_dtype dt, const void *w,
+                         int w_rows, int r0, int r1, float *y, int ldy, float *scratch);
     /* The decode GEMV of q8_0 / q4_0 weights with integer dot products (src/cpu/gemm.h): x
      * quantized once per call, then dotted block by block. */
     void (*xq8_quantize)(const float *x, int k, void *xq);

@@ -611,6 +611,7 @@ const cpu_kernels CPU_FN(cpu_kernels) = {
     .decode_values = decode_values,
     .prefill = prefill,
     .gemm_rows = CPU_FN(gemm_rows),
+    .gemm_rows_x4 = CPU_FN(gemm_rows_x4),
     .xq8_quantize = CPU_FN(xq8_quantize),
     .gemv_xq8 = CPU_FN(gemv_xq8),
     .swiglu = CPU_FN(swiglu),

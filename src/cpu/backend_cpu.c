@@ -45,15 +45,6 @@ struct backend_weight {
     uint64_t bytes;            /* of the rows, borrowed or copied */
 };
 
-/* Rows of an interleaved weight the GEMM takes at a time (interleaved_rows), and where in a
- * thread's work memory they go: past gemm_rows' scratch for n rows of x. */
-enum { X4_SLICE = 2 * GEMM_PANEL };
-
-static size_t interleaved_scratch_offset(int n)
-{
-    return (gemm_scratch_floats(n) + 15) / 16 * 16;
-}
-
 struct backend_layer {
     layer_desc d;
     backend_weight *w_qkv;     /* [qkv_dim][E] */
@@ -389,23 +380,17 @@ static void carve(const dattn_backend *be, const dattn_layer_shape *shape, const
     d->piece_max = arena_carve(a, sizeof(float) * heads * 2 * (size_t)d->max_pieces);
     d->piece_sum = arena_carve(a, sizeof(float) * heads * 2 * (size_t)d->max_pieces);
     d->partial = arena_carve(a, sizeof(float) * DECODE_MAX_SPLIT * heads * dv);
-    /* The longest row a decode GEMV quantizes: the model dim (q/k/v, W1/W3, logits), the
-     * attention width (out) or the FFN's hidden dim (W2); no weight has longer rows. */
-    int xk = shape->model_dim > (int)A ? shape->model_dim : (int)A;
-    xk = xk > scratch->ffn_dim ? xk : scratch->ffn_dim;
     /* Each thread's work memory serves the attention kernels, the GEMM's packed tiles of a
-     * prefill chunk and (thread 0) the reordering of a projection's rows. With interleaved
-     * weights the GEMM reads rows put back as stored past its own scratch (interleaved_rows);
-     * a head's rows of a mapped W_qkv (project_rows) go at the very end. */
+     * prefill chunk and (thread 0) the reordering of a projection's rows. */
     size_t tf = attn_thread_floats(g, group), gemm = gemm_scratch_floats(g->max_batch);
-    if (cb->gemv_x4)
-        gemm = interleaved_scratch_offset(g->max_batch) +
-               (X4_SLICE * quant_row_bytes(DATTN_DTYPE_Q8_0, xk) + 3) / 4 +
-               2 * (size_t)g->head_dim;
     tf = tf > gemm ? tf : gemm;
     tf = tf > qkv ? tf : qkv;
     cc->thread_floats = (tf + 15) / 16 * 16;   /* keeps each thread's block 64-byte aligned */
     cc->thread_tmp = arena_carve(a, sizeof(float) * cc->thread_floats * (size_t)n_threads);
+    /* The longest row a decode GEMV quantizes: the model dim (q/k/v, W1/W3, logits), the
+     * attention width (out) or the FFN's hidden dim (W2). */
+    int xk = shape->model_dim > (int)A ? shape->model_dim : (int)A;
+    xk = xk > scratch->ffn_dim ? xk : scratch->ffn_dim;
     cc->xq_k = xk;
     cc->xq = arena_carve(a, xq8_bytes(xk));
     cc->hq = scratch->ffn_dim > 0 && scratch->ffn_dim % QUANT_BLOCK == 0
@@ -489,29 +474,6 @@ typedef struct matmul_job {
     size_t thread_floats;
 } matmul_job;
 
-/* Rows [a, b) of an interleaved weight of `rows` rows into y + (r - a): the integer-dot GEMV
- * reads them in place; the GEMM (and the float GEMV) take X4_SLICE rows at a time, put back as
- * stored in the thread's work memory past the GEMM's own scratch. */
-static void interleaved_rows(const matmul_job *job, const uint8_t *w_rows, int rows, int a, int b,
-                             float *y, float *scratch)
-{
-    const backend_weight *w = job->w;
-    if (job->xq) {
-        job->gemv_x4(job->xq, w->k, w->dtype, w_rows, rows, a, b, y);
-        return;
-    }
-    size_t row_bytes = quant_row_bytes(w->dtype, w->k);
-    uint8_t *stored = (uint8_t *)(scratch + interleaved_scratch_offset(job->n));
-    for (int s = a; s < b; s += X4_SLICE) {
-        int n = b - s < X4_SLICE ? b - s : X4_SLICE;
-        for (int r = 0; r < n; r++)
-            interleave_read_row(w->dtype, w->k, w_rows, rows, s + r,
-                                stored + (size_t)r * row_bytes);
-        job->k->gemm_rows(job->x, job->ldx, job->n, w->k, w->dtype, stored, n, y + (s - a),
-                          job->ldy, scratch);
-    }
-}
-
 /* Stacked rows [r0, r1) of the weight into y0 + (r - r0) (row r of every x row, at stride
  * ldy), part by part. */
 static void matmul_rows(const matmul_job *job, int r0, int r1, float *y0, int thread)
@@ -522,9 +484,13 @@ static void matmul_rows(const matmul_job *job, int r0, int r1, float *y0, int th
     for (int p = 0, start = 0; p < w->n_parts && start < r1; start += w->part_rows[p++]) {
         int a = r0 > start ? r0 : start;
         int b = r1 < start + w->part_rows[p] ? r1 : start + w->part_rows[p];
-        if (a < b && w->interleaved)
-            interleaved_rows(job, w->part[p], w->part_rows[p], a - start, b - start,
-                             y0 + (a - r0), scratch);
+        if (a < b && w->interleaved && job->xq)
+            job->gemv_x4(job->xq, w->k, w->dtype, w->part[p], w->part_rows[p], a - start,
+                         b - start, y0 + (a - r0));
+        else if (a < b && w->interleaved)
+            job->k->gemm_rows_x4(job->x, job->ldx, job->n, w->k, w->dtype, w->part[p],
+                                 w->part_rows[p], a - start, b - start, y0 + (a - r0), job->ldy,
+                                 scratch);
         else if (a < b && job->xq)
             job->gemv_xq8(job->xq, w->k, w->dtype, w->part[p] + (size_t)(a - start) * row_bytes,
                           b - a, y0 + (a - r0));

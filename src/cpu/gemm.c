@@ -1213,19 +1213,68 @@ static void pack_x(const float *x, int ldx, int n, int pc, int kc, float *restri
     }
 }
 
+/* The first block of the k slice from block b on of weight row r: rows stored one after another
+ * (x4_rows 0), or interleaved (src/cpu/interleave.h; x4_rows: the weight's rows), where a k
+ * slice is one chunk of a row, or the blocks after its last whole chunk. */
+_Static_assert(GEMM_KC == INTERLEAVE_BLOCKS * QUANT_BLOCK, "a GEMM k slice is one interleaved chunk");
+static inline const uint8_t *slice_blocks(dattn_dtype dt, int k, const void *w, size_t row_bytes,
+                                          int x4_rows, int r, int b)
+{
+    size_t bb = block_bytes(dt);
+    if (!x4_rows)
+        return (const uint8_t *)w + (size_t)r * row_bytes + (size_t)b * bb;
+    int g = r / INTERLEAVE_ROWS, i = r % INTERLEAVE_ROWS, nr = interleave_group_rows(x4_rows, g);
+    int c = b / INTERLEAVE_BLOCKS;
+    const uint8_t *group = (const uint8_t *)w + (size_t)g * INTERLEAVE_ROWS * row_bytes;
+    if (c < k / QUANT_BLOCK / INTERLEAVE_BLOCKS)
+        return group + interleave_chunk_offset(dt, k, nr, i, c) +
+               (size_t)(b - c * INTERLEAVE_BLOCKS) * bb;
+    return group + interleave_tail_offset(dt, k, nr, i) + (size_t)(b - c * INTERLEAVE_BLOCKS) * bb;
+}
+
 /* Weight rows [r0, r0 + nr) (nr <= 16), columns [pc, pc + kc) -> f32 [kc][16], rows past nr
- * zero. tmp holds kc floats. */
-static void pack_panel(dattn_dtype dt, const void *w, size_t row_bytes, int r0, int nr, int pc,
-                       int kc, float *restrict dst, float *restrict tmp)
+ * zero. tmp holds kc floats. x4_rows: as slice_blocks. */
+static void pack_panel(dattn_dtype dt, int k, const void *w, size_t row_bytes, int x4_rows, int r0,
+                       int nr, int pc, int kc, float *restrict dst, float *restrict tmp)
 {
     for (int j = 0; j < GEMM_PANEL; j++) {
         if (j < nr) {
-            row_f32(dt, (const uint8_t *)w + (size_t)(r0 + j) * row_bytes, (size_t)pc, kc, tmp);
+            if (x4_rows)
+                row_f32(dt, slice_blocks(dt, k, w, row_bytes, x4_rows, r0 + j, pc / QUANT_BLOCK),
+                        0, kc, tmp);
+            else
+                row_f32(dt, (const uint8_t *)w + (size_t)(r0 + j) * row_bytes, (size_t)pc, kc,
+                        tmp);
             for (int t = 0; t < kc; t++)
                 dst[(size_t)t * GEMM_PANEL + j] = tmp[t];
         } else {
             for (int t = 0; t < kc; t++)
                 dst[(size_t)t * GEMM_PANEL + j] = 0.0f;
+        }
+    }
+}
+
+/* y = x W^T for weight rows [r_first, r_first + rows) of w (n >= 2): x packed once per k slice,
+ * each 16-row panel of W converted to f32 once per slice and swept by the micro-kernel. */
+static void gemm_blocked(const float *x, int ldx, int n, int k, dattn_dtype dt, const void *w,
+                         int x4_rows, int r_first, int rows, float *y, int ldy, float *scratch)
+{
+    size_t row_bytes = quant_row_bytes(dt, k);
+    int n_pad = (n + GEMM_MR - 1) / GEMM_MR * GEMM_MR;
+    float *xpack = scratch;                               /* [n_pad][KC] */
+    float *bpack = xpack + (size_t)n_pad * GEMM_KC;       /* [KC][16] */
+    float *tmp = bpack + (size_t)GEMM_KC * GEMM_PANEL;    /* [KC] */
+    for (int pc = 0; pc < k; pc += GEMM_KC) {
+        int kc = k - pc < GEMM_KC ? k - pc : GEMM_KC;
+        pack_x(x, ldx, n, pc, kc, xpack);
+        for (int r0 = 0; r0 < rows; r0 += GEMM_PANEL) {
+            int nr = rows - r0 < GEMM_PANEL ? rows - r0 : GEMM_PANEL;
+            pack_panel(dt, k, w, row_bytes, x4_rows, r_first + r0, nr, pc, kc, bpack, tmp);
+            for (int ir = 0; ir < n; ir += GEMM_MR) {
+                int nx = n - ir < GEMM_MR ? n - ir : GEMM_MR;
+                micro(kc, xpack + (size_t)ir * kc, bpack, y + (size_t)ir * ldy + r0, ldy, nx, nr,
+                      pc > 0);
+            }
         }
     }
 }
@@ -1245,22 +1294,36 @@ void CPU_FN(gemm_rows)(const float *x, int ldx, int n, int k, dattn_dtype dt, co
         gemv(x, k, dt, w, rows, y);
         return;
     }
+    gemm_blocked(x, ldx, n, k, dt, w, 0, 0, rows, y, ldy, scratch);
+}
+
+void CPU_FN(gemm_rows_x4)(const float *x, int ldx, int n, int k, dattn_dtype dt, const void *w,
+                          int w_rows, int r0, int r1, float *y, int ldy, float *scratch)
+{
+    if (n <= 0 || r1 <= r0)
+        return;
+    if (k <= 0) {   /* an empty sum */
+        for (int i = 0; i < n; i++)
+            for (int r = r0; r < r1; r++)
+                y[(size_t)i * ldy + (r - r0)] = 0.0f;
+        return;
+    }
+    if (n > 1) {
+        gemm_blocked(x, ldx, n, k, dt, w, w_rows, r0, r1 - r0, y, ldy, scratch);
+        return;
+    }
+    /* One row of x (no scratch): each row's slices converted and dotted in turn. */
     size_t row_bytes = quant_row_bytes(dt, k);
-    int n_pad = (n + GEMM_MR - 1) / GEMM_MR * GEMM_MR;
-    float *xpack = scratch;                               /* [n_pad][KC] */
-    float *bpack = xpack + (size_t)n_pad * GEMM_KC;       /* [KC][16] */
-    float *tmp = bpack + (size_t)GEMM_KC * GEMM_PANEL;    /* [KC] */
-    for (int pc = 0; pc < k; pc += GEMM_KC) {
-        int kc = k - pc < GEMM_KC ? k - pc : GEMM_KC;
-        pack_x(x, ldx, n, pc, kc, xpack);
-        for (int r0 = 0; r0 < rows; r0 += GEMM_PANEL) {
-            int nr = rows - r0 < GEMM_PANEL ? rows - r0 : GEMM_PANEL;
-            pack_panel(dt, w, row_bytes, r0, nr, pc, kc, bpack, tmp);
-            for (int ir = 0; ir < n; ir += GEMM_MR) {
-                int nx = n - ir < GEMM_MR ? n - ir : GEMM_MR;
-                micro(kc, xpack + (size_t)ir * kc, bpack, y + (size_t)ir * ldy + r0, ldy, nx, nr,
-                      pc > 0);
-            }
+    float tmp[GEMM_KC];
+    for (int r = r0; r < r1; r++) {
+        float acc = 0.0f;
+        for (int pc = 0; pc < k; pc += GEMM_KC) {
+            int kc = k - pc < GEMM_KC ? k - pc : GEMM_KC;
+            row_f32(dt, slice_blocks(dt, k, w, row_bytes, w_rows, r, pc / QUANT_BLOCK), 0, kc,
+                    tmp);
+            for (int t = 0; t < kc; t++)
+                acc += x[pc + t] * tmp[t];
         }
+        y[r - r0] = acc;
     }
 }

@@ -68,6 +68,11 @@ static inline size_t xq8_s_offset(int k)
 #define GEMM_DECLARE(isa)                                                                        \
     void gemm_rows_##isa(const float *x, int ldx, int n, int k, dattn_dtype dt, const void *w,   \
                          int rows, float *y, int ldy, float *scratch);                           \
+    /* The same for rows [r0, r1) of a q8_0 / q4_0 weight of w_rows rows held interleaved      \
+     * (src/cpu/interleave.h), into y[i*ldy + (r - r0)]; the same bits as gemm_rows over those  \
+     * rows stored as usual when n >= 2 (n == 1: a plain f32 dot, no scratch). */               \
+    void gemm_rows_x4_##isa(const float *x, int ldx, int n, int k, dattn_dtype dt, const void *w, \
+                            int w_rows, int r0, int r1, float *y, int ldy, float *scratch);       \
     /* x [k] -> the quantized row at xq (xq8_bytes(k) bytes). */                                  \
     void xq8_quantize_##isa(const float *x, int k, void *xq);                                    \
     /* y[r] = the integer-dot GEMV above, for weight rows [0, rows) of w (q8_0 or q4_0). */       \

@@ -1,5 +1,4 @@
-/* The interleaved layout of q8_0 / q4_0 rows (src/cpu/interleave.h): made once at load, read
- * back row by row where a kernel wants rows as stored (the prefill GEMM). */
+/* The interleaved layout of q8_0 / q4_0 rows (src/cpu/interleave.h), made once at load. */
 #include "cpu/interleave.h"
 
 #include <string.h>
@@ -28,17 +27,4 @@ void interleave_rows(dattn_dtype dt, int k, const uint8_t *w, int rows, uint8_t 
             row[i] = w + (size_t)(g * INTERLEAVE_ROWS + i) * row_bytes;
         interleave_group(dt, k, row, nr, dst + (size_t)g * INTERLEAVE_ROWS * row_bytes);
     }
-}
-
-void interleave_read_row(dattn_dtype dt, int k, const uint8_t *w, int rows, int r, uint8_t *dst)
-{
-    int nb = k / QUANT_BLOCK, nc = nb / INTERLEAVE_BLOCKS;
-    int g = r / INTERLEAVE_ROWS, i = r % INTERLEAVE_ROWS, nr = interleave_group_rows(rows, g);
-    size_t bb = quant_row_bytes(dt, QUANT_BLOCK), chunk = INTERLEAVE_BLOCKS * bb;
-    size_t tail = (size_t)(nb - nc * INTERLEAVE_BLOCKS) * bb;
-    const uint8_t *group = w + (size_t)g * INTERLEAVE_ROWS * quant_row_bytes(dt, k);
-    for (int c = 0; c < nc; c++)
-        memcpy(dst + (size_t)c * chunk, group + interleave_chunk_offset(dt, k, nr, i, c), chunk);
-    if (tail)
-        memcpy(dst + (size_t)nc * chunk, group + interleave_tail_offset(dt, k, nr, i), tail);
 }

@@ -54,7 +54,4 @@ void interleave_group(dattn_dtype dt, int k, const uint8_t *const *row, int nr, 
 /* All rows of a weight stored as usual at w ([rows][row_bytes]) into dst, interleaved. */
 void interleave_rows(dattn_dtype dt, int k, const uint8_t *w, int rows, uint8_t *dst);
 
-/* Row r of an interleaved weight of `rows` rows at w, stored as usual, into dst (row_bytes). */
-void interleave_read_row(dattn_dtype dt, int k, const uint8_t *w, int rows, int r, uint8_t *dst);
-
 #endif
