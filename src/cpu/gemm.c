@@ -1213,35 +1213,32 @@ static void pack_x(const float *x, int ldx, int n, int pc, int kc, float *restri
     }
 }
 
-/* The first block of the k slice from block b on of weight row r: rows stored one after another
- * (x4_rows 0), or interleaved (src/cpu/interleave.h; x4_rows: the weight's rows), where a k
- * slice is one chunk of a row, or the blocks after its last whole chunk. */
+/* Where the k slice from block b on (b a multiple of 8: GEMM_KC apart) of row r of an
+ * interleaved weight of x4_rows rows (src/cpu/interleave.h) starts: a k slice is one chunk of
+ * the row, or its blocks after the last whole chunk, and lies in one piece either way. */
 _Static_assert(GEMM_KC == INTERLEAVE_BLOCKS * QUANT_BLOCK, "a GEMM k slice is one interleaved chunk");
-static inline const uint8_t *slice_blocks(dattn_dtype dt, int k, const void *w, size_t row_bytes,
-                                          int x4_rows, int r, int b)
+static inline const uint8_t *x4_slice(dattn_dtype dt, int k, const void *w, size_t row_bytes,
+                                      int x4_rows, int r, int b)
 {
-    size_t bb = block_bytes(dt);
-    if (!x4_rows)
-        return (const uint8_t *)w + (size_t)r * row_bytes + (size_t)b * bb;
     int g = r / INTERLEAVE_ROWS, i = r % INTERLEAVE_ROWS, nr = interleave_group_rows(x4_rows, g);
     int c = b / INTERLEAVE_BLOCKS;
     const uint8_t *group = (const uint8_t *)w + (size_t)g * INTERLEAVE_ROWS * row_bytes;
     if (c < k / QUANT_BLOCK / INTERLEAVE_BLOCKS)
-        return group + interleave_chunk_offset(dt, k, nr, i, c) +
-               (size_t)(b - c * INTERLEAVE_BLOCKS) * bb;
-    return group + interleave_tail_offset(dt, k, nr, i) + (size_t)(b - c * INTERLEAVE_BLOCKS) * bb;
+        return group + interleave_chunk_offset(dt, k, nr, i, c);
+    return group + interleave_tail_offset(dt, k, nr, i);
 }
 
 /* Weight rows [r0, r0 + nr) (nr <= 16), columns [pc, pc + kc) -> f32 [kc][16], rows past nr
- * zero. tmp holds kc floats. x4_rows: as slice_blocks. */
+ * zero. tmp holds kc floats. x4_rows: 0, rows stored one after another; else the rows of the
+ * interleaved weight w (x4_slice). */
 static void pack_panel(dattn_dtype dt, int k, const void *w, size_t row_bytes, int x4_rows, int r0,
                        int nr, int pc, int kc, float *restrict dst, float *restrict tmp)
 {
     for (int j = 0; j < GEMM_PANEL; j++) {
         if (j < nr) {
             if (x4_rows)
-                row_f32(dt, slice_blocks(dt, k, w, row_bytes, x4_rows, r0 + j, pc / QUANT_BLOCK),
-                        0, kc, tmp);
+                row_f32(dt, x4_slice(dt, k, w, row_bytes, x4_rows, r0 + j, pc / QUANT_BLOCK), 0,
+                        kc, tmp);
             else
                 row_f32(dt, (const uint8_t *)w + (size_t)(r0 + j) * row_bytes, (size_t)pc, kc,
                         tmp);
@@ -1319,8 +1316,7 @@ void CPU_FN(gemm_rows_x4)(const float *x, int ldx, int n, int k, dattn_dtype dt,
         float acc = 0.0f;
         for (int pc = 0; pc < k; pc += GEMM_KC) {
             int kc = k - pc < GEMM_KC ? k - pc : GEMM_KC;
-            row_f32(dt, slice_blocks(dt, k, w, row_bytes, w_rows, r, pc / QUANT_BLOCK), 0, kc,
-                    tmp);
+            row_f32(dt, x4_slice(dt, k, w, row_bytes, w_rows, r, pc / QUANT_BLOCK), 0, kc, tmp);
             for (int t = 0; t < kc; t++)
                 acc += x[pc + t] * tmp[t];
         }
