@@ -1224,7 +1224,7 @@ static inline const uint8_t *x4_slice(dattn_dtype dt, int k, const void *w, size
     int c = b / INTERLEAVE_BLOCKS;
     const uint8_t *group = (const uint8_t *)w + (size_t)g * INTERLEAVE_ROWS * row_bytes;
     if (c < k / QUANT_BLOCK / INTERLEAVE_BLOCKS)
-        return group + interleave_chunk_offset(dt, k, nr, i, c);
+        return group + interleave_chunk_offset(dt, nr, i, c);
     return group + interleave_tail_offset(dt, k, nr, i);
 }
 

@@ -10,7 +10,7 @@ void interleave_group(dattn_dtype dt, int k, const uint8_t *const *row, int nr, 
     size_t tail = (size_t)(nb - nc * INTERLEAVE_BLOCKS) * bb;
     for (int i = 0; i < nr; i++) {
         for (int c = 0; c < nc; c++)
-            memcpy(dst + interleave_chunk_offset(dt, k, nr, i, c), row[i] + (size_t)c * chunk,
+            memcpy(dst + interleave_chunk_offset(dt, nr, i, c), row[i] + (size_t)c * chunk,
                    chunk);
         if (tail)
             memcpy(dst + interleave_tail_offset(dt, k, nr, i), row[i] + (size_t)nc * chunk, tail);

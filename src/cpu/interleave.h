@@ -26,10 +26,9 @@
 
 /* Where row i (0 <= i < nr) of a group of nr rows finds its chunk c, and its blocks after the
  * last whole chunk, as byte offsets from the group's start. */
-static inline size_t interleave_chunk_offset(dattn_dtype dt, int k, int nr, int i, int c)
+static inline size_t interleave_chunk_offset(dattn_dtype dt, int nr, int i, int c)
 {
     size_t chunk = INTERLEAVE_BLOCKS * quant_row_bytes(dt, QUANT_BLOCK);
-    (void)k;
     return ((size_t)c * (size_t)nr + (size_t)i) * chunk;
 }
 
