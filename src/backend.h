@@ -101,6 +101,10 @@ typedef struct backend_ops {
      * borrow them (then holding a converted copy for it is wasted memory); NULL: never. */
     int (*weight_copies)(const dattn_backend *be, dattn_dtype dt);
     void (*destroy)(dattn_backend *be);
+    /* open = 1 before a model's weights are made, 0 after (whether or not the load succeeded):
+     * the copies weight_create makes in between may share one region of memory (alloc.h's
+     * dattn_region). NULL: nothing to group. */
+    void (*weights_group)(dattn_backend *be, int open);
     /* Holds (borrows, copies or uploads) an nn.Linear weight; unless w->borrow, the source may
      * be freed afterwards. */
     dattn_status (*weight_create)(dattn_backend *be, const weight_src *w, backend_weight **out);

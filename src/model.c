@@ -587,8 +587,8 @@ dattn_status dattn_model_load(dattn_backend *be, const char *path, dattn_model *
     return dattn_model_load_params(be, path, NULL, out);
 }
 
-dattn_status dattn_model_load_params(dattn_backend *be, const char *path,
-                                     const dattn_model_params *params, dattn_model **out)
+static dattn_status load_params(dattn_backend *be, const char *path,
+                                const dattn_model_params *params, dattn_model **out)
 {
     if (!out)
         return dattn_fail(DATTN_E_INVALID_ARG, "model: out is NULL");
@@ -682,6 +682,19 @@ dattn_status dattn_model_load_params(dattn_backend *be, const char *path,
 fail:
     dattn_error_prefix("%s: ", path);
     dattn_model_free(m);
+    return st;
+}
+
+dattn_status dattn_model_load_params(dattn_backend *be, const char *path,
+                                     const dattn_model_params *params, dattn_model **out)
+{
+    /* The backend may put the weights it copies into one region (backend.h: weights_group). */
+    int group = be && be->ops->weights_group;
+    if (group)
+        be->ops->weights_group(be, 1);
+    dattn_status st = load_params(be, path, params, out);
+    if (group)
+        be->ops->weights_group(be, 0);
     return st;
 }
 

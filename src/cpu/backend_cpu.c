@@ -27,6 +27,8 @@ typedef struct cpu_backend {
      * NULL: rows stay as stored. */
     void (*gemv_x4)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, int r0,
                     int r1, float *y);
+    int grouping;              /* a model's weights are being made (weights_group) */
+    dattn_region *region;      /* their copies' region, once the first is made */
 } cpu_backend;
 
 /* A projection as the model stores it: rows borrowed from the mapped file (or copied once, in
@@ -41,6 +43,7 @@ struct backend_weight {
     int part_rows[WEIGHT_MAX_PARTS];
     int32_t *row_map;          /* [m] or NULL */
     void *own;                 /* the copy, when the rows were not borrowed */
+    dattn_region *region;      /* where own lies, or NULL: its own allocation */
     int interleaved;           /* own holds the rows interleaved (src/cpu/interleave.h) */
     uint64_t bytes;            /* of the rows, borrowed or copied */
 };
@@ -168,6 +171,7 @@ static dattn_status pick_kernels(const char *want, const cpu_kernels **out)
 static void cpu_destroy(dattn_backend *be)
 {
     cpu_backend *cb = be->impl;
+    dattn_region_close(cb->region);
     pool_destroy(cb->pool);
     dattn_free(cb);
     dattn_free(be);
@@ -179,8 +183,34 @@ static void cpu_weight_free(dattn_backend *be, backend_weight *w)
     if (!w)
         return;
     dattn_free(w->row_map);
-    dattn_free_aligned(w->own);
+    if (w->region)
+        dattn_region_release(w->region);
+    else
+        dattn_free_aligned(w->own);
     dattn_free(w);
+}
+
+/* A model's copies in one region (alloc.h), opened at its first copy: a decode step streams
+ * them in huge pages. Layers made outside a model load copy into allocations of their own. */
+static void cpu_weights_group(dattn_backend *be, int open)
+{
+    cpu_backend *cb = be->impl;
+    dattn_region_close(cb->region);
+    cb->region = NULL;
+    cb->grouping = open;
+}
+
+/* A 64-byte aligned block for a weight's copy: from the model's region where there is one. */
+static void *copy_memory(cpu_backend *cb, backend_weight *w, size_t bytes)
+{
+    if (cb->grouping && !cb->region)
+        cb->region = dattn_region_open();   /* NULL: none to be had here */
+    if (cb->region && dattn_region_fits(cb->region, bytes)) {
+        void *p = dattn_region_alloc(cb->region, bytes, "weight");
+        w->region = p ? cb->region : NULL;
+        return p;
+    }
+    return dattn_alloc_aligned(bytes, "weight");
 }
 
 /* 1 when weight_create keeps rows of this format in a layout of its own (a copy) rather than
@@ -243,7 +273,7 @@ static dattn_status cpu_weight_create(dattn_backend *be, const weight_src *src,
         }
     } else {
         /* One copy of the stacked rows, in their own dtype (interleaved or as stored). */
-        w->own = dattn_alloc_aligned(w->bytes ? (size_t)w->bytes : 1, "weight");
+        w->own = copy_memory(be->impl, w, w->bytes ? (size_t)w->bytes : 1);
         if (!w->own) {
             cpu_weight_free(be, w);
             return DATTN_E_NOMEM;
@@ -1008,6 +1038,7 @@ static const backend_ops cpu_ops = {
     .weight_copies = cpu_weight_copies,
     .pool_passes = cpu_pool_passes,
     .destroy = cpu_destroy,
+    .weights_group = cpu_weights_group,
     .weight_create = cpu_weight_create,
     .weight_free = cpu_weight_free,
     .weight_bytes = cpu_weight_bytes,
