@@ -27,21 +27,11 @@
 
 #include "dattn.h"
 #include "model_util.h"
+#include "rss_util.h"
 #include "test_util.h"
 
 static char g_path[300];
 static dattn_backend *g_be;
-
-/* Resident bytes of this process, or -1. */
-static long long rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long long size, resident;
-    int ok = f && fscanf(f, "%lld %lld", &size, &resident) == 2;
-    if (f)
-        fclose(f);
-    return ok ? resident * (long long)sysconf(_SC_PAGESIZE) : -1;
-}
 
 /* In a child process of its own, so that no memory an earlier load freed (and the allocator
  * kept) hides the growth: 0 when the growth matches weight_bytes. */

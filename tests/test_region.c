@@ -24,6 +24,7 @@
 #include "alloc.h"
 #include "dattn.h"
 #include "model_util.h"
+#include "rss_util.h"
 #include "status.h"
 #include "test_util.h"
 
@@ -48,17 +49,6 @@ static int mapped(const void *p)
     (void)p;
     return 1;
 #endif
-}
-
-/* Resident bytes of this process, or -1. */
-static long long rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long long size, resident;
-    int ok = f && fscanf(f, "%lld %lld", &size, &resident) == 2;
-    if (f)
-        fclose(f);
-    return ok ? resident * (long long)sysconf(_SC_PAGESIZE) : -1;
 }
 
 static uint8_t pattern(int block, size_t i) { return (uint8_t)(block * 131 + i * 7 + 1); }
