@@ -14,9 +14,9 @@
 #include <sys/mman.h>
 #endif
 
-/* Calls of dattn_alloc, dattn_alloc_aligned and dattn_alloc_arena so far, and the number of the
- * call that is to fail (0: none). Relaxed atomics: the count is exact for calls made on one
- * thread, and a call from another thread never tears the counters. */
+/* Calls of dattn_alloc, dattn_alloc_aligned, dattn_alloc_arena and dattn_region_alloc so far,
+ * and the number of the call that is to fail (0: none). Relaxed atomics: the count is exact for
+ * calls made on one thread, and a call from another thread never tears the counters. */
 static atomic_long n_calls;
 static atomic_long fail_call;
 
