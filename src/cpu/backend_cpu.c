@@ -27,7 +27,8 @@ typedef struct cpu_backend {
      * NULL: rows stay as stored. */
     void (*gemv_x4)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, int r0,
                     int r1, float *y);
-    dattn_region *region;      /* the copies' region while a model's weights are made, or NULL */
+    int grouping;              /* a model's weights are being made (weights_group) */
+    dattn_region *region;      /* their copies' region, once the first is made */
 } cpu_backend;
 
 /* A projection as the model stores it: rows borrowed from the mapped file (or copied once, in
@@ -189,18 +190,21 @@ static void cpu_weight_free(dattn_backend *be, backend_weight *w)
     dattn_free(w);
 }
 
-/* A model's copies in one region (alloc.h): a decode step streams them in huge pages. Layers
- * made outside a model load copy into allocations of their own. */
+/* A model's copies in one region (alloc.h), opened at its first copy: a decode step streams
+ * them in huge pages. Layers made outside a model load copy into allocations of their own. */
 static void cpu_weights_group(dattn_backend *be, int open)
 {
     cpu_backend *cb = be->impl;
-    dattn_region_close(cb->region);   /* one that holds no copy goes at once */
-    cb->region = open ? dattn_region_open() : NULL;   /* NULL: none to be had here */
+    dattn_region_close(cb->region);
+    cb->region = NULL;
+    cb->grouping = open;
 }
 
 /* A 64-byte aligned block for a weight's copy: from the model's region where there is one. */
 static void *copy_memory(cpu_backend *cb, backend_weight *w, size_t bytes)
 {
+    if (cb->grouping && !cb->region)
+        cb->region = dattn_region_open();   /* NULL: none to be had here */
     if (cb->region && dattn_region_fits(cb->region, bytes)) {
         void *p = dattn_region_alloc(cb->region, bytes, "weight");
         w->region = p ? cb->region : NULL;
