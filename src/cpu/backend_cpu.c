@@ -27,7 +27,10 @@ typedef struct cpu_backend {
      * NULL: rows stay as stored. */
     void (*gemv_x4)(const void *xq, int k, dattn_dtype dt, const void *w, int rows, int r0,
                     int r1, float *y);
-    int grouping;              /* a model's weights are being made (weights_group) */
+    /* A model's weights are being made (weights_group). The region opens at the first copy,
+     * not here: a load that copies nothing (no VBMI, f16 weights) then reserves no address
+     * space, which under qemu-user costs seconds a load. */
+    int grouping;
     dattn_region *region;      /* their copies' region, once the first is made */
 } cpu_backend;
 
