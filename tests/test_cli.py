@@ -305,6 +305,29 @@ def model_cases(exe, tmp, expect):
         check(ok, f"plan --mem 2M kv={kv}: n_ctx={n_ctx} fits and n_ctx+1 does not", out + err)
 
     expect(2, ["--fills"], "bench", "model", "-m", model, "--fills", "5,3")
+    expect(2, ["--rounds"], "bench", "model", "-m", model, "--rounds", "0")
+    # --rounds: every round printed with its own ceiling; each fill's result line is the round
+    # ranked (R + 1) / 2 by % of floor, its figures consistent with each other.
+    rc, out, err = run(exe, "bench", "model", "-m", model, "--rounds", "3", "--reps", "2",
+                       "--fills", "0,3", "--prompt", "4")
+    rounds = {}
+    for m in re.finditer(r"^fill (\d+) round (\d+): ceiling ([\d.]+) / ([\d.]+) GB/s, "
+                         r"([\d.]+) ms/token, ([\d.]+)% of floor$", out, re.M):
+        rounds.setdefault(int(m.group(1)), []).append(
+            (float(m.group(5)), float(m.group(6)), (float(m.group(3)) + float(m.group(4))) / 2))
+    lines = [l for l in out.splitlines() if l.startswith("bench=model_decode ")]
+    ok = rc == 0 and sorted(rounds) == [0, 3] and all(len(v) == 3 for v in rounds.values()) \
+        and len(lines) == 2
+    for l in lines if ok else []:
+        kv = dict(x.split("=", 1) for x in l.split()[1:])
+        fill, ms, pct = int(kv["fill"]), float(kv["ms"]), float(kv["pct"])
+        floor, gbps, nbytes = float(kv["floor_ms"]), float(kv["ceiling_gbps"]), float(kv["bytes"])
+        median = sorted(rounds[fill], key=lambda r: r[1])[1]
+        ok &= abs(ms - median[0]) < 1e-4 and abs(pct - median[1]) < 0.051 \
+            and abs(gbps - median[2]) < 0.11 \
+            and abs(floor - nbytes / (gbps * 1e9) * 1e3) <= 1e-4 + 2e-3 * floor \
+            and abs(pct - 100 * floor / ms) <= 0.051 + 2e-3 * pct
+    check(ok, "bench model --rounds 3: each fill reports its median round", out + err)
     expect(2, ["no model"], "bench", "model")
     expect(2, ["--policy"], "bench", "model", "-m", model, "--policy", "sink:4,window:8")
     return failures
