@@ -3,7 +3,7 @@
  * KV cache up to that fill) over the read bandwidth measured in the same run (DESIGN §5, §8).
  * Tokens are random ids; the CPU caches are flushed between timed decode steps unless --warm.
  * With --rounds R each fill is timed R times, each round between two samples of the ceiling (see
- * time_rounds). One machine-readable line per result. */
+ * the decode loops). One machine-readable line per result. */
 #define _POSIX_C_SOURCE 200809L   /* nanosleep */
 #include <stdio.h>
 #include <stdlib.h>
